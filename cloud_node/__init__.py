@@ -1,0 +1,1 @@
+"""The cloud node: a grpc.aio server around persona_sim's cloud logic."""

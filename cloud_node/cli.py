@@ -1,0 +1,50 @@
+"""`persona-sim cloud`: run the cloud node for a scenario."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+import torch
+
+from persona_sim.bundle import ensure_bundle, load_bundle_bytes
+from persona_sim.cloud import CloudEngine
+from persona_sim.config import load_scenario
+from persona_sim.dataset import load_dataset
+from persona_sim.errors import BundleError
+from persona_sim.progress import stage_progress
+from persona_sim.split import split_users
+
+from .server import serve
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cloud", help="run the cloud node (gRPC server) for a scenario",
+                       description="Serve Persona edits for a scenario's devices over gRPC. Trains the model bundle "
+                                   "first unless it is cached or given with --bundle.")
+    p.add_argument("--scenario", required=True, help="scenario YAML file")
+    p.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT to listen on; port 0 picks a free port")
+    p.add_argument("--seed", type=int, help="override the scenario's seed")
+    p.add_argument("--bundle", type=Path, help="serve this model bundle file instead of the cached one")
+    p.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=run_cloud)
+
+
+def run_cloud(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    torch.set_num_threads(1)
+    scenario = load_scenario(args.scenario, {"seed": args.seed} if args.seed is not None else None)
+    path = args.bundle
+    if path is None:
+        dataset = load_dataset(scenario.dataset, scenario.seed)
+        path, _ = ensure_bundle(scenario, dataset, split_users(dataset, scenario), stage_progress(args.quiet))
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read model bundle ({exc.strerror})") from None
+    bundle = load_bundle_bytes(data, str(path))
+    engine = CloudEngine(scenario, bundle, len(data))
+    asyncio.run(serve(engine, data, args.listen, args.port_file))
+    return 0

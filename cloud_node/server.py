@@ -1,0 +1,64 @@
+"""Start, serve and stop the cloud node's gRPC server."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2
+from grpc_health.v1.health import aio as health_aio
+from grpc_health.v1 import health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from persona_sim.cloud import CloudEngine
+from persona_sim.codec import channel_options
+from persona_sim.errors import NodeError
+from persona_sim.proto import persona_pb2 as pb
+from persona_sim.proto import persona_pb2_grpc as pb_grpc
+
+from .servicer import PersonaCloudServicer
+
+log = logging.getLogger("persona_sim.cloud")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PersonaCloud"].full_name
+
+
+async def start_server(engine: CloudEngine, model_bytes: bytes, listen: str) -> tuple[grpc.aio.Server, int, object]:
+    """Start serving on ``listen`` (HOST:PORT, port 0 picks a free one); return (server, port, health)."""
+    server = grpc.aio.server(options=channel_options(engine.max_frame_bytes))
+    pb_grpc.add_PersonaCloudServicer_to_server(PersonaCloudServicer(engine, model_bytes), server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as exc:
+        raise NodeError(f"cannot listen on {listen!r}: {exc}") from None
+    if port == 0:
+        raise NodeError(f"cannot listen on {listen!r} (address in use or not local)")
+    await server.start()
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    return server, port, health
+
+
+async def serve(engine: CloudEngine, model_bytes: bytes, listen: str, port_file: Path | None = None,
+                announce=print) -> None:
+    """Serve until SIGINT/SIGTERM, then drain for a moment and stop."""
+    server, port, health = await start_server(engine, model_bytes, listen)
+    host = listen.rsplit(":", 1)[0]
+    announce(f"persona-sim cloud: serving {engine.scenario.name!r} model {engine.bundle.signature} on {host}:{port}")
+    if port_file is not None:
+        tmp = port_file.with_suffix(".tmp")
+        tmp.write_text(str(port))
+        tmp.replace(port_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await health.enter_graceful_shutdown()
+    await server.stop(grace=2.0)
+    announce("persona-sim cloud: stopped")

@@ -1,0 +1,97 @@
+"""`persona-sim devices`: host a shard of a scenario's devices against a cloud node."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+from pathlib import Path
+
+import grpc
+import torch
+
+from persona_sim.bundle import load_bundle_bytes
+from persona_sim.codec import channel_options
+from persona_sim.config import load_scenario
+from persona_sim.dataset import load_dataset
+from persona_sim.errors import NodeError
+from persona_sim.messages import Hello
+from persona_sim.node import run_shard
+from persona_sim.progress import stage_progress
+from persona_sim.proto import persona_pb2_grpc as pb_grpc
+from persona_sim.report import render_table
+from persona_sim.rundir import describe, prepare
+
+from .client import GrpcTransport, fetch_model, get_info
+
+CONNECT_TIMEOUT_S = 30
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard must look like I/N (e.g. 0/3), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: need 0 <= I < N")
+    return i, n
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("devices", help="run a device node: simulate a scenario's devices against a cloud node",
+                       description="Simulate (a shard of) the scenario's devices; adaptation requests go to the "
+                                   "cloud node over gRPC. Writes the shard's results to --out, and the summary and "
+                                   "report once every shard's results are there.")
+    p.add_argument("--scenario", required=True, help="scenario YAML file")
+    p.add_argument("--cloud", required=True, help="HOST:PORT of the cloud node")
+    p.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
+                   help="host devices whose index mod N equals I (default 0/1: all)")
+    p.add_argument("--out", type=Path, required=True, help="run directory to write results into")
+    p.add_argument("--seed", type=int, help="override the scenario's seed")
+    p.add_argument("--bundle", type=Path, help="use this local model bundle instead of fetching the cloud's")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-finalize", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(handler=run_devices)
+
+
+def run_devices(args: argparse.Namespace) -> int:
+    torch.set_num_threads(1)
+    scenario = load_scenario(args.scenario, {"seed": args.seed} if args.seed is not None else None)
+    summary = asyncio.run(_run(args, scenario))
+    if summary is not None:
+        print(render_table(summary))
+        print(f"\nrun directory: {args.out}")
+    else:
+        print(f"shard {args.shard[0]}/{args.shard[1]} written to {args.out}; waiting for the other shards")
+    return 0
+
+
+async def _run(args: argparse.Namespace, scenario):
+    index, count = args.shard
+    target = args.cloud
+    async with grpc.aio.insecure_channel(target, options=channel_options(int(scenario.cloud.max_frame_mb * 2**20))) as ch:
+        try:
+            await asyncio.wait_for(ch.channel_ready(), CONNECT_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise NodeError(f"cannot reach the cloud node at {target} within {CONNECT_TIMEOUT_S} s") from None
+        stub = pb_grpc.PersonaCloudStub(ch)
+        stub_info = await get_info(stub, target)
+        if stub_info.scenario_name != scenario.name or stub_info.device_count != scenario.devices.count:
+            raise NodeError(f"the cloud at {target} serves scenario {stub_info.scenario_name!r} with "
+                            f"{stub_info.device_count} devices; this node has {scenario.name!r} with "
+                            f"{scenario.devices.count}")
+        data = args.bundle.read_bytes() if args.bundle else await fetch_model(stub, stub_info, target)
+        bundle = load_bundle_bytes(data, str(args.bundle or f"model from {target}"))
+        hello = Hello(f"{socket.gethostname()}-{os.getpid()}", bundle.signature, index, count)
+        transport = GrpcTransport(ch, target, hello, scenario.cloud.streams, stub_info.max_frame_bytes)
+        await transport.open()
+        dataset = load_dataset(scenario.dataset, scenario.seed)
+        if not (args.out / "manifest.json").exists():
+            prepare(args.out, scenario, describe(scenario, dataset, bundle.signature, transport="grpc", shards=count))
+        progress = stage_progress(args.quiet, position=index, prefix=f"shard {index}/{count} " if count > 1 else "")
+        try:
+            return await run_shard(scenario, bundle, dataset, transport, args.out, index, count,
+                                   facts={"transport": "grpc"}, progress=progress,
+                                   finalize_when_complete=not args.no_finalize)
+        finally:
+            await transport.close()

@@ -1,0 +1,123 @@
+"""The persona-sim command line. The only place that prints errors and picks exit codes.
+
+    persona-sim run SCENARIO [--out DIR] [--seed N] [--transport grpc|inproc] [--shards N]
+    persona-sim validate SCENARIO
+    persona-sim report RUN_DIR
+    persona-sim cloud ...      (from the cloud_node package)
+    persona-sim devices ...    (from the device_node package)
+
+The node commands are found through the ``persona_sim.commands`` entry-point
+group, so the core never imports the node packages.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from .errors import BundleError, DatasetError, NodeError, PersonaSimError, ScenarioError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .config import load_scenario
+    from .dataset import load_dataset
+
+    scenario = load_scenario(args.scenario)
+    dataset = load_dataset(scenario.dataset, scenario.seed)
+    print(f"{args.scenario}: ok — scenario {scenario.name!r}, methods {', '.join(scenario.methods)}, "
+          f"{scenario.devices.count} devices, dataset {dataset.name} ({dataset.num_users} users, "
+          f"{dataset.num_items} items, {dataset.num_interactions} interactions)")
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_scenario
+    from .progress import stage_progress
+    from .report import render_table
+    from .runner import run
+
+    scenario = load_scenario(args.scenario, {"seed": args.seed} if args.seed is not None else None)
+    out = args.out or Path("runs") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (out / "results.sqlite").exists() or (out / "summary.json").exists():
+        if not args.force:
+            raise ScenarioError(str(out), [("--out", "this run directory already holds results; choose another "
+                                                     "--out or pass --force to replace them", str(out))])
+    summary = run(scenario, out, args.transport, args.shards, args.quiet, stage_progress(args.quiet))
+    print(render_table(summary))
+    print(f"\nrun directory: {out}  (report.md, summary.json, results.sqlite)")
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .config import load_scenario
+    from .rundir import write_summary
+
+    run_dir = args.run_dir
+    if not (run_dir / "results.sqlite").exists():
+        raise NodeError(f"{run_dir}: no results.sqlite (is this a finished run directory?)")
+    scenario = load_scenario(run_dir / "scenario.yaml")
+    old = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    write_summary(run_dir, scenario, int(old.get("shards", 1)),
+                  {k: old[k] for k in ("transport", "wall_seconds") if k in old})
+    print(f"rebuilt {run_dir / 'summary.json'} and {run_dir / 'report.md'}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="persona-sim", description="Device-cloud simulator for Persona "
+                                     "(prototype-based parameter editing) over real gRPC and a SimPy clock.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a scenario end to end and write a run directory")
+    p.add_argument("scenario", help="scenario YAML file")
+    p.add_argument("--out", type=Path, help="run directory (default runs/<name>-<time>)")
+    p.add_argument("--seed", type=int, help="override the scenario's seed")
+    p.add_argument("--transport", choices=("grpc", "inproc"), default="grpc",
+                   help="grpc: cloud and device nodes as processes over loopback gRPC (default); "
+                        "inproc: one process, no sockets; same results")
+    p.add_argument("--shards", type=int, default=1, help="device-node processes (default 1)")
+    p.add_argument("--force", action="store_true", help="replace results already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("validate", help="check a scenario file (and that its dataset is found)")
+    p.add_argument("scenario", help="scenario YAML file")
+    p.set_defaults(handler=_cmd_validate)
+
+    p = sub.add_parser("report", help="rebuild summary.json and report.md of a run directory from its results")
+    p.add_argument("run_dir", type=Path)
+    p.set_defaults(handler=_cmd_report)
+
+    for ep in sorted(entry_points(group="persona_sim.commands"), key=lambda e: e.name):
+        ep.load()(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "shards", 1) < 1:
+        parser.error(f"--shards must be at least 1, got {args.shards}")
+    try:
+        return args.handler(args)
+    except ScenarioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (DatasetError, BundleError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_DATA
+    except PersonaSimError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Device logic: what one simulated device knows, predicts and applies.
+
+A device replays one held-out user's sequence. Its shared layers Θb are fixed,
+so their output before every prediction event is computed once, up front, one
+device at a time (a device's numbers never depend on which other devices share
+its process). At each event the device runs its adaptive layers Θc (the
+prototype's, or the last edit it applied) and ranks the true next item against
+sampled negatives.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .bundle import Bundle
+from .config import Scenario
+from .dataset import Dataset
+from .messages import device_id
+from .metrics import sample_negatives
+
+US = 1_000_000
+
+
+@dataclass
+class DevicePlan:
+    """Everything about one device fixed before the simulation starts."""
+
+    index: int
+    device_id: str
+    user: int
+    items: np.ndarray          # the replayed sequence
+    positions: np.ndarray      # (E,) index into items of each prediction event's target
+    times_us: np.ndarray       # (E,) virtual time of each interaction
+    negatives: np.ndarray      # (E, K) sampled negatives per event
+    h: np.ndarray              # (E, D) shared-layer output before each event
+
+    def window_after(self, event: int, w: int) -> tuple[int, ...]:
+        """The device's last w items once it has seen event ``event``'s item."""
+        t = int(self.positions[event]) + 1
+        return tuple(int(i) for i in self.items[max(0, t - w): t])
+
+
+def device_rng(seed: int, index: int, purpose: int) -> np.random.Generator:
+    """Independent, reproducible stream per (seed, device, purpose)."""
+    return np.random.default_rng([seed, index, purpose])
+
+
+@torch.no_grad()
+def shared_outputs(bundle: Bundle, items: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Θb's output after each prefix items[:t] for t in positions -> (E, D) float32."""
+    L = bundle.model_spec.max_len
+    out = np.empty((len(positions), bundle.model_spec.hidden), dtype=np.float32)
+    short = positions <= L
+    if short.any():
+        upto = int(positions[short].max())
+        h = bundle.encoder(torch.from_numpy(items[:upto][None]))[0]            # (upto, D): causal, so every prefix at once
+        out[short] = h[torch.from_numpy(positions[short] - 1)].numpy()
+    for j in np.flatnonzero(~short):                                           # longer than max_len: the last L items
+        t = int(positions[j])
+        out[j] = bundle.encoder(torch.from_numpy(items[t - L: t][None]))[0, -1].numpy()
+    return out
+
+
+def plan_device(index: int, user: int, dataset: Dataset, scenario: Scenario, bundle: Bundle) -> DevicePlan:
+    items = dataset.sequences[user]
+    positions = np.arange(scenario.split.context, len(items))
+    timing = device_rng(scenario.seed, index, 1)
+    mean_us = scenario.devices.interarrival_s * US
+    start = int(timing.integers(0, int(mean_us) + 1))
+    gaps = np.maximum(1, np.round(timing.exponential(mean_us, size=len(positions)))).astype(np.int64)
+    gaps[0] = 0
+    times = start + np.cumsum(gaps)
+    negatives = sample_negatives(device_rng(scenario.seed, index, 2), dataset.num_items, items,
+                                 len(positions), scenario.eval.negatives)
+    return DevicePlan(index, device_id(index), int(user), items, positions, times, negatives,
+                      shared_outputs(bundle, items, positions))
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    # Exact (erf) GELU, as torch.nn.functional.gelu computes it.
+    return 0.5 * x * (1.0 + _erf(x / np.sqrt(2.0)))
+
+
+_erf = np.vectorize(__import__("math").erf, otypes=[np.float64])
+
+
+@dataclass
+class DeviceState:
+    """The device's adaptive layers and adaptation bookkeeping during one method's run."""
+
+    params: dict[str, np.ndarray]
+    edit_seq: int = 0                 # seq of the edit in use (0: the prototype's own Θc)
+    prototype_id: int = 0
+    next_seq: int = 1
+    in_flight: bool = False
+    skipped: int = 0                  # requests not sent because one was still in flight
+    cache: dict = field(default_factory=dict)
+
+    def user_vector(self, h: np.ndarray) -> np.ndarray:
+        """Run Θc on one shared-layer output h (D,) -> u (D,)."""
+        x = h.astype(np.float64)
+        x = _gelu(x @ self.params["head.0.weight"] + self.params["head.0.bias"])
+        return x @ self.params["head.1.weight"] + self.params["head.1.bias"]
+
+    def scores(self, plan: DevicePlan, event: int, item_emb: np.ndarray) -> np.ndarray:
+        """(1 + K,) scores of the true item (first) and the event's negatives."""
+        cands = np.concatenate([[plan.items[plan.positions[event]]], plan.negatives[event]])
+        return item_emb[cands].astype(np.float64) @ self.user_vector(plan.h[event])
+
+
+def prototype_params(bundle: Bundle) -> dict[str, np.ndarray]:
+    return {k: v.numpy().astype(np.float64) for k, v in bundle.prototype_head.items()}

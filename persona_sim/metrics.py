@@ -1,0 +1,40 @@
+"""Ranking metrics of one prediction event: the true item against sampled negatives.
+
+rank = number of negatives scored strictly above the positive (0 is best).
+HR@k = [rank < k]; NDCG@k = [rank < k] / log2(rank + 2);
+AUC = fraction of negatives scored below the positive (ties count one half).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+METRICS = ("hr@5", "hr@10", "ndcg@5", "ndcg@10", "auc")
+
+
+def rank_metrics(scores: np.ndarray) -> dict[str, np.ndarray]:
+    """scores (N, 1 + K), column 0 the positive -> per-event metric arrays of length N."""
+    scores = np.atleast_2d(scores)
+    pos, neg = scores[:, :1], scores[:, 1:]
+    above = (neg > pos).sum(1)
+    ties = (neg == pos).sum(1)
+    rank = above
+    gain = 1.0 / np.log2(rank + 2.0)
+    return {
+        "rank": rank,
+        "hr@5": (rank < 5).astype(np.float64),
+        "hr@10": (rank < 10).astype(np.float64),
+        "ndcg@5": np.where(rank < 5, gain, 0.0),
+        "ndcg@10": np.where(rank < 10, gain, 0.0),
+        "auc": (neg.shape[1] - above - ties + 0.5 * ties) / neg.shape[1],
+    }
+
+
+def sample_negatives(rng: np.random.Generator, num_items: int, exclude: np.ndarray, n: int, k: int) -> np.ndarray:
+    """(n, k) item ids drawn uniformly from 1..num_items, none in ``exclude``, no repeats in a row."""
+    allowed = np.setdiff1d(np.arange(1, num_items + 1), exclude, assume_unique=False)
+    if len(allowed) < k:
+        raise ValueError(f"only {len(allowed)} items outside the user's history, need {k} negatives")
+    out = np.empty((n, k), dtype=np.int64)
+    for i in range(n):
+        out[i] = rng.choice(allowed, size=k, replace=False)
+    return out

@@ -1,0 +1,48 @@
+"""What a device node does, whatever carries its messages: plan its shard's
+devices, simulate every method, write the shard's results.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from .bundle import Bundle
+from .config import Scenario
+from .dataset import Dataset
+from .device import DevicePlan, plan_device
+from .errors import BundleError
+from .results import write_results
+from .rundir import finalize, shard_file
+from .simulation import Transport, simulate
+from .split import split_users
+
+
+def shard_devices(count: int, index: int, shards: int) -> list[int]:
+    return [i for i in range(count) if i % shards == index]
+
+
+def plan_shard(scenario: Scenario, bundle: Bundle, dataset: Dataset, index: int, shards: int) -> list[DevicePlan]:
+    if dataset.fingerprint() != bundle.meta["dataset_fingerprint"]:
+        raise BundleError(f"the model bundle was trained on dataset {bundle.meta['dataset_fingerprint']}, but this "
+                          f"node loaded {dataset.name} with fingerprint {dataset.fingerprint()}")
+    split = split_users(dataset, scenario)
+    return [plan_device(i, int(split.device_users[i]), dataset, scenario, bundle)
+            for i in shard_devices(scenario.devices.count, index, shards)]
+
+
+async def run_shard(scenario: Scenario, bundle: Bundle, dataset: Dataset, transport: Transport | None, out: Path,
+                    index: int = 0, shards: int = 1, facts: dict | None = None,
+                    progress: Callable[[str, int, int], None] | None = None,
+                    finalize_when_complete: bool = True) -> dict | None:
+    """Simulate this shard, write its results; return the summary if this shard completed the run."""
+    t0 = time.perf_counter()
+    plans = plan_shard(scenario, bundle, dataset, index, shards)
+    rec = await simulate(scenario, bundle, plans, transport, progress)
+    out.mkdir(parents=True, exist_ok=True)
+    write_results(shard_file(out, index, shards), rec.predictions, rec.adaptations, rec.wall,
+                  {"shard": [index, shards], "model_signature": bundle.signature})
+    if not finalize_when_complete:
+        return None
+    facts = dict(facts or {}, wall_seconds=round(time.perf_counter() - t0, 2))
+    return finalize(out, scenario, shards, facts)

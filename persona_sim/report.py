@@ -1,0 +1,63 @@
+"""report.md: the run's summary as tables a person reads."""
+from __future__ import annotations
+
+from .summary import STAGES
+
+
+def _f(v, digits: int = 4) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def _kb(n: int) -> str:
+    return f"{n / 1024:.1f}"
+
+
+def render_markdown(summary: dict, manifest: dict) -> str:
+    lines = [f"# persona-sim run: {summary.get('scenario', '?')}", ""]
+    lines += [
+        f"- seed **{summary.get('seed')}**, cloud compute mode **{summary.get('compute_mode')}**, "
+        f"transport **{summary.get('transport')}**, shards **{summary.get('shards')}**",
+        f"- devices **{summary.get('devices')}**, dataset `{manifest.get('dataset', {}).get('name')}` "
+        f"(fingerprint `{manifest.get('dataset', {}).get('fingerprint')}`)",
+        f"- model bundle `{manifest.get('bundle', {}).get('signature')}`",
+        f"- results digest `{summary.get('results_digest', '')[:16]}…`",
+        "",
+        "## Accuracy and adaptation cost",
+        "",
+        "| method | HR@5 | HR@10 | NDCG@5 | NDCG@10 | AUC | events | adaptations | RTT p50 (ms) | RTT p95 (ms) "
+        "| RTT p99 (ms) | up (KiB) | down (KiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in summary["methods"].items():
+        lines.append(
+            f"| {name} | {_f(m['hr@5'])} | {_f(m['hr@10'])} | {_f(m['ndcg@5'])} | {_f(m['ndcg@10'])} | "
+            f"{_f(m['auc'])} | {m['events']} | {m['adaptations']} | {_f(m['rtt_ms_p50'], 2)} | "
+            f"{_f(m['rtt_ms_p95'], 2)} | {_f(m['rtt_ms_p99'], 2)} | {_kb(m['bytes_up'])} | {_kb(m['bytes_down'])} |")
+    adaptive = {n: m for n, m in summary["methods"].items() if m["adaptations"]}
+    if adaptive:
+        lines += ["", "## Round trip by stage (virtual time, ms: p50 / p95 / p99)", "",
+                  "| method | " + " | ".join(STAGES) + " |", "|---" * (len(STAGES) + 1) + "|"]
+        for name, m in adaptive.items():
+            cells = [f"{_f(s['p50'], 2)} / {_f(s['p95'], 2)} / {_f(s['p99'], 2)}" for s in m["stages_ms"].values()]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        failed = sum(m["failed_adaptations"] for m in adaptive.values())
+        if failed:
+            lines += ["", f"**{failed} adaptation request(s) failed**; see `adaptations.status` in results.sqlite."]
+    wall = summary.get("wall_clock", {})
+    lines += ["", "## Wall clock (not simulated)", "",
+              f"- measured cloud compute per adaptation, p50: {_f(wall.get('cloud_compute_ms_p50'), 3)} ms",
+              f"- run wall time: {_f(summary.get('wall_seconds'), 1)} s", ""]
+    lines += ["Metrics are means over all prediction events (every replayed interaction is one; the true item is "
+              "ranked against sampled negatives). RTT is from request issued to edit applied on the device.", ""]
+    return "\n".join(lines)
+
+
+def render_table(summary: dict) -> str:
+    """A compact table for the terminal."""
+    head = f"{'method':<12}{'HR@10':>8}{'NDCG@10':>9}{'AUC':>8}{'adapt':>7}{'RTT p50':>9}{'p95':>8}{'p99':>8}{'KiB up/down':>14}"
+    rows = [head, "-" * len(head)]
+    for name, m in summary["methods"].items():
+        rows.append(f"{name:<12}{_f(m['hr@10']):>8}{_f(m['ndcg@10']):>9}{_f(m['auc']):>8}{m['adaptations']:>7}"
+                    f"{_f(m['rtt_ms_p50'], 1):>9}{_f(m['rtt_ms_p95'], 1):>8}{_f(m['rtt_ms_p99'], 1):>8}"
+                    f"{_kb(m['bytes_up']) + '/' + _kb(m['bytes_down']):>14}")
+    return "\n".join(rows)

@@ -1,0 +1,98 @@
+"""Simulated results in SQLite (standard library), and their digest.
+
+Tables
+  predictions   one row per prediction event (method, device, virtual time, metrics)
+  adaptations   one row per adaptation with its stage times (virtual µs) and bytes
+  wall          wall-clock diagnostics (measured cloud compute); never in the digest
+  meta          key/value facts about the shard or run
+Shard files (``shard-I-of-N.sqlite``) have the same schema and merge into
+``results.sqlite``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+PREDICTION_COLUMNS = ("method", "device_id", "event", "t_us", "item", "edit_seq", "rank",
+                      "hr5", "hr10", "ndcg5", "ndcg10", "auc")
+ADAPTATION_COLUMNS = ("method", "device_id", "seq", "status", "prototype_id", "issued_us", "upload_done_us",
+                      "enqueued_us", "compute_start_us", "compute_end_us", "download_done_us", "applied_us",
+                      "bytes_up", "bytes_down", "edit_norm")
+WALL_COLUMNS = ("method", "device_id", "seq", "cloud_compute_ns")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+  method TEXT, device_id TEXT, event INTEGER, t_us INTEGER, item INTEGER, edit_seq INTEGER, rank INTEGER,
+  hr5 REAL, hr10 REAL, ndcg5 REAL, ndcg10 REAL, auc REAL, PRIMARY KEY (method, device_id, event));
+CREATE TABLE IF NOT EXISTS adaptations (
+  method TEXT, device_id TEXT, seq INTEGER, status TEXT, prototype_id INTEGER, issued_us INTEGER,
+  upload_done_us INTEGER, enqueued_us INTEGER, compute_start_us INTEGER, compute_end_us INTEGER,
+  download_done_us INTEGER, applied_us INTEGER, bytes_up INTEGER, bytes_down INTEGER, edit_norm REAL,
+  PRIMARY KEY (method, device_id, seq));
+CREATE TABLE IF NOT EXISTS wall (method TEXT, device_id TEXT, seq INTEGER, cloud_compute_ns INTEGER);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+
+def _insert(con: sqlite3.Connection, table: str, columns: tuple[str, ...], rows) -> None:
+    marks = ",".join("?" * len(columns))
+    con.executemany(f"INSERT INTO {table} ({','.join(columns)}) VALUES ({marks})", rows)
+
+
+def write_results(path: Path, predictions, adaptations, wall, meta: dict) -> None:
+    """Write one shard's rows to a fresh SQLite file (replaced atomically)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    con = sqlite3.connect(tmp)
+    try:
+        con.executescript(SCHEMA)
+        _insert(con, "predictions", PREDICTION_COLUMNS, predictions)
+        _insert(con, "adaptations", ADAPTATION_COLUMNS, adaptations)
+        _insert(con, "wall", WALL_COLUMNS, wall)
+        _insert(con, "meta", ("key", "value"), [(k, json.dumps(v)) for k, v in meta.items()])
+        con.commit()
+    finally:
+        con.close()
+    tmp.replace(path)
+
+
+def merge_results(shards: list[Path], out: Path) -> None:
+    """Concatenate shard files into one results file (rows are keyed by device, so no clashes)."""
+    tmp = out.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    con = sqlite3.connect(tmp)
+    try:
+        con.executescript(SCHEMA)
+        for i, shard in enumerate(shards):
+            con.execute("ATTACH DATABASE ? AS s", (str(shard),))
+            for table in ("predictions", "adaptations", "wall"):
+                con.execute(f"INSERT INTO {table} SELECT * FROM s.{table}")
+            if i == 0:
+                con.execute("INSERT INTO meta SELECT * FROM s.meta WHERE key != 'shard'")
+            con.commit()
+            con.execute("DETACH DATABASE s")
+        con.commit()
+    finally:
+        con.close()
+    tmp.replace(out)
+
+
+def results_digest(path: Path) -> str:
+    """SHA-256 over every simulated value (times, bytes, metrics), in a canonical order.
+
+    Wall-clock diagnostics are left out, so the digest is equal for any two runs
+    that simulated the same thing, whatever the machine's speed.
+    """
+    h = hashlib.sha256()
+    con = sqlite3.connect(path)
+    try:
+        for table, cols, order in (("predictions", PREDICTION_COLUMNS, "method, device_id, event"),
+                                   ("adaptations", ADAPTATION_COLUMNS, "method, device_id, seq")):
+            h.update(table.encode())
+            for row in con.execute(f"SELECT {','.join(cols)} FROM {table} ORDER BY {order}"):
+                h.update(repr(row).encode())
+    finally:
+        con.close()
+    return h.hexdigest()

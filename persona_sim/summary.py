@@ -1,0 +1,64 @@
+"""summary.json: the run's figures, computed from results.sqlite alone."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from .results import results_digest
+
+STAGES = {   # stage name -> (start column, end column)
+    "upload": ("issued_us", "upload_done_us"),
+    "queue": ("enqueued_us", "compute_start_us"),
+    "compute": ("compute_start_us", "compute_end_us"),
+    "download": ("compute_end_us", "download_done_us"),
+    "apply": ("download_done_us", "applied_us"),
+}
+METRIC_COLUMNS = {"hr@5": "hr5", "hr@10": "hr10", "ndcg@5": "ndcg5", "ndcg@10": "ndcg10", "auc": "auc"}
+
+
+def _pcts(values_us: np.ndarray) -> dict[str, float | None]:
+    if len(values_us) == 0:
+        return {"p50": None, "p95": None, "p99": None}
+    p = np.percentile(values_us / 1000.0, [50, 95, 99])
+    return {"p50": round(float(p[0]), 3), "p95": round(float(p[1]), 3), "p99": round(float(p[2]), 3)}
+
+
+def method_summary(con: sqlite3.Connection, method: str) -> dict:
+    cols = ", ".join(f"AVG({c})" for c in METRIC_COLUMNS.values())
+    row = con.execute(f"SELECT COUNT(*), COUNT(DISTINCT device_id), {cols} FROM predictions WHERE method=?",
+                      (method,)).fetchone()
+    out: dict = {k: (round(v, 6) if v is not None else None) for k, v in zip(METRIC_COLUMNS, row[2:])}
+    out["events"], out["devices"] = row[0], row[1]
+    ok = np.asarray(con.execute(
+        f"SELECT {', '.join(c for pair in STAGES.values() for c in pair)} FROM adaptations "
+        "WHERE method=? AND status='ok' ORDER BY device_id, seq", (method,)).fetchall(), dtype=np.int64).reshape(-1, 10)
+    failed = con.execute("SELECT COUNT(*) FROM adaptations WHERE method=? AND status != 'ok'", (method,)).fetchone()[0]
+    up, down = con.execute("SELECT COALESCE(SUM(bytes_up),0), COALESCE(SUM(bytes_down),0) FROM adaptations "
+                           "WHERE method=?", (method,)).fetchone()
+    rtt = _pcts(ok[:, 9] - ok[:, 0]) if len(ok) else _pcts(np.empty(0))
+    out.update({
+        "adaptations": int(len(ok)), "failed_adaptations": int(failed),
+        "rtt_ms_p50": rtt["p50"], "rtt_ms_p95": rtt["p95"], "rtt_ms_p99": rtt["p99"],
+        "bytes_up": int(up), "bytes_down": int(down),
+        "bytes_per_device": round((up + down) / out["devices"], 1) if out["devices"] else 0.0,
+        "stages_ms": {name: _pcts(ok[:, 2 * i + 1] - ok[:, 2 * i]) for i, name in enumerate(STAGES)},
+    })
+    return out
+
+
+def build_summary(results: Path, methods: list[str], facts: dict) -> dict:
+    con = sqlite3.connect(results)
+    try:
+        summary = {"methods": {m: method_summary(con, m) for m in methods}}
+        wall = np.asarray([r[0] for r in con.execute("SELECT cloud_compute_ns FROM wall")], dtype=np.float64)
+    finally:
+        con.close()
+    summary["results_digest"] = results_digest(results)
+    summary.update(facts)
+    summary["wall_clock"] = {
+        "cloud_compute_ms_p50": round(float(np.median(wall)) / 1e6, 4) if len(wall) else None,
+        "note": "measured wall time of the real cloud computation; not part of the simulated results",
+    }
+    return summary
