@@ -49,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="run directory to write results into")
     p.add_argument("--seed", type=int, help="override the scenario's seed")
     p.add_argument("--bundle", type=Path, help="use this local model bundle instead of fetching the cloud's")
+    p.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT_S, metavar="S",
+                   help=f"give up if the cloud is not reachable within S seconds (default {CONNECT_TIMEOUT_S})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-finalize", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(handler=run_devices)
@@ -71,9 +73,9 @@ async def _run(args: argparse.Namespace, scenario):
     target = args.cloud
     async with grpc.aio.insecure_channel(target, options=channel_options(int(scenario.cloud.max_frame_mb * 2**20))) as ch:
         try:
-            await asyncio.wait_for(ch.channel_ready(), CONNECT_TIMEOUT_S)
+            await asyncio.wait_for(ch.channel_ready(), args.connect_timeout)
         except asyncio.TimeoutError:
-            raise NodeError(f"cannot reach the cloud node at {target} within {CONNECT_TIMEOUT_S} s") from None
+            raise NodeError(f"cannot reach the cloud node at {target} within {args.connect_timeout:g} s") from None
         stub = pb_grpc.PersonaCloudStub(ch)
         stub_info = await get_info(stub, target)
         if stub_info.scenario_name != scenario.name or stub_info.device_count != scenario.devices.count:

@@ -1,0 +1,69 @@
+"""Shared tiny fixtures: a scenario small enough to train in about a second."""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from persona_sim.config import parse_scenario
+
+TINY = {
+    "name": "tiny",
+    "seed": 3,
+    "dataset": {"name": "synthetic", "synthetic": {"users": 300, "items": 60, "categories": 4,
+                                                   "min_len": 8, "max_len": 14}},
+    "split": {"device_users": 12, "context": 3},
+    "model": {"hidden": 8, "blocks": 1, "heads": 1, "max_len": 16},
+    "train": {"epochs": 2, "batch_size": 64, "editor_epochs": 2, "sampled_negatives": 16},
+    "persona": {"window": 4, "editor_hidden": 16},
+    "devices": {"count": 12, "interarrival_s": 10, "policy": {"every": 2}},
+    "network": {"delay_ms": 5, "jitter_ms": 2},
+    "cloud": {"streams": 2},
+    "eval": {"negatives": 20},
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Every test shares one fresh bundle cache, never the user's."""
+    cache = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("PERSONA_SIM_CACHE")
+    os.environ["PERSONA_SIM_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("PERSONA_SIM_CACHE", None)
+    else:
+        os.environ["PERSONA_SIM_CACHE"] = old
+
+
+@pytest.fixture
+def tiny_dict():
+    return copy.deepcopy(TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_scenario():
+    return parse_scenario(copy.deepcopy(TINY), "tiny")
+
+
+@pytest.fixture
+def tiny_file(tmp_path, tiny_dict) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_dict))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tiny_scenario):
+    """(scenario, dataset, split, bundle path, bundle) trained once per session."""
+    from persona_sim.bundle import ensure_bundle, load_bundle
+    from persona_sim.dataset import load_dataset
+    from persona_sim.split import split_users
+
+    dataset = load_dataset(tiny_scenario.dataset, tiny_scenario.seed)
+    split = split_users(dataset, tiny_scenario)
+    path, _ = ensure_bundle(tiny_scenario, dataset, split, lambda *a: None)
+    return tiny_scenario, dataset, split, path, load_bundle(path)

@@ -1,0 +1,110 @@
+"""Every wire message round-trips; the codec validates what it decodes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from persona_sim import codec
+from persona_sim.errors import ProtocolError
+from persona_sim.messages import AdaptRequest, CloudInfo, EditResult, Hello, RequestError
+from persona_sim.proto import persona_pb2 as pb
+
+TENSOR = pb.Tensor(name="head.0.weight", dtype=pb.FLOAT32, shape=[2, 3],
+                   data=np.arange(6, dtype="<f4").tobytes())
+EVERY_MESSAGE = [
+    pb.DeviceFrame(hello=pb.Hello(protocol_version=1, node_id="n1", model_signature="abc",
+                                  codecs=[pb.FLOAT32, pb.FLOAT16], shard_index=1, shard_count=3)),
+    pb.DeviceFrame(requests=pb.RequestBatch(frame_id=9, requests=[
+        pb.AdaptRequest(device_id="dev-000001", seq=4, issued_us=123456789, method="persona-s", window=[1, 2, 3])])),
+    pb.DeviceFrame(heartbeat=pb.Heartbeat(sent_unix_ns=1_700_000_000_000_000_000)),
+    pb.CloudFrame(hello_ack=pb.HelloAck(protocol_version=1, cloud_id="c", model_signature="abc", codec=pb.FLOAT32,
+                                        max_frame_bytes=4 << 20)),
+    pb.CloudFrame(edits=pb.EditBatch(frame_id=9, final=True, edits=[
+        pb.EditPush(device_id="dev-000001", seq=4, prototype_id=2, tensors=[TENSOR], edit_norm=1.5, compute_ns=77)],
+        errors=[pb.Error(code=pb.UNKNOWN_DEVICE, message="no", device_id="dev-9", seq=1)])),
+    pb.CloudFrame(error=pb.Error(code=pb.MODEL_MISMATCH, message="other model")),
+    pb.CloudFrame(heartbeat=pb.Heartbeat(sent_unix_ns=5)),
+    pb.InfoRequest(),
+    pb.CloudInfo(protocol_version=1, cloud_id="c", model_signature="abc", model_bytes=10, scenario_name="s",
+                 methods=["static", "persona-s"], max_frame_bytes=100, device_count=7),
+    pb.FetchModelRequest(model_signature="abc"),
+    pb.ModelChunk(offset=0, data=b"\x00\x01", total_bytes=2),
+]
+
+
+@pytest.mark.parametrize("msg", EVERY_MESSAGE, ids=lambda m: type(m).__name__ + ":" + str(
+    m.WhichOneof("body") if hasattr(m, "WhichOneof") and m.DESCRIPTOR.oneofs else ""))
+def test_every_message_type_round_trips(msg):
+    again = type(msg).FromString(msg.SerializeToString())
+    assert again == msg
+    if msg.DESCRIPTOR.oneofs:
+        assert again.WhichOneof("body") == msg.WhichOneof("body")
+
+
+def test_request_round_trip_through_codec():
+    req = AdaptRequest("dev-000003", 7, 5_000_000, "persona-s", (4, 5, 6))
+    assert codec.request_from_pb(pb.AdaptRequest.FromString(codec.request_to_pb(req).SerializeToString())) == req
+
+
+def test_edit_round_trip_keeps_exact_floats():
+    rng = np.random.default_rng(0)
+    params = {"head.0.weight": rng.normal(size=(4, 4)).astype(np.float32), "head.0.bias": np.ones(4, np.float32)}
+    edit = EditResult("dev-000001", 2, 1, params, 0.25, compute_ns=999)
+    back = codec.edit_from_pb(pb.EditPush.FromString(codec.edit_to_pb(edit).SerializeToString()))
+    assert (back.device_id, back.seq, back.prototype_id, back.edit_norm, back.compute_ns) == ("dev-000001", 2, 1, 0.25, 999)
+    for k in params:
+        assert back.params[k].tobytes() == params[k].tobytes()
+    # tensors travel as bytes: 16 + 4 floats of 4 bytes, plus small headers
+    assert 80 < back.wire_bytes < 200
+
+
+def test_charged_edit_size_ignores_the_measured_time():
+    params = {"w": np.zeros((3, 3), np.float32)}
+    small = codec.edit_to_pb(EditResult("dev-000001", 1, 0, params, 1.0, compute_ns=1))
+    large = codec.edit_to_pb(EditResult("dev-000001", 1, 0, params, 1.0, compute_ns=10**15))
+    assert small.ByteSize() != large.ByteSize()
+    assert codec.edit_wire_bytes(small) == codec.edit_wire_bytes(large)
+
+
+def test_tensor_whose_bytes_do_not_match_its_shape_is_rejected():
+    bad = pb.EditPush(device_id="dev-000001", seq=1, tensors=[
+        pb.Tensor(name="w", dtype=pb.FLOAT32, shape=[3, 3], data=b"\x00" * 12)])
+    with pytest.raises(ProtocolError, match=r"tensor 'w' shape \(3, 3\) needs 36 bytes, got 12"):
+        codec.edit_from_pb(bad)
+
+
+def test_tensor_with_unknown_dtype_is_rejected():
+    bad = pb.EditPush(device_id="dev-000001", seq=1, tensors=[pb.Tensor(name="w", dtype=0, shape=[1], data=b"1234")])
+    with pytest.raises(ProtocolError, match="unsupported dtype"):
+        codec.edit_from_pb(bad)
+
+
+def test_reply_is_split_under_the_frame_cap_and_only_the_last_part_is_final():
+    params = {"w": np.zeros((16, 16), np.float32)}       # about 1 KiB per edit
+    edits = [codec.edit_to_pb(EditResult(f"dev-{i:06d}", 1, 0, params, 0.0)) for i in range(10)]
+    errors = [RequestError("dev-000099", 1, "UNKNOWN_DEVICE", "unknown")]
+    frames = codec.edit_batches(5, edits, errors, max_bytes=3000)
+    assert len(frames) > 1
+    assert all(f.ByteSize() <= 3000 for f in frames)
+    assert [f.edits.final for f in frames] == [False] * (len(frames) - 1) + [True]
+    assert {f.edits.frame_id for f in frames} == {5}
+    assert sum(len(f.edits.edits) for f in frames) == 10
+    assert [e.device_id for e in frames[-1].edits.errors] == ["dev-000099"]
+
+
+def test_one_edit_larger_than_the_cap_is_an_error_not_a_broken_frame():
+    edit = codec.edit_to_pb(EditResult("dev-000001", 1, 0, {"w": np.zeros((64, 64), np.float32)}, 0.0))
+    with pytest.raises(ProtocolError, match="exceeds the frame cap"):
+        codec.edit_batches(1, [edit], [], max_bytes=1024)
+
+
+def test_hello_and_info_round_trip():
+    hello = Hello("n", "sig", 2, 4, codecs=("FLOAT32",))
+    assert codec.hello_from_pb(codec.hello_to_pb(hello).hello) == hello
+    info = CloudInfo("c", "sig", 10, "s", ("static",), 100, 7)
+    assert codec.info_from_pb(codec.info_to_pb(info)) == info
+
+
+def test_hello_with_impossible_shard_is_rejected():
+    with pytest.raises(ProtocolError, match="not a valid shard"):
+        codec.hello_from_pb(pb.Hello(shard_index=3, shard_count=3))

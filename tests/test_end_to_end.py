@@ -1,0 +1,164 @@
+"""Whole runs at tiny scale: real processes over loopback gRPC, and in-process."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from persona_sim.cli import main
+
+RUN_FILES = ("scenario.yaml", "manifest.json", "results.sqlite", "summary.json", "report.md")
+SUMMARY_KEYS = ("hr@5", "hr@10", "ndcg@5", "ndcg@10", "auc", "adaptations", "rtt_ms_p50", "rtt_ms_p95",
+                "rtt_ms_p99", "bytes_up", "bytes_down")
+
+
+def cli(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "persona_sim.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def metrics_only(s: dict) -> dict:
+    return {"methods": s["methods"], "results_digest": s["results_digest"]}
+
+
+@pytest.fixture(scope="module")
+def grpc_run(tmp_path_factory, _isolated_cache):
+    from tests.conftest import TINY
+
+    root = tmp_path_factory.mktemp("grpc")
+    scenario = root / "tiny.yaml"
+    scenario.write_text(yaml.safe_dump(TINY))
+    out = root / "run"
+    proc = cli("run", str(scenario), "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    return scenario, out, proc
+
+
+def test_run_over_grpc_writes_every_file(grpc_run):
+    _, out, proc = grpc_run
+    for name in RUN_FILES:
+        assert (out / name).exists(), name
+    s = summary(out)
+    persona = s["methods"]["persona-s"]
+    for key in SUMMARY_KEYS:
+        assert key in persona
+    assert persona["adaptations"] > 0 and persona["bytes_up"] > 0 and persona["bytes_down"] > 0
+    assert 0 < persona["rtt_ms_p50"] <= persona["rtt_ms_p95"] <= persona["rtt_ms_p99"]
+    assert s["methods"]["static"]["adaptations"] == 0
+    assert s["transport"] == "grpc" and s["compute_mode"] == "model"
+    assert "persona-s" in proc.stdout and "run directory" in proc.stdout
+    assert "| persona-s |" in (out / "report.md").read_text()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seed"] == 3 and manifest["dataset"]["fingerprint"] and manifest["versions"]["torch"]
+
+
+def test_results_hold_one_row_per_event_and_ordered_stage_times(grpc_run):
+    _, out, _ = grpc_run
+    con = sqlite3.connect(out / "results.sqlite")
+    events = con.execute("SELECT COUNT(*) FROM predictions WHERE method='static'").fetchone()[0]
+    assert events == con.execute("SELECT COUNT(*) FROM predictions WHERE method='persona-s'").fetchone()[0] > 0
+    rows = con.execute("SELECT issued_us, upload_done_us, enqueued_us, compute_start_us, compute_end_us, "
+                       "download_done_us, applied_us FROM adaptations WHERE status='ok'").fetchall()
+    assert rows and all(list(r) == sorted(r) and r[0] < r[-1] for r in rows)
+    # an applied edit is in use by the device's next prediction
+    used = con.execute("SELECT COUNT(*) FROM predictions WHERE method='persona-s' AND edit_seq > 0").fetchone()[0]
+    assert used > 0
+
+
+def test_inproc_and_sharded_runs_give_the_same_results(grpc_run, tmp_path):
+    scenario, out, _ = grpc_run
+    assert main(["run", str(scenario), "--out", str(tmp_path / "a"), "--transport", "inproc", "--quiet"]) == 0
+    assert main(["run", str(scenario), "--out", str(tmp_path / "b"), "--transport", "inproc", "--shards", "3",
+                 "--quiet"]) == 0
+    assert metrics_only(summary(tmp_path / "a")) == metrics_only(summary(out))
+    assert metrics_only(summary(tmp_path / "b")) == metrics_only(summary(out))
+
+
+def test_cloud_and_devices_started_by_hand_match_run(grpc_run, tmp_path):
+    scenario, out, _ = grpc_run
+    port_file = tmp_path / "port"
+    cloud = subprocess.Popen([sys.executable, "-m", "persona_sim.cli", "cloud", "--scenario", str(scenario),
+                              "--listen", "127.0.0.1:0", "--port-file", str(port_file), "--quiet"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not port_file.exists():
+            assert cloud.poll() is None, cloud.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        target = f"127.0.0.1:{port_file.read_text()}"
+        # the device node fetches the model from the cloud: give it an empty cache
+        env = dict(os.environ, PERSONA_SIM_CACHE=str(tmp_path / "device-cache"))
+        devices = subprocess.run([sys.executable, "-m", "persona_sim.cli", "devices", "--scenario", str(scenario),
+                                  "--cloud", target, "--out", str(tmp_path / "manual"), "--quiet"],
+                                 capture_output=True, text=True, timeout=180, env=env)
+        assert devices.returncode == 0, devices.stderr
+    finally:
+        cloud.send_signal(signal.SIGTERM)
+        cloud.wait(timeout=30)
+    assert cloud.returncode == 0
+    assert metrics_only(summary(tmp_path / "manual")) == metrics_only(summary(out))
+    assert list((tmp_path / "device-cache" / "fetched").glob("*.pt"))
+
+
+def test_same_seed_same_digest_other_seed_other_digest(tiny_file, tmp_path):
+    for name, seed in (("a", "5"), ("b", "5"), ("c", "6")):
+        assert main(["run", str(tiny_file), "--out", str(tmp_path / name), "--seed", seed,
+                     "--transport", "inproc", "--quiet"]) == 0
+    digests = [summary(tmp_path / n)["results_digest"] for n in "abc"]
+    assert digests[0] == digests[1] != digests[2]
+
+
+def test_run_refuses_to_overwrite_recorded_results(grpc_run, capsys):
+    scenario, out, _ = grpc_run
+    before = (out / "results.sqlite").read_bytes()
+    assert main(["run", str(scenario), "--out", str(out), "--transport", "inproc", "--quiet"]) == 2
+    assert "already holds results" in capsys.readouterr().err
+    assert (out / "results.sqlite").read_bytes() == before
+
+
+def test_report_rebuilds_from_results(grpc_run, tmp_path):
+    _, out, _ = grpc_run
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in RUN_FILES:
+        (copy / name).write_bytes((out / name).read_bytes())
+    (copy / "report.md").unlink()
+    assert main(["report", str(copy)]) == 0
+    assert (copy / "report.md").read_text() == (out / "report.md").read_text()
+
+
+def test_devices_command_reports_an_unreachable_cloud(tiny_file, tmp_path):
+    proc = cli("devices", "--scenario", str(tiny_file), "--cloud", "127.0.0.1:1", "--out", str(tmp_path / "x"),
+               "--quiet", "--connect-timeout", "2", timeout=120)
+    assert proc.returncode == 1 and "cannot reach the cloud node at 127.0.0.1:1" in proc.stderr
+
+
+SCENARIOS = sorted((Path(__file__).resolve().parent.parent / "scenarios").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.name)
+def test_every_scenario_runs_at_tiny_scale(path, tmp_path, monkeypatch):
+    """Each shipped scenario, shrunk to the tiny sizes, runs end to end in-process."""
+    from tests.conftest import TINY
+
+    data = yaml.safe_load(path.read_text())
+    for section in ("dataset", "split", "model", "train", "persona", "eval"):
+        data[section] = TINY[section]
+    data["devices"] = {**data.get("devices", {}), "count": TINY["devices"]["count"]}
+    small = tmp_path / path.name
+    small.write_text(yaml.safe_dump(data))
+    assert main(["run", str(small), "--out", str(tmp_path / "run"), "--transport", "inproc", "--quiet"]) == 0
+    assert summary(tmp_path / "run")["methods"]

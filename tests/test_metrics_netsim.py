@@ -1,0 +1,61 @@
+"""Exact values of the ranking metrics and the link model."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from persona_sim.config import NetworkSpec
+from persona_sim.metrics import rank_metrics, sample_negatives
+from persona_sim.netsim import Link
+
+
+def test_positive_ranked_first():
+    m = rank_metrics(np.array([[5.0, 1.0, 2.0, 3.0]]))
+    assert m["rank"][0] == 0
+    assert (m["hr@5"][0], m["ndcg@5"][0], m["ndcg@10"][0], m["auc"][0]) == (1.0, 1.0, 1.0, 1.0)
+
+
+def test_positive_ranked_fourth():
+    m = rank_metrics(np.array([[1.0, 2.0, 3.0, 4.0, 0.0, -1.0]]))   # three negatives above
+    assert m["rank"][0] == 3
+    assert m["ndcg@5"][0] == pytest.approx(1 / math.log2(5))
+    assert m["auc"][0] == pytest.approx(2 / 5)
+
+
+def test_positive_outside_top_five():
+    scores = np.array([[0.0] + [1.0] * 7 + [-1.0] * 3])
+    m = rank_metrics(scores)
+    assert (m["hr@5"][0], m["hr@10"][0], m["ndcg@5"][0]) == (0.0, 1.0, 0.0)
+    assert m["ndcg@10"][0] == pytest.approx(1 / math.log2(9))
+
+
+def test_ties_count_half_in_auc_and_do_not_lower_the_rank():
+    m = rank_metrics(np.array([[1.0, 1.0, 0.0]]))
+    assert m["rank"][0] == 0
+    assert m["auc"][0] == pytest.approx(0.75)
+
+
+def test_negatives_avoid_the_history_and_repeat_per_seed():
+    history = np.arange(1, 51)
+    a = sample_negatives(np.random.default_rng(1), 100, history, 5, 20)
+    b = sample_negatives(np.random.default_rng(1), 100, history, 5, 20)
+    assert (a == b).all()
+    assert a.min() > 50 and a.max() <= 100
+    assert all(len(set(row)) == 20 for row in a)
+
+
+def test_transfer_time_is_delay_plus_serialisation():
+    link = Link.from_spec(NetworkSpec(uplink_mbps=8, downlink_mbps=16, delay_ms=10, jitter_ms=0))
+    rng = np.random.default_rng(0)
+    assert link.upload_us(1000, rng) == 10_000 + 1000          # 8000 bits at 8 Mbit/s = 1 ms
+    assert link.download_us(1000, rng) == 10_000 + 500
+    assert link.upload_us(1, rng) == 10_000 + 1                # rounded up to whole microseconds
+
+
+def test_jitter_stays_in_its_range_and_is_seeded():
+    link = Link.from_spec(NetworkSpec(uplink_mbps=8, downlink_mbps=8, delay_ms=10, jitter_ms=2))
+    times = [link.upload_us(0, np.random.default_rng(s)) for s in range(200)]
+    assert min(times) >= 10_000 and max(times) <= 12_000 and len(set(times)) > 50
+    assert link.upload_us(0, np.random.default_rng(7)) == link.upload_us(0, np.random.default_rng(7))

@@ -1,0 +1,180 @@
+"""The cloud node over a real loopback gRPC server on port 0."""
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from cloud_node.server import SERVICE_NAME, start_server
+from device_node.client import GrpcTransport, fetch_model, get_info
+from persona_sim.cloud import CloudEngine
+from persona_sim.codec import channel_options
+from persona_sim.errors import NodeError
+from persona_sim.messages import AdaptRequest, EditResult, Hello, RequestError
+from persona_sim.proto import persona_pb2 as pb
+from persona_sim.proto import persona_pb2_grpc as pb_grpc
+
+ADAPT = f"/{SERVICE_NAME}/Adapt"
+
+
+def serve(tiny_world, body, max_frame_mb=None):
+    """Start the real server on a free port, run ``body(channel, engine)``, stop the server."""
+    scenario, _, _, path, bundle = tiny_world
+    if max_frame_mb is not None:
+        scenario = scenario.model_copy(update={"cloud": scenario.cloud.model_copy(update={"max_frame_mb": max_frame_mb})})
+    data = path.read_bytes()
+    engine = CloudEngine(scenario, bundle, len(data))
+
+    async def main():
+        server, port, _ = await start_server(engine, data, "127.0.0.1:0")
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}",
+                                                 options=channel_options(64 << 20)) as channel:
+                return await body(channel, engine)
+        finally:
+            await server.stop(None)
+
+    return asyncio.run(main())
+
+
+async def _healthy(channel) -> bool:
+    stub = health_pb2_grpc.HealthStub(channel)
+    for service in ("", SERVICE_NAME):
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            return False
+    return True
+
+
+def test_health_check_is_serving_and_reflection_lists_services(tiny_world):
+    async def body(channel, engine):
+        assert await _healthy(channel)
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = [r async for r in stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
+            list_services="")]))]
+        return {s.name for s in replies[0].list_services_response.service}
+
+    names = serve(tiny_world, body)
+    assert {SERVICE_NAME, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
+
+
+def test_info_and_model_fetch(tiny_world, tmp_path, monkeypatch):
+    monkeypatch.setenv("PERSONA_SIM_CACHE", str(tmp_path))
+
+    async def body(channel, engine):
+        stub = pb_grpc.PersonaCloudStub(channel)
+        info = await get_info(stub, "test")
+        return info, await fetch_model(stub, info, "test")
+
+    info, data = serve(tiny_world, body)
+    *_, path, bundle = tiny_world
+    assert info.model_signature == bundle.signature and info.device_count == 12
+    assert data == path.read_bytes()
+    assert (tmp_path / "fetched" / f"{bundle.signature}.pt").read_bytes() == data
+
+
+def test_adapt_stream_round_trip_with_errors_for_bad_requests(tiny_world):
+    async def body(channel, engine):
+        t = GrpcTransport(channel, "test", Hello("n", engine.bundle.signature), streams=2, max_frame_bytes=1 << 20)
+        await t.open()
+        replies = await t.exchange([AdaptRequest(f"dev-{i:06d}", 1, 5, "persona-s", (1, 2)) for i in (0, 1, 2, 77)])
+        await t.close()
+        return replies
+
+    replies = serve(tiny_world, body)
+    edits = sorted((r for r in replies if isinstance(r, EditResult)), key=lambda r: r.device_id)
+    errors = [r for r in replies if isinstance(r, RequestError)]
+    assert [e.device_id for e in edits] == ["dev-000000", "dev-000001", "dev-000002"]
+    assert all(e.params["head.0.weight"].shape == (8, 8) and e.wire_bytes > 4 * 8 * 8 * 2 for e in edits)
+    assert [(e.device_id, e.code) for e in errors] == [("dev-000077", "UNKNOWN_DEVICE")]
+
+
+def test_reply_larger_than_the_cap_arrives_in_several_frames(tiny_world):
+    async def body(channel, engine):
+        call = pb_grpc.PersonaCloudStub(channel).Adapt()
+        await call.write(pb.DeviceFrame(hello=pb.Hello(protocol_version=1, node_id="n",
+                                                       model_signature=engine.bundle.signature,
+                                                       codecs=[pb.FLOAT32], shard_count=1)))
+        assert (await call.read()).WhichOneof("body") == "hello_ack"
+        reqs = [pb.AdaptRequest(device_id=f"dev-{i:06d}", seq=1, method="persona-s", window=[1]) for i in range(12)]
+        await call.write(pb.DeviceFrame(requests=pb.RequestBatch(frame_id=3, requests=reqs)))
+        frames = []
+        while not frames or not frames[-1].edits.final:
+            frames.append(await call.read())
+        await call.done_writing()
+        return frames
+
+    frames = serve(tiny_world, body, max_frame_mb=0.0025)    # 2.6 KB: about four 8x8 edits a frame
+    assert len(frames) >= 3
+    assert sum(len(f.edits.edits) for f in frames) == 12 and {f.edits.frame_id for f in frames} == {3}
+
+
+def test_stream_must_start_with_hello(tiny_world):
+    async def body(channel, engine):
+        call = pb_grpc.PersonaCloudStub(channel).Adapt()
+        await call.write(pb.DeviceFrame(heartbeat=pb.Heartbeat(sent_unix_ns=1)))
+        reply = await call.read()
+        return reply, await call.read(), await _healthy(channel)
+
+    reply, after, healthy = serve(tiny_world, body)
+    assert reply.error.code == pb.BAD_FRAME and "first DeviceFrame must be a Hello" in reply.error.message
+    assert after is grpc.aio.EOF and healthy
+
+
+def test_model_mismatch_is_refused_by_name(tiny_world):
+    async def body(channel, engine):
+        t = GrpcTransport(channel, "test", Hello("n", "not-the-model"), streams=1, max_frame_bytes=1 << 20)
+        with pytest.raises(NodeError, match="MODEL_MISMATCH.*not-the-model"):
+            await t.open()
+        return await _healthy(channel)
+
+    assert serve(tiny_world, body)
+
+
+def test_garbage_bytes_and_empty_frames_do_not_kill_the_server(tiny_world):
+    async def body(channel, engine):
+        raw = channel.stream_stream(ADAPT, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        call = raw(iter([b"\xff\xff\xff\xff garbage"]))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in call:
+                pass
+        first = err.value.code()
+        stub = pb_grpc.PersonaCloudStub(channel)
+        call = stub.Adapt()
+        await call.write(pb.DeviceFrame(hello=pb.Hello(protocol_version=1, node_id="n",
+                                                       model_signature=engine.bundle.signature,
+                                                       codecs=[pb.FLOAT32], shard_count=1)))
+        await call.read()
+        await call.write(pb.DeviceFrame())                      # no body at all
+        empty = await call.read()
+        await call.write(pb.DeviceFrame(heartbeat=pb.Heartbeat(sent_unix_ns=42)))
+        beat = await call.read()
+        await call.done_writing()
+        return first, empty, beat, await _healthy(channel)
+
+    first, empty, beat, healthy = serve(tiny_world, body)
+    assert first in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+    assert empty.error.code == pb.BAD_FRAME and "no body" in empty.error.message
+    assert beat.heartbeat.sent_unix_ns == 42 and healthy
+
+
+def test_oversized_frame_is_refused_and_the_server_lives(tiny_world):
+    async def body(channel, engine):
+        call = pb_grpc.PersonaCloudStub(channel).Adapt()
+        big = pb.DeviceFrame(requests=pb.RequestBatch(requests=[pb.AdaptRequest(
+            device_id="dev-000000", window=np.arange(300_000).tolist())]))
+        await call.write(pb.DeviceFrame(hello=pb.Hello(protocol_version=1, node_id="n",
+                                                       model_signature=engine.bundle.signature,
+                                                       codecs=[pb.FLOAT32], shard_count=1)))
+        await call.read()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call.write(big)
+            await call.read()
+        return err.value.code(), await _healthy(channel)
+
+    code, healthy = serve(tiny_world, body, max_frame_mb=0.25)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and healthy
