@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,14 +118,34 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+@contextmanager
+def reproducible_torch():
+    """One intra-op thread and deterministic kernels while training.
+
+    With two threads, embedding gradients accumulate in a run-dependent order,
+    and the thread count changes reduction order: either makes the trained
+    weights (and so every simulated result) differ between runs and machines.
+    Measured on the development machine, one thread trains as fast as two.
+    """
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
 def ensure_bundle(scenario: Scenario, dataset: Dataset, split: Split, progress: Progress) -> tuple[Path, bool]:
     """Return the cached bundle for this scenario, training it first if needed; (path, trained_now)."""
     path = bundle_path(scenario)
     if path.exists():
         return path, False
     t0 = time.perf_counter()
-    model, proto_meta = train_prototype(dataset, split, scenario, progress)
-    editor, editor_meta = train_editor(model, dataset, split, scenario, progress)
+    with reproducible_torch():
+        model, proto_meta = train_prototype(dataset, split, scenario, progress)
+        editor, editor_meta = train_editor(model, dataset, split, scenario, progress)
     meta = {"prototype": proto_meta, "editor": editor_meta, "train_seconds": round(time.perf_counter() - t0, 2),
             "train_users": int(len(split.train_users)), "valid_users": int(len(split.valid_users))}
     write_atomic(path, bundle_bytes(model, editor, scenario, dataset, meta))

@@ -19,6 +19,9 @@ from .errors import ScenarioError
 
 METHODS = ("static", "persona-s")
 ADAPTIVE_METHODS = ("persona-s",)   # methods that ask the cloud for edits
+# Part of every training key: bump it when model or training code changes what a
+# scenario trains, so cached bundles from older code are not reused.
+TRAINING_CODE_VERSION = 1
 
 
 class _Strict(BaseModel):
@@ -153,6 +156,7 @@ class Scenario(_Strict):
     def training_key(self) -> str:
         """Content hash of everything that determines the trained model bundle."""
         relevant = {k: self.resolved()[k] for k in ("seed", "dataset", "split", "model", "train", "persona")}
+        relevant["code_version"] = TRAINING_CODE_VERSION
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_seed(self, seed: int) -> "Scenario":

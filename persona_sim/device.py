@@ -9,7 +9,8 @@ sampled negatives.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -83,7 +84,7 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + _erf(x / np.sqrt(2.0)))
 
 
-_erf = np.vectorize(__import__("math").erf, otypes=[np.float64])
+_erf = np.vectorize(math.erf, otypes=[np.float64])
 
 
 @dataclass
@@ -95,8 +96,6 @@ class DeviceState:
     prototype_id: int = 0
     next_seq: int = 1
     in_flight: bool = False
-    skipped: int = 0                  # requests not sent because one was still in flight
-    cache: dict = field(default_factory=dict)
 
     def user_vector(self, h: np.ndarray) -> np.ndarray:
         """Run Θc on one shared-layer output h (D,) -> u (D,)."""

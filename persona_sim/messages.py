@@ -5,7 +5,7 @@ them to and from the wire format.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -73,11 +73,3 @@ def device_index(device_id_: str) -> int | None:
         return None
     return int(digits)
 
-
-@dataclass
-class Frame:
-    """A batch of replies to one RequestBatch."""
-
-    frame_id: int
-    edits: list[EditResult] = field(default_factory=list)
-    errors: list[RequestError] = field(default_factory=list)

@@ -124,6 +124,14 @@ def head_forward(h: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tens
     return x
 
 
+def _key(name: str) -> str:
+    return name.replace(".", "_")
+
+
+def _head_names() -> list[str]:
+    return [f"{layer}.{part}" for layer in HEAD_LAYERS for part in ("weight", "bias")]
+
+
 class PrototypeModel(nn.Module):
     """Θb + the prototype's Θc, trained end to end before the editor."""
 
@@ -131,11 +139,11 @@ class PrototypeModel(nn.Module):
         super().__init__()
         self.encoder = SASRecEncoder(num_items, spec)
         gen = torch.Generator().manual_seed(seed)
-        self.head = nn.ParameterDict({k.replace(".", "_"): nn.Parameter(v)
-                                      for k, v in init_head(spec.hidden, gen).items()})
+        # ParameterDict keys may not contain '.', so 'head.0.weight' is stored as 'head_0_weight'.
+        self.head = nn.ParameterDict({_key(k): nn.Parameter(v) for k, v in init_head(spec.hidden, gen).items()})
 
     def head_params(self) -> dict[str, torch.Tensor]:
-        return {k.replace("_", ".", 1).replace("_", "."): v for k, v in self.head.items()}
+        return {k: self.head[_key(k)] for k in sorted(_head_names())}
 
     def user_vectors(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, L) -> (B, L, D) user vector after every prefix."""

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .bundle import ensure_bundle, load_bundle
+from .bundle import ensure_bundle, load_bundle, reproducible_torch
 from .cloud import CloudEngine
 from .config import Scenario
 from .dataset import load_dataset
@@ -99,7 +99,8 @@ def run(scenario: Scenario, out: Path, transport: str, shards: int, quiet: bool,
     if transport == "grpc":
         _run_grpc(out / "scenario.yaml", bundle_path, out, shards, quiet)
     else:
-        asyncio.run(_run_inproc(scenario, bundle_path, dataset, out, shards, progress))
+        with reproducible_torch():   # the same kernels and thread count as the node processes
+            asyncio.run(_run_inproc(scenario, bundle_path, dataset, out, shards, progress))
     summary = finalize(out, scenario, shards, {"transport": transport,
                                                "wall_seconds": round(time.perf_counter() - t0, 2)})
     assert summary is not None, "every shard ran, so the run is complete"

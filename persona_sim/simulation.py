@@ -97,11 +97,8 @@ class MethodRun:
                 int(m["rank"][0]), float(m["hr@5"][0]), float(m["hr@10"][0]), float(m["ndcg@5"][0]),
                 float(m["ndcg@10"][0]), float(m["auc"][0])))
             self.events_done += 1
-            if self.adaptive and (e + 1) % every == 0:
-                if state.in_flight:
-                    state.skipped += 1
-                else:
-                    env.process(self._adapt(plan, state, e, net_rng))
+            if self.adaptive and (e + 1) % every == 0 and not state.in_flight:   # one request in flight at most
+                env.process(self._adapt(plan, state, e, net_rng))
 
     def _adapt(self, plan: DevicePlan, state: DeviceState, event: int, net_rng: np.random.Generator):
         env = self.env

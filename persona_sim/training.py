@@ -108,6 +108,27 @@ def _sampled_ce(u: torch.Tensor, pos: torch.Tensor, item_emb: torch.Tensor, k: i
     return F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long))
 
 
+def _fit(stage: str, epochs: int, patience: int, run_epoch: Callable[[], None],
+         validate: Callable[[], dict[str, float]], module: torch.nn.Module, progress: Progress) -> dict:
+    """Epochs with validation after each; keep the best state by NDCG@10, stop after ``patience`` stale epochs."""
+    best, best_state, history, stale = -1.0, None, [], 0
+    for epoch in range(epochs):
+        run_epoch()
+        metrics = validate()
+        history.append({"epoch": epoch + 1, **metrics})
+        progress(stage, epoch + 1, epochs)
+        if metrics["ndcg@10"] > best:
+            best, best_state, stale = metrics["ndcg@10"], copy.deepcopy(module.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= patience:
+                progress(stage, epochs, epochs)   # early stop: close the bar
+                break
+    module.load_state_dict(best_state)
+    module.eval()
+    return {"best_ndcg@10": best, "epochs": history}
+
+
 def train_prototype(dataset: Dataset, split: Split, scenario: Scenario, progress: Progress) -> tuple[PrototypeModel, dict]:
     spec, tr = scenario.model, scenario.train
     torch.manual_seed(scenario.seed)
@@ -118,8 +139,8 @@ def train_prototype(dataset: Dataset, split: Split, scenario: Scenario, progress
     data = _pad_right(chunks, spec.max_len + 1)                     # (C, L + 1)
     val = build_validation(dataset, split.valid_users, scenario)
     opt = torch.optim.Adam(model.parameters(), lr=tr.lr)
-    best, best_state, history, stale = -1.0, None, [], 0
-    for epoch in range(tr.epochs):
+
+    def run_epoch() -> None:
         model.train()
         order = torch.randperm(len(data), generator=gen)
         for step in range(0, len(data), tr.batch_size):
@@ -131,18 +152,9 @@ def train_prototype(dataset: Dataset, split: Split, scenario: Scenario, progress
             opt.zero_grad()
             loss.backward()
             opt.step()
-        metrics = validate_prototype(model, val)
-        history.append({"epoch": epoch + 1, **metrics})
-        progress("prototype", epoch + 1, tr.epochs)
-        if metrics["ndcg@10"] > best:
-            best, best_state, stale = metrics["ndcg@10"], copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-            if stale >= tr.patience:
-                break
-    model.load_state_dict(best_state)
-    model.eval()
-    return model, {"best_ndcg@10": best, "epochs": history}
+
+    meta = _fit("prototype", tr.epochs, tr.patience, run_epoch, lambda: validate_prototype(model, val), model, progress)
+    return model, meta
 
 
 @torch.no_grad()
@@ -179,8 +191,8 @@ def train_editor(model: PrototypeModel, dataset: Dataset, split: Split, scenario
     emb = model.encoder.item_emb.weight
     proto = {k: v.detach() for k, v in model.head_params().items()}
     opt = torch.optim.Adam(editor.parameters(), lr=tr.editor_lr)
-    best, best_state, history, stale = -1.0, None, [], 0
-    for epoch in range(tr.editor_epochs):
+
+    def run_epoch() -> None:
         editor.train()
         order = torch.randperm(len(tgts), generator=gen)
         for step in range(0, len(tgts), tr.batch_size):
@@ -191,15 +203,7 @@ def train_editor(model: PrototypeModel, dataset: Dataset, split: Split, scenario
             opt.zero_grad()
             loss.backward()
             opt.step()
-        metrics = validate_editor(model, editor, val)
-        history.append({"epoch": epoch + 1, **metrics})
-        progress("editor", epoch + 1, tr.editor_epochs)
-        if metrics["ndcg@10"] > best:
-            best, best_state, stale = metrics["ndcg@10"], copy.deepcopy(editor.state_dict()), 0
-        else:
-            stale += 1
-            if stale >= tr.patience:
-                break
-    editor.load_state_dict(best_state)
-    editor.eval()
-    return editor, {"best_ndcg@10": best, "epochs": history, "samples": int(len(tgts))}
+
+    meta = _fit("editor", tr.editor_epochs, tr.patience, run_epoch, lambda: validate_editor(model, editor, val),
+                editor, progress)
+    return editor, dict(meta, samples=int(len(tgts)))

@@ -95,3 +95,27 @@ def test_training_improves_on_an_untrained_model(tiny_world):
     assert bundle.meta["prototype"]["best_ndcg@10"] >= first
     assert bundle.meta["editor"]["samples"] > 0
     assert np.isfinite(bundle.meta["editor"]["best_ndcg@10"])
+
+
+def test_training_is_bit_reproducible_in_fresh_processes(tmp_path):
+    """Two trainings of the same scenario in separate processes give identical weights."""
+    import subprocess
+    import sys
+
+    from tests.conftest import TINY
+
+    code = ("import hashlib, sys, torch; from persona_sim.bundle import ensure_bundle, load_bundle;"
+            "from persona_sim.config import parse_scenario; from persona_sim.dataset import load_dataset;"
+            "from persona_sim.split import split_users; from tests.conftest import TINY;"
+            "s = parse_scenario(TINY); d = load_dataset(s.dataset, s.seed);"
+            "b = load_bundle(ensure_bundle(s, d, split_users(d, s), lambda *a: None)[0]); h = hashlib.sha256();"
+            "[h.update(v.numpy().tobytes()) for m in (b.encoder, b.editor) for k, v in sorted(m.state_dict().items())];"
+            "print(h.hexdigest())")
+    digests = []
+    for i, threads in enumerate(("1", "2")):
+        env = {"PERSONA_SIM_CACHE": str(tmp_path / str(i)), "OMP_NUM_THREADS": threads, "PATH": "/usr/bin:/bin"}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                             cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+        assert out.returncode == 0, out.stderr
+        digests.append(out.stdout.strip())
+    assert digests[0] == digests[1]
