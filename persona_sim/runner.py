@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .bundle import ensure_bundle, load_bundle, reproducible_torch
+from .bundle import ensure_bundle, load_bundle, reproducible_torch, signature_of
 from .cloud import CloudEngine
 from .config import Scenario
 from .dataset import load_dataset
@@ -93,7 +93,7 @@ def run(scenario: Scenario, out: Path, transport: str, shards: int, quiet: bool,
     t0 = time.perf_counter()
     dataset = load_dataset(scenario.dataset, scenario.seed)
     bundle_path, trained = ensure_bundle(scenario, dataset, split_users(dataset, scenario), progress)
-    signature = load_bundle(bundle_path).signature
+    signature = signature_of(bundle_path.read_bytes())
     prepare(out, scenario, describe(scenario, dataset, signature, transport=transport, shards=shards,
                                     bundle_trained_now=trained))
     if transport == "grpc":
