@@ -10,11 +10,10 @@ import torch
 
 from persona_sim.bundle import ensure_bundle, load_bundle_bytes
 from persona_sim.cloud import CloudEngine
-from persona_sim.config import load_scenario
+from persona_sim.scenario_file import load_scenario
 from persona_sim.dataset import load_dataset
 from persona_sim.errors import BundleError
 from persona_sim.progress import stage_progress
-from persona_sim.split import split_users
 
 from .server import serve
 
@@ -39,7 +38,7 @@ def run_cloud(args: argparse.Namespace) -> int:
     path = args.bundle
     if path is None:
         dataset = load_dataset(scenario.dataset, scenario.seed)
-        path, _ = ensure_bundle(scenario, dataset, split_users(dataset, scenario), stage_progress(args.quiet))
+        path, _ = ensure_bundle(scenario, dataset, stage_progress(args.quiet))
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -12,7 +12,7 @@ import torch
 
 from persona_sim.bundle import load_bundle_bytes
 from persona_sim.codec import channel_options
-from persona_sim.config import load_scenario
+from persona_sim.scenario_file import load_scenario
 from persona_sim.dataset import load_dataset
 from persona_sim.errors import NodeError
 from persona_sim.messages import Hello

@@ -1,6 +1,7 @@
 """The persona-sim command line. The only place that prints errors and picks exit codes.
 
-    persona-sim run SCENARIO [--out DIR] [--seed N] [--transport grpc|inproc] [--shards N]
+    persona-sim run SCENARIO [--out DIR] [--seed N] [--set KEY=VALUE] [--transport grpc|inproc] [--shards N]
+    persona-sim eval SCENARIO [--out DIR] [--seeds N] [--set KEY=VALUE]
     persona-sim validate SCENARIO
     persona-sim report RUN_DIR
     persona-sim cloud ...      (from the cloud_node package)
@@ -23,30 +24,63 @@ from .errors import BundleError, DatasetError, NodeError, PersonaSimError, Scena
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
-    from .config import load_scenario
-    from .dataset import load_dataset
+def _overrides(args: argparse.Namespace) -> dict:
+    from .scenario_file import parse_assignment
 
-    scenario = load_scenario(args.scenario)
+    out = dict(parse_assignment(text) for text in args.set or [])
+    if getattr(args, "seed", None) is not None:
+        out["seed"] = args.seed
+    return out
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .dataset import load_dataset
+    from .scenario_file import load_variants
+
+    variants = load_variants(args.scenario, _overrides(args))
+    scenario = variants[0].scenario
     dataset = load_dataset(scenario.dataset, scenario.seed)
-    print(f"{args.scenario}: ok — scenario {scenario.name!r}, methods {', '.join(scenario.methods)}, "
+    sweep = f", a sweep of {len(variants)} variants" if len(variants) > 1 else ""
+    print(f"{args.scenario}: ok — scenario {scenario.name!r}{sweep}, methods {', '.join(scenario.methods)}, "
           f"{scenario.devices.count} devices, dataset {dataset.name} ({dataset.num_users} users, "
           f"{dataset.num_items} items, {dataset.num_interactions} interactions)")
     return EXIT_OK
 
 
+def _fresh_out(out: Path, force: bool, *markers: str) -> None:
+    if any((out / m).exists() for m in markers) and not force:
+        raise ScenarioError(str(out), [("--out", "this directory already holds results; choose another "
+                                                 "--out or pass --force to replace them", str(out))])
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .eval_report import render
+    from .offline import run_eval
+    from .progress import stage_progress
+    from .scenario_file import load_variants
+
+    if args.seeds < 1:
+        raise ScenarioError("--seeds", [("--seeds", "must be at least 1", args.seeds)])
+    variants = load_variants(args.scenario, _overrides(args))
+    base = variants[0].scenario
+    out = args.out or Path("runs") / f"{base.name}-eval-{time.strftime('%Y%m%d-%H%M%S')}"
+    _fresh_out(out, args.force, "summary.json")
+    seeds = [base.seed + i for i in range(args.seeds)]
+    summary = run_eval(variants, seeds, out, stage_progress(args.quiet), {"command": " ".join(sys.argv[1:])})
+    print(render(summary))
+    print(f"eval directory: {out}  (report.md, summary.json)")
+    return EXIT_OK
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .config import load_scenario
+    from .scenario_file import load_scenario
     from .progress import stage_progress
     from .report import render_table
     from .runner import run
 
-    scenario = load_scenario(args.scenario, {"seed": args.seed} if args.seed is not None else None)
+    scenario = load_scenario(args.scenario, _overrides(args))
     out = args.out or Path("runs") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if (out / "results.sqlite").exists() or (out / "summary.json").exists():
-        if not args.force:
-            raise ScenarioError(str(out), [("--out", "this run directory already holds results; choose another "
-                                                     "--out or pass --force to replace them", str(out))])
+    _fresh_out(out, args.force, "results.sqlite", "summary.json")
     summary = run(scenario, out, args.transport, args.shards, args.quiet, stage_progress(args.quiet))
     print(render_table(summary))
     print(f"\nrun directory: {out}  (report.md, summary.json, results.sqlite)")
@@ -54,10 +88,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .config import load_scenario
+    from .scenario_file import load_scenario
     from .rundir import write_summary
 
     run_dir = args.run_dir
+    summary_file = run_dir / "summary.json"
+    if not (run_dir / "results.sqlite").exists() and summary_file.exists() and "variants" in summary_file.read_text():
+        from .eval_report import render   # an eval directory: its report is made from summary.json
+        (run_dir / "report.md").write_text(render(json.loads(summary_file.read_text())))
+        print(f"rebuilt {run_dir / 'report.md'}")
+        return EXIT_OK
     if not (run_dir / "results.sqlite").exists():
         raise NodeError(f"{run_dir}: no results.sqlite (is this a finished run directory?)")
     scenario = load_scenario(run_dir / "scenario.yaml")
@@ -77,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario", help="scenario YAML file")
     p.add_argument("--out", type=Path, help="run directory (default runs/<name>-<time>)")
     p.add_argument("--seed", type=int, help="override the scenario's seed")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a scenario key, e.g. model.arch=gru4rec")
     p.add_argument("--transport", choices=("grpc", "inproc"), default="grpc",
                    help="grpc: cloud and device nodes as processes over loopback gRPC (default); "
                         "inproc: one process, no sockets; same results")
@@ -85,11 +126,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_cmd_run)
 
+    p = sub.add_parser("eval", help="the paper's offline protocol (leave-one-out) over seeds and sweeps")
+    p.add_argument("scenario", help="scenario YAML file (may hold a sweep)")
+    p.add_argument("--out", type=Path, help="output directory (default runs/<name>-eval-<time>)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds to train and test, from the scenario's seed up (default 1)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a scenario key, e.g. model.arch=gru4rec")
+    p.add_argument("--force", action="store_true", help="replace results already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_cmd_eval)
+
     p = sub.add_parser("validate", help="check a scenario file (and that its dataset is found)")
     p.add_argument("scenario", help="scenario YAML file")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a scenario key")
     p.set_defaults(handler=_cmd_validate)
 
-    p = sub.add_parser("report", help="rebuild summary.json and report.md of a run directory from its results")
+    p = sub.add_parser("report", help="rebuild the report of a run directory (from results.sqlite) or an eval directory")
     p.add_argument("run_dir", type=Path)
     p.set_defaults(handler=_cmd_report)
 

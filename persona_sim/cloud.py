@@ -12,9 +12,9 @@ import time
 import numpy as np
 import torch
 
+from .adaptation import adapt
 from .bundle import Bundle
 from .config import ADAPTIVE_METHODS, Scenario
-from .editor import apply_edits, edit_norm
 from .errors import BundleError, ProtocolError
 from .messages import PROTOCOL_VERSION, AdaptRequest, CloudInfo, EditResult, Hello, RequestError, device_index
 
@@ -24,7 +24,7 @@ MAX_WINDOW_FACTOR = 4   # a window may be at most this many times persona.window
 
 class CloudEngine:
     def __init__(self, scenario: Scenario, bundle: Bundle, model_bytes: int, cloud_id: str | None = None):
-        if bundle.meta.get("training_key") != scenario.training_key():
+        if bundle.meta.get("training_key") != scenario.training_key():   # also rules out a bundle without groups
             raise BundleError(f"the model bundle {bundle.signature} was trained for another scenario "
                               f"(training key {bundle.meta.get('training_key')}, this scenario's is "
                               f"{scenario.training_key()})")
@@ -98,12 +98,9 @@ class CloudEngine:
     def _edit_one(self, req: AdaptRequest) -> EditResult:
         # One request at a time: a batched matmul may round differently with the batch's
         # size, and then results would depend on which devices shared a frame (shards,
-        # streams). The editor is small, so the loop costs little.
+        # streams). All of Persona (m)'s group editors still run in one batched call.
         t0 = time.perf_counter_ns()
-        window = torch.tensor([req.window], dtype=torch.long)                   # (1, W)
-        emb = self.bundle.item_emb[window]                                      # (1, W, D)
-        edits = self.bundle.editor.edits(emb, window > 0)
-        params = apply_edits(self.bundle.prototype_head, edits)
-        norm = float(edit_norm(edits)[0])
-        out = {k: v[0].numpy().astype(np.float32) for k, v in params.items()}
-        return EditResult(req.device_id, req.seq, 0, out, norm, time.perf_counter_ns() - t0)
+        out = adapt(self.bundle.models, req.method, torch.tensor([req.window], dtype=torch.long))
+        params = {k: v[0].numpy().astype(np.float32) for k, v in out.params.items()}
+        return EditResult(req.device_id, req.seq, int(out.prototype[0]), params, float(out.edit_norm[0]),
+                          time.perf_counter_ns() - t0)

@@ -9,19 +9,19 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ScenarioError
 
-METHODS = ("static", "persona-s")
-ADAPTIVE_METHODS = ("persona-s",)   # methods that ask the cloud for edits
+METHODS = ("static", "persona-s", "persona-m", "group-finetune")
+ADAPTIVE_METHODS = ("persona-s", "persona-m", "group-finetune")   # methods that ask the cloud for new layers
+GROUP_METHODS = ("persona-m", "group-finetune")                   # methods that need Persona (m)'s groups
+Method = Literal["static", "persona-s", "persona-m", "group-finetune"]
 # Part of every training key: bump it when model or training code changes what a
 # scenario trains, so cached bundles from older code are not reused.
-TRAINING_CODE_VERSION = 1
+TRAINING_CODE_VERSION = 2
 
 
 class _Strict(BaseModel):
@@ -60,17 +60,28 @@ class SplitSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    arch: Literal["sasrec"] = "sasrec"
+    """The on-device model: a sequence encoder and an MLP prediction head.
+
+    Shared layers Θb are the encoder plus the head's first ``head_layers -
+    adaptive_layers`` layers; adaptive layers Θc are the head's last
+    ``adaptive_layers`` layers (the ones the Parameter Editor edits).
+    """
+
+    arch: Literal["sasrec", "gru4rec"] = "sasrec"
     hidden: int = Field(32, ge=4)
-    blocks: int = Field(1, ge=1)
-    heads: int = Field(1, ge=1)
+    blocks: int = Field(1, ge=1)               # SASRec transformer blocks, or GRU4Rec GRU layers
+    heads: int = Field(1, ge=1)                # SASRec attention heads
     max_len: int = Field(50, ge=2)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    head_layers: int = Field(2, ge=1)          # layers of the prediction head (hidden -> hidden each)
+    adaptive_layers: int = Field(2, ge=1)      # the head's last layers that are edited per device
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> "ModelSpec":
-        if self.hidden % self.heads:
+    def _consistent(self) -> "ModelSpec":
+        if self.arch == "sasrec" and self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        if self.adaptive_layers > self.head_layers:
+            raise ValueError(f"adaptive_layers ({self.adaptive_layers}) exceeds head_layers ({self.head_layers})")
         return self
 
 
@@ -81,6 +92,9 @@ class TrainSpec(_Strict):
     sampled_negatives: int = Field(128, ge=1)
     editor_epochs: int = Field(6, ge=1)
     editor_lr: float = Field(1e-3, gt=0.0)
+    group_epochs: int = Field(3, ge=1)            # Persona (m): fine-tuning epochs of group PMs, then group PEs
+    group_lr: float = Field(5e-4, gt=0.0)
+    kmeans_samples: int = Field(8192, ge=10)      # edits the k-means of Eq. 9 is fitted on (all are assigned)
     patience: int = Field(3, ge=1)
 
 
@@ -89,6 +103,10 @@ class PersonaSpec(_Strict):
     clip: float = Field(1.0, gt=0.0)       # T of Eq. 6
     editor_hidden: int = Field(64, ge=4)
     clkt: bool = True                      # cross-layer knowledge transfer (Eq. 13)
+    rank: int | None = Field(None, ge=1)   # low-rank edit heads (G = U V, rank r) instead of full ones
+    prototypes: int = Field(5, ge=1)       # N_M of Persona (m)
+    group_prototypes: bool = True          # fine-tune a PM per group (False: every group edits the global PM)
+    assignment: Literal["edit-norm", "nearest-centre"] = "edit-norm"   # Eq. 12, or the nearest k-means centre
 
 
 class PolicySpec(_Strict):
@@ -130,7 +148,7 @@ class Scenario(_Strict):
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
     persona: PersonaSpec = PersonaSpec()
-    methods: list[Literal["static", "persona-s"]] = ["static", "persona-s"]
+    methods: list[Method] = ["static", "persona-s"]
     devices: DevicesSpec = DevicesSpec()
     network: NetworkSpec = NetworkSpec()
     cloud: CloudSpec = CloudSpec()
@@ -153,11 +171,21 @@ class Scenario(_Strict):
         """The scenario with every default filled in, as plain data."""
         return self.model_dump(mode="json")
 
-    def training_key(self) -> str:
-        """Content hash of everything that determines the trained model bundle."""
+    def training_key(self, protocol: str = "holdout") -> str:
+        """Content hash of everything that determines the trained model bundle.
+
+        ``protocol`` is the data split the bundle is trained on: ``holdout``
+        (simulated devices are users never trained on) or ``leave-one-out``
+        (the paper's offline protocol: every user's last two items held out).
+        """
         relevant = {k: self.resolved()[k] for k in ("seed", "dataset", "split", "model", "train", "persona")}
-        relevant["code_version"] = TRAINING_CODE_VERSION
+        relevant.update(code_version=TRAINING_CODE_VERSION, protocol=protocol, groups=self.needs_groups)
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def needs_groups(self) -> bool:
+        """Whether the bundle must hold Persona (m)'s group prototypes and editors."""
+        return any(m in GROUP_METHODS for m in self.methods)
 
     def with_seed(self, seed: int) -> "Scenario":
         return self.model_copy(update={"seed": seed})
@@ -192,39 +220,11 @@ def _problems(exc: ValidationError) -> list[tuple[str, str, object]]:
     return out
 
 
-def parse_scenario(data: Any, source: str = "<scenario>", base_dir: Path | None = None) -> Scenario:
-    """Validate plain data (as read from YAML) into a ``Scenario``.
-
-    A relative ``dataset.path`` is made absolute against ``base_dir`` (the
-    scenario file's folder), so a resolved scenario runs from anywhere.
-    """
+def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
+    """Validate plain data (as read from YAML) into a ``Scenario``; errors name ``source``."""
     if not isinstance(data, dict):
         raise ScenarioError(source, [("", "a scenario must be a mapping of keys", data)])
     try:
-        scenario = Scenario.model_validate(data)
+        return Scenario.model_validate(data)
     except ValidationError as exc:
         raise ScenarioError(source, _problems(exc)) from None
-    path = scenario.dataset.path
-    if path is not None and base_dir is not None and not Path(path).is_absolute():
-        dataset = scenario.dataset.model_copy(update={"path": str((base_dir / path).resolve())})
-        scenario = scenario.model_copy(update={"dataset": dataset})
-    return scenario
-
-
-def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> Scenario:
-    """Read and validate a scenario file; ``overrides`` replace top-level keys (e.g. seed)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ScenarioError(str(path), [("", f"cannot read file: {exc.strerror}", ScenarioError.MISSING)]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ScenarioError(str(path), [("", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}",
-                                         ScenarioError.MISSING)]) from None
-    if isinstance(data, dict) and overrides:
-        data = {**data, **overrides}
-    return parse_scenario(data, str(path), path.parent)

@@ -56,11 +56,11 @@ def shared_outputs(bundle: Bundle, items: np.ndarray, positions: np.ndarray) -> 
     short = positions <= L
     if short.any():
         upto = int(positions[short].max())
-        h = bundle.encoder(torch.from_numpy(items[:upto][None]))[0]            # (upto, D): causal, so every prefix at once
+        h = bundle.shared(torch.from_numpy(items[:upto][None]))[0]            # (upto, D): causal, so every prefix at once
         out[short] = h[torch.from_numpy(positions[short] - 1)].numpy()
     for j in np.flatnonzero(~short):                                           # longer than max_len: the last L items
         t = int(positions[j])
-        out[j] = bundle.encoder(torch.from_numpy(items[t - L: t][None]))[0, -1].numpy()
+        out[j] = bundle.shared(torch.from_numpy(items[t - L: t][None]))[0, -1].numpy()
     return out
 
 
@@ -98,10 +98,15 @@ class DeviceState:
     in_flight: bool = False
 
     def user_vector(self, h: np.ndarray) -> np.ndarray:
-        """Run Θc on one shared-layer output h (D,) -> u (D,)."""
+        """Run Θc on one shared-layer output h (D,) -> u (D,): GELU between layers, as models.adaptive_forward."""
+        layers = sorted((k[: -len(".weight")] for k in self.params if k.endswith(".weight")),
+                        key=lambda name: int(name.rpartition(".")[2]))
         x = h.astype(np.float64)
-        x = _gelu(x @ self.params["head.0.weight"] + self.params["head.0.bias"])
-        return x @ self.params["head.1.weight"] + self.params["head.1.bias"]
+        for i, name in enumerate(layers):
+            x = x @ self.params[f"{name}.weight"] + self.params[f"{name}.bias"]
+            if i < len(layers) - 1:
+                x = _gelu(x)
+        return x
 
     def scores(self, plan: DevicePlan, event: int, item_emb: np.ndarray) -> np.ndarray:
         """(1 + K,) scores of the true item (first) and the event's negatives."""
@@ -110,4 +115,4 @@ class DeviceState:
 
 
 def prototype_params(bundle: Bundle) -> dict[str, np.ndarray]:
-    return {k: v.numpy().astype(np.float64) for k, v in bundle.prototype_head.items()}
+    return {k: v[0].numpy().astype(np.float64) for k, v in bundle.models.head.items()}

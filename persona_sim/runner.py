@@ -24,7 +24,6 @@ from .messages import Hello
 from .node import run_shard
 from .progress import Callback
 from .rundir import describe, finalize, prepare
-from .split import split_users
 from .transport import InprocTransport
 
 CLOUD_START_TIMEOUT_S = 120
@@ -92,7 +91,7 @@ def run(scenario: Scenario, out: Path, transport: str, shards: int, quiet: bool,
     """Run the scenario into ``out``; return the summary."""
     t0 = time.perf_counter()
     dataset = load_dataset(scenario.dataset, scenario.seed)
-    bundle_path, trained = ensure_bundle(scenario, dataset, split_users(dataset, scenario), progress)
+    bundle_path, trained = ensure_bundle(scenario, dataset, progress)
     signature = signature_of(bundle_path.read_bytes())
     prepare(out, scenario, describe(scenario, dataset, signature, transport=transport, shards=shards,
                                     bundle_trained_now=trained))

@@ -24,7 +24,7 @@ import numpy as np
 import simpy
 
 from .codec import request_wire_bytes
-from .config import ADAPTIVE_METHODS, Scenario
+from .config import ADAPTIVE_METHODS, GROUP_METHODS, Scenario
 from .device import DevicePlan, DeviceState, device_rng, prototype_params
 from .bundle import Bundle, item_matrix
 from .messages import AdaptRequest, EditResult, RequestError
@@ -61,11 +61,13 @@ def safe_window_us(scenario: Scenario) -> int:
     return max(1, Link.from_spec(scenario.network).min_upload_us(MIN_REQUEST_BYTES) - 1)
 
 
-def compute_us(scenario: Scenario, reply: EditResult) -> int:
-    """Cloud compute time charged in virtual time: the model, or the measured time."""
+def compute_us(scenario: Scenario, method: str, reply: EditResult) -> int:
+    """Cloud compute time charged in virtual time: the model (a base cost plus one per prototype
+    editor evaluated: N_M for Persona (m)'s groups), or the measured time."""
     if scenario.cloud.compute == "measured":
         return max(1, reply.compute_ns // 1000)
-    return int(round((scenario.cloud.base_ms + scenario.cloud.per_prototype_ms * 1) * 1000))
+    prototypes = scenario.persona.prototypes if method in GROUP_METHODS else 1
+    return int(round((scenario.cloud.base_ms + scenario.cloud.per_prototype_ms * prototypes) * 1000))
 
 
 class MethodRun:
@@ -120,7 +122,7 @@ class MethodRun:
             state.in_flight = False
             return
         enqueued = compute_start = upload_done          # no cloud queue yet: capacity is unbounded
-        yield env.timeout(compute_us(self.scenario, reply))
+        yield env.timeout(compute_us(self.scenario, self.method, reply))
         compute_end = int(env.now)
         yield env.timeout(self.link.download_us(reply.wire_bytes, net_rng))
         download_done = int(env.now)

@@ -1,11 +1,11 @@
-"""Training the cloud's models on historical data (Eq. 4 and 7), selected on validation.
+"""Training the cloud's global models on historical data (Eq. 4 and 7), selected on validation.
 
-1. The prototype model (Θb + Θc) is trained end to end with a sampled-softmax
-   cross-entropy over every position of the training users' sequences.
-2. Θb and Θc are frozen; the Parameter Editor is trained to edit Θc from the
+1. The global prototype model (Θb + Θc) is trained end to end with a
+   sampled-softmax cross-entropy over every position of the history.
+2. Θb and Θc are frozen; the global Parameter Editor learns to edit Θc from the
    window preceding each target item (Eq. 7).
-Model selection (best epoch, early stopping) uses the validation users' last
-items only; device users are never seen.
+Model selection (best epoch, early stopping) uses the validation cases only.
+Persona (m)'s groups build on these (``groups.py``).
 """
 from __future__ import annotations
 
@@ -17,21 +17,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .adaptation import PersonaModels
+from .batching import encode_prefixes, length_batches, pad_right, trim
 from .config import Scenario
-from .dataset import Dataset
-from .editor import ParameterEditor, apply_edits
-from .metrics import rank_metrics, sample_negatives
-from .models import PrototypeModel, head_forward
-from .split import Split
+from .editor import EditorBank, apply_edits
+from .evaluation import CaseSet, evaluate, mean_metrics
+from .models import PrototypeModel, SharedLayers, adaptive_forward, adaptive_shapes
 
 Progress = Callable[[str, int, int], None]   # (stage, step, total)
-
-
-def _pad_right(rows: list[np.ndarray], length: int) -> torch.Tensor:
-    out = np.zeros((len(rows), length), dtype=np.int64)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return torch.from_numpy(out)
+SELECT_ON = "ndcg@10"
 
 
 def training_chunks(sequences: list[np.ndarray], max_len: int) -> list[np.ndarray]:
@@ -46,79 +40,24 @@ def training_chunks(sequences: list[np.ndarray], max_len: int) -> list[np.ndarra
     return chunks
 
 
-def windows_before(seq: np.ndarray, t: int, w: int) -> np.ndarray:
-    """The device's real-time window before predicting item t: the last w items, oldest first."""
-    return seq[max(0, t - w): t]
-
-
-@dataclass
-class ValidationSet:
-    inputs: torch.Tensor      # (V, L) right-padded histories
-    last: torch.Tensor        # (V,) index of the last real position
-    windows: torch.Tensor     # (V, W) left-aligned windows, 0-padded
-    candidates: torch.Tensor  # (V, 1 + K) true item first
-
-
-def build_validation(dataset: Dataset, users: np.ndarray, scenario: Scenario) -> ValidationSet:
-    rng = np.random.default_rng([scenario.seed, 0x7A11])
-    L, W, K = scenario.model.max_len, scenario.persona.window, scenario.eval.negatives
-    hist, wins, cands = [], [], []
-    for u in users:
-        seq = dataset.sequences[u]
-        hist.append(seq[:-1][-L:])
-        wins.append(windows_before(seq, len(seq) - 1, W))
-        neg = sample_negatives(rng, dataset.num_items, seq, 1, K)[0]
-        cands.append(np.concatenate([[seq[-1]], neg]))
-    inputs = _pad_right(hist, L)
-    return ValidationSet(inputs, torch.tensor([len(h) - 1 for h in hist]), _pad_right(wins, W),
-                         torch.from_numpy(np.stack(cands)))
-
-
-def _score(u: torch.Tensor, item_emb: torch.Tensor, cands: torch.Tensor) -> np.ndarray:
-    return torch.einsum("bd,bkd->bk", u, item_emb[cands]).numpy()        # (B, 1 + K)
-
-
-def _summarise(scores: np.ndarray) -> dict[str, float]:
-    m = rank_metrics(scores)
-    return {k: float(m[k].mean()) for k in ("hr@5", "hr@10", "ndcg@5", "ndcg@10", "auc")}
-
-
-@torch.no_grad()
-def validate_prototype(model: PrototypeModel, val: ValidationSet) -> dict[str, float]:
-    model.eval()
-    h = model.encoder(val.inputs)[torch.arange(len(val.last)), val.last]  # (V, D)
-    u = head_forward(h, model.head_params())
-    return _summarise(_score(u, model.encoder.item_emb.weight, val.candidates))
-
-
-@torch.no_grad()
-def validate_editor(model: PrototypeModel, editor: ParameterEditor, val: ValidationSet) -> dict[str, float]:
-    model.eval()
-    editor.eval()
-    emb = model.encoder.item_emb.weight
-    h = model.encoder(val.inputs)[torch.arange(len(val.last)), val.last]
-    params = apply_edits(model.head_params(), editor.edits(emb[val.windows], val.windows > 0))
-    return _summarise(_score(head_forward(h, params), emb, val.candidates))
-
-
-def _sampled_ce(u: torch.Tensor, pos: torch.Tensor, item_emb: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+def sampled_ce(u: torch.Tensor, pos: torch.Tensor, item_emb: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
     """Cross-entropy of the positive against k shared uniform negatives. u (N, D), pos (N,)."""
     neg = torch.randint(1, item_emb.shape[0], (k,), generator=gen)
     logits = torch.cat([(u * item_emb[pos]).sum(1, keepdim=True), u @ item_emb[neg].T], dim=1)   # (N, 1 + k)
     return F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long))
 
 
-def _fit(stage: str, epochs: int, patience: int, run_epoch: Callable[[], None],
-         validate: Callable[[], dict[str, float]], module: torch.nn.Module, progress: Progress) -> dict:
+def fit(stage: str, epochs: int, patience: int, run_epoch: Callable[[], None],
+        validate: Callable[[], dict[str, float]], module: torch.nn.Module, progress: Progress) -> dict:
     """Epochs with validation after each; keep the best state by NDCG@10, stop after ``patience`` stale epochs."""
     best, best_state, history, stale = -1.0, None, [], 0
     for epoch in range(epochs):
         run_epoch()
         metrics = validate()
-        history.append({"epoch": epoch + 1, **metrics})
+        history.append({"epoch": epoch + 1, **{k: round(v, 6) for k, v in metrics.items()}})
         progress(stage, epoch + 1, epochs)
-        if metrics["ndcg@10"] > best:
-            best, best_state, stale = metrics["ndcg@10"], copy.deepcopy(module.state_dict()), 0
+        if metrics[SELECT_ON] > best:
+            best, best_state, stale = metrics[SELECT_ON], copy.deepcopy(module.state_dict()), 0
         else:
             stale += 1
             if stale >= patience:
@@ -126,84 +65,96 @@ def _fit(stage: str, epochs: int, patience: int, run_epoch: Callable[[], None],
                 break
     module.load_state_dict(best_state)
     module.eval()
-    return {"best_ndcg@10": best, "epochs": history}
+    return {"best_" + SELECT_ON: round(best, 6), "epochs": history}
 
 
-def train_prototype(dataset: Dataset, split: Split, scenario: Scenario, progress: Progress) -> tuple[PrototypeModel, dict]:
+def stacked(head: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A single prototype's Θc as a bank of one: each tensor (1, ...)."""
+    return {k: v.detach()[None].clone() for k, v in head.items()}
+
+
+def train_prototype(sequences: list[np.ndarray], num_items: int, valid: CaseSet, scenario: Scenario,
+                    progress: Progress) -> tuple[PrototypeModel, dict]:
     spec, tr = scenario.model, scenario.train
     torch.manual_seed(scenario.seed)
     gen = torch.Generator().manual_seed(scenario.seed)
-    model = PrototypeModel(dataset.num_items, spec, scenario.seed)
-    seqs = [dataset.sequences[u] for u in split.train_users] + [dataset.sequences[u][:-1] for u in split.valid_users]
-    chunks = training_chunks(seqs, spec.max_len)
-    data = _pad_right(chunks, spec.max_len + 1)                     # (C, L + 1)
-    val = build_validation(dataset, split.valid_users, scenario)
+    model = PrototypeModel(num_items, spec, scenario.seed)
+    chunks = training_chunks(sequences, spec.max_len)
+    data = pad_right(chunks, spec.max_len + 1)                       # (C, L + 1)
+    lengths = np.asarray([len(c) for c in chunks])
     opt = torch.optim.Adam(model.parameters(), lr=tr.lr)
 
     def run_epoch() -> None:
         model.train()
-        order = torch.randperm(len(data), generator=gen)
-        for step in range(0, len(data), tr.batch_size):
-            batch = data[order[step: step + tr.batch_size]]
-            inp, tgt = batch[:, :-1], batch[:, 1:]                  # (B, L) each
-            u = model.user_vectors(inp)                             # (B, L, D)
+        for idx in length_batches(lengths, tr.batch_size, gen):
+            batch = trim(data[idx])
+            inp, tgt = batch[:, :-1], batch[:, 1:]                  # (B, l) each
+            u = model.user_vectors(inp)                             # (B, l, D)
             keep = tgt > 0
-            loss = _sampled_ce(u[keep], tgt[keep], model.encoder.item_emb.weight, tr.sampled_negatives, gen)
+            loss = sampled_ce(u[keep], tgt[keep], model.shared.item_emb, tr.sampled_negatives, gen)
             opt.zero_grad()
             loss.backward()
             opt.step()
 
-    meta = _fit("prototype", tr.epochs, tr.patience, run_epoch, lambda: validate_prototype(model, val), model, progress)
-    return model, meta
+    def validate() -> dict[str, float]:
+        models = PersonaModels(model.shared, stacked(model.head_params()), None)
+        return mean_metrics(evaluate(models, "static", valid, spec.max_len))
+
+    meta = fit("prototype", tr.epochs, tr.patience, run_epoch, validate, model, progress)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, dict(meta, chunks=len(chunks))
 
 
-@torch.no_grad()
-def editor_samples(model: PrototypeModel, seqs: list[np.ndarray], scenario: Scenario):
-    """(h before target, window before target, target) for every target position t >= 1."""
-    L, W = scenario.model.max_len, scenario.persona.window
-    hs, wins, tgts = [], [], []
-    for chunk_start in range(0, len(seqs), 256):
-        group = seqs[chunk_start: chunk_start + 256]
-        inputs = _pad_right([s[:-1][-L:] for s in group], L)
-        h_all = model.encoder(inputs)                               # (B, L, D)
-        for i, seq in enumerate(group):
-            n_in = min(len(seq) - 1, L)
-            offset = len(seq) - 1 - n_in                            # items dropped on the left
-            for p in range(n_in):                                   # h at input position p predicts seq[offset + p + 1]
-                t = offset + p + 1
-                hs.append(h_all[i, p])
-                wins.append(windows_before(seq, t, W))
-                tgts.append(seq[t])
-    return torch.stack(hs), _pad_right(wins, W), torch.tensor(np.asarray(tgts))
+@dataclass
+class EditorSamples:
+    """Every (h before target, window before target, target) of the history, the editor's training data."""
+
+    h: torch.Tensor          # (N, D) Θb's output before the target
+    windows: torch.Tensor    # (N, W) the W items before the target, left-aligned, 0-padded
+    targets: torch.Tensor    # (N,)
+
+    def __len__(self) -> int:
+        return len(self.targets)
 
 
-def train_editor(model: PrototypeModel, dataset: Dataset, split: Split, scenario: Scenario,
-                 progress: Progress) -> tuple[ParameterEditor, dict]:
+def editor_samples(shared: SharedLayers, sequences: list[np.ndarray], scenario: Scenario) -> EditorSamples:
+    h, seq_idx, ts = encode_prefixes(shared, sequences, scenario.model.max_len)
+    W = scenario.persona.window
+    windows = pad_right([sequences[i][max(0, t - W): t] for i, t in zip(seq_idx, ts)], W)
+    targets = torch.from_numpy(np.asarray([sequences[i][t] for i, t in zip(seq_idx, ts)], dtype=np.int64))
+    return EditorSamples(h, windows, targets)
+
+
+def editor_epoch(editor: EditorBank, head: dict[str, torch.Tensor], samples: EditorSamples, rows: torch.Tensor,
+                 item_emb: torch.Tensor, opt: torch.optim.Optimizer, scenario: Scenario, gen: torch.Generator) -> None:
+    """One pass of Eq. 7 over ``rows`` of the samples: train the editor (a bank of 1) to edit ``head``."""
+    tr = scenario.train
+    editor.train()
+    for idx in rows[torch.randperm(len(rows), generator=gen)].split(tr.batch_size):
+        w = samples.windows[idx]
+        params = {k: v[0] for k, v in apply_edits(head, editor.edits(item_emb[w], w > 0)).items()}   # (B, ...)
+        loss = sampled_ce(adaptive_forward(samples.h[idx], params), samples.targets[idx], item_emb,
+                          tr.sampled_negatives, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def train_editor(model: PrototypeModel, samples: EditorSamples, valid: CaseSet, scenario: Scenario,
+                 progress: Progress) -> tuple[EditorBank, dict]:
     tr = scenario.train
     torch.manual_seed(scenario.seed + 1)
     gen = torch.Generator().manual_seed(scenario.seed + 1)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    editor = ParameterEditor(scenario.model.hidden, scenario.persona)
-    seqs = [dataset.sequences[u] for u in split.train_users] + [dataset.sequences[u][:-1] for u in split.valid_users]
-    h, wins, tgts = editor_samples(model, seqs, scenario)
-    val = build_validation(dataset, split.valid_users, scenario)
-    emb = model.encoder.item_emb.weight
-    proto = {k: v.detach() for k, v in model.head_params().items()}
+    editor = EditorBank(scenario.model.hidden, adaptive_shapes(scenario.model), scenario.persona, 1, scenario.seed + 1)
+    head = stacked(model.head_params())
     opt = torch.optim.Adam(editor.parameters(), lr=tr.editor_lr)
+    rows = torch.arange(len(samples))
+    models = PersonaModels(model.shared, head, editor)
 
-    def run_epoch() -> None:
-        editor.train()
-        order = torch.randperm(len(tgts), generator=gen)
-        for step in range(0, len(tgts), tr.batch_size):
-            idx = order[step: step + tr.batch_size]
-            w = wins[idx]
-            params = apply_edits(proto, editor.edits(emb[w], w > 0))
-            loss = _sampled_ce(head_forward(h[idx], params), tgts[idx], emb, tr.sampled_negatives, gen)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-    meta = _fit("editor", tr.editor_epochs, tr.patience, run_epoch, lambda: validate_editor(model, editor, val),
-                editor, progress)
-    return editor, dict(meta, samples=int(len(tgts)))
+    meta = fit("editor", tr.editor_epochs, tr.patience,
+               lambda: editor_epoch(editor, head, samples, rows, model.shared.item_emb, opt, scenario, gen),
+               lambda: mean_metrics(evaluate(models, "persona-s", valid, scenario.model.max_len)), editor, progress)
+    for p in editor.parameters():
+        p.requires_grad_(False)
+    return editor, dict(meta, samples=len(samples))

@@ -18,7 +18,8 @@ TINY = {
     "split": {"device_users": 12, "context": 3},
     "model": {"hidden": 8, "blocks": 1, "heads": 1, "max_len": 16},
     "train": {"epochs": 2, "batch_size": 64, "editor_epochs": 2, "sampled_negatives": 16},
-    "persona": {"window": 4, "editor_hidden": 16},
+    "persona": {"window": 4, "editor_hidden": 16, "prototypes": 2},
+    "methods": ["static", "persona-s", "persona-m"],
     "devices": {"count": 12, "interarrival_s": 10, "policy": {"every": 2}},
     "network": {"delay_ms": 5, "jitter_ms": 2},
     "cloud": {"streams": 2},
@@ -65,5 +66,5 @@ def tiny_world(tiny_scenario):
 
     dataset = load_dataset(tiny_scenario.dataset, tiny_scenario.seed)
     split = split_users(dataset, tiny_scenario)
-    path, _ = ensure_bundle(tiny_scenario, dataset, split, lambda *a: None)
+    path, _ = ensure_bundle(tiny_scenario, dataset, lambda *a: None)
     return tiny_scenario, dataset, split, path, load_bundle(path)

@@ -69,8 +69,8 @@ def test_edit_changes_with_the_window_and_stays_within_the_clip(engine):
     (b,), _ = engine.adapt([req(1, window=(30, 31, 32))], hello)
     assert any((a.params[k] != b.params[k]).any() for k in a.params)
     clip = engine.scenario.persona.clip
-    for k, proto in engine.bundle.prototype_head.items():
-        assert abs(a.params[k] - proto.numpy()).max() <= clip + 1e-6
+    for k, proto in engine.bundle.models.head.items():
+        assert abs(a.params[k] - proto[0].numpy()).max() <= clip + 1e-6
 
 
 def test_bundle_for_another_scenario_is_refused(tiny_world):

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from persona_sim.cli import main
-from persona_sim.config import load_scenario, parse_scenario
+from persona_sim.config import parse_scenario
+from persona_sim.scenario_file import load_scenario
 from persona_sim.errors import ScenarioError
 
 SCENARIOS = sorted((Path(__file__).resolve().parent.parent / "scenarios").glob("*.yaml"))

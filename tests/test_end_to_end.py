@@ -75,6 +75,13 @@ def test_results_hold_one_row_per_event_and_ordered_stage_times(grpc_run):
     # an applied edit is in use by the device's next prediction
     used = con.execute("SELECT COUNT(*) FROM predictions WHERE method='persona-s' AND edit_seq > 0").fetchone()[0]
     assert used > 0
+    # Persona (m) assigns each request to one of the 2 group prototypes; Persona (s) has only the global one.
+    protos = dict(con.execute("SELECT method, GROUP_CONCAT(DISTINCT prototype_id) FROM adaptations "
+                              "WHERE status='ok' GROUP BY method").fetchall())
+    assert protos["persona-s"] == "0" and set(protos["persona-m"].split(",")) <= {"0", "1"}
+    m_rtt = con.execute("SELECT MIN(compute_end_us - compute_start_us) FROM adaptations "
+                        "WHERE method='persona-m'").fetchone()[0]
+    assert m_rtt == (2.0 + 0.5 * 2) * 1000          # model mode: base + per prototype × N_M
 
 
 def test_inproc_and_sharded_runs_give_the_same_results(grpc_run, tmp_path):
@@ -151,14 +158,20 @@ SCENARIOS = sorted((Path(__file__).resolve().parent.parent / "scenarios").glob("
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.name)
 def test_every_scenario_runs_at_tiny_scale(path, tmp_path, monkeypatch):
-    """Each shipped scenario, shrunk to the tiny sizes, runs end to end in-process."""
+    """Each shipped scenario, shrunk to the tiny sizes, runs end to end in-process (sweeps through eval)."""
+    from persona_sim.scenario_file import read_scenario_data
     from tests.conftest import TINY
 
-    data = yaml.safe_load(path.read_text())
-    for section in ("dataset", "split", "model", "train", "persona", "eval"):
+    data = read_scenario_data(path)
+    for section in ("dataset", "split", "model", "train", "eval"):
         data[section] = TINY[section]
+    data["persona"] = {**data.get("persona", {}), **TINY["persona"]}
     data["devices"] = {**data.get("devices", {}), "count": TINY["devices"]["count"]}
     small = tmp_path / path.name
     small.write_text(yaml.safe_dump(data))
-    assert main(["run", str(small), "--out", str(tmp_path / "run"), "--transport", "inproc", "--quiet"]) == 0
-    assert summary(tmp_path / "run")["methods"]
+    if "sweep" in data:
+        assert main(["eval", str(small), "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+        assert len(summary(tmp_path / "ev")["variants"]) > 1
+    else:
+        assert main(["run", str(small), "--out", str(tmp_path / "run"), "--transport", "inproc", "--quiet"]) == 0
+        assert summary(tmp_path / "run")["methods"]

@@ -1,80 +1,54 @@
-"""SASRec masking, the Parameter Editor's edits, and bundle save/load."""
+"""The encoders' causality, the shared/adaptive split, and bundle save/load."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from persona_sim.bundle import bundle_bytes, load_bundle_bytes
-from persona_sim.config import ModelSpec, PersonaSpec
-from persona_sim.editor import ParameterEditor, apply_edits, edit_norm
-from persona_sim.models import PrototypeModel, head_forward
+from persona_sim.adaptation import adapt
+from persona_sim.bundle import load_bundle_bytes
+from persona_sim.config import ModelSpec
+from persona_sim.models import PrototypeModel, adaptive_forward, head_layer_names
 
 
-def test_sasrec_position_t_sees_only_its_prefix():
+@pytest.mark.parametrize("arch", ["sasrec", "gru4rec"])
+def test_position_t_sees_only_its_prefix(arch):
     torch.manual_seed(0)
-    model = PrototypeModel(30, ModelSpec(hidden=8, max_len=10, dropout=0.0), seed=0).eval()
+    model = PrototypeModel(30, ModelSpec(arch=arch, hidden=8, blocks=2, max_len=10, dropout=0.0), seed=0).eval()
     seq = torch.tensor([[3, 4, 5, 6, 7, 0, 0]])
-    full = model.encoder(seq)[0]
+    full = model.shared(seq)[0]
     for t in range(1, 6):
-        prefix = model.encoder(seq[:, :t])[0, -1]
+        prefix = model.shared(seq[:, :t])[0, -1]
         assert torch.allclose(full[t - 1], prefix, atol=1e-5)
     changed = seq.clone()
     changed[0, 4] = 9                                   # a later item must not move earlier outputs
-    assert torch.equal(model.encoder(changed)[0, :4], full[:4])
+    assert torch.equal(model.shared(changed)[0, :4], full[:4])
 
 
-def test_padding_does_not_change_real_positions():
-    model = PrototypeModel(30, ModelSpec(hidden=8, max_len=10, dropout=0.0), seed=0).eval()
-    short = model.encoder(torch.tensor([[3, 4, 5]]))[0]
-    padded = model.encoder(torch.tensor([[3, 4, 5, 0, 0, 0]]))[0, :3]
+@pytest.mark.parametrize("arch", ["sasrec", "gru4rec"])
+def test_padding_does_not_change_real_positions(arch):
+    model = PrototypeModel(30, ModelSpec(arch=arch, hidden=8, max_len=10, dropout=0.0), seed=0).eval()
+    short = model.shared(torch.tensor([[3, 4, 5]]))[0]
+    padded = model.shared(torch.tensor([[3, 4, 5, 0, 0, 0]]))[0, :3]
     assert torch.allclose(short, padded, atol=1e-6)
 
 
-def _editor(clip=1.0, clkt=True):
-    torch.manual_seed(0)
-    return ParameterEditor(8, PersonaSpec(window=4, clip=clip, editor_hidden=16, clkt=clkt))
+def test_head_splits_into_shared_and_adaptive_layers():
+    spec = ModelSpec(hidden=8, head_layers=3, adaptive_layers=2)
+    assert head_layer_names(spec) == (["head.0"], ["head.1", "head.2"])
+    model = PrototypeModel(30, spec, seed=0)
+    assert list(model.head_params()) == ["head.1.weight", "head.1.bias", "head.2.weight", "head.2.bias"]
+    assert len(model.shared.shared_head) == 1           # head.0 is part of Θb
+    u = model.user_vectors(torch.tensor([[3, 4, 5]]))
+    assert u.shape == (1, 3, 8)
 
 
-def test_edits_have_layer_shapes_and_respect_the_clip():
-    editor = _editor(clip=0.05)
-    with torch.no_grad():
-        for head in editor.heads.values():
-            head.weight.normal_(0, 5.0)                  # force large raw edits
-    window = torch.randn(3, 4, 8)
-    edits = editor.edits(window, torch.ones(3, 4, dtype=torch.bool))
-    assert edits["head.0.weight"].shape == (3, 8, 8) and edits["head.0.bias"].shape == (3, 8)
-    assert edits["head.1.weight"].shape == (3, 8, 8) and edits["head.1.bias"].shape == (3, 8)
-    for e in edits.values():
-        assert e.abs().max() <= 0.05 + 1e-7
-        assert (e.abs() == 0.05).any()                   # the clip was active, not vacuous
-
-
-def test_edited_weights_are_prototype_plus_edit():
-    editor = _editor()
-    proto = {k: torch.randn(*v.shape[1:]) for k, v in
-             editor.edits(torch.randn(1, 4, 8), torch.ones(1, 4, dtype=torch.bool)).items()}
-    edits = editor.edits(torch.randn(2, 4, 8), torch.ones(2, 4, dtype=torch.bool))
-    params = apply_edits(proto, edits)
-    for k in proto:
-        assert torch.allclose(params[k] - proto[k][None], edits[k], atol=1e-6)
-    norms = edit_norm(edits)
-    manual = torch.sqrt(sum(e[1].pow(2).sum() for e in edits.values()))
-    assert torch.allclose(norms[1], manual)
-
-
-def test_every_editor_part_receives_gradients_and_is_saved():
-    editor = _editor(clkt=True)
-    proto = {"head.0.weight": torch.randn(8, 8), "head.0.bias": torch.zeros(8),
-             "head.1.weight": torch.randn(8, 8), "head.1.bias": torch.zeros(8)}
-    params = apply_edits(proto, editor.edits(torch.randn(5, 4, 8), torch.ones(5, 4, dtype=torch.bool)))
-    head_forward(torch.randn(5, 8), params).pow(2).sum().backward()
-    for name, p in editor.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
-    state = editor.state_dict()
-    for layer in ("head_0", "head_1"):
-        assert f"heads.{layer}.weight" in state and f"layer_proj.{layer}.weight" in state
-    assert any(k.startswith("clkt.") for k in state)
-    assert not any(k.startswith("clkt.") for k in _editor(clkt=False).state_dict())
+def test_per_row_weights_match_shared_weights():
+    model = PrototypeModel(30, ModelSpec(hidden=8), seed=0)
+    params = model.head_params()
+    h = torch.randn(5, 8)
+    per_row = {k: v[None].expand(5, *v.shape) for k, v in params.items()}
+    assert torch.allclose(adaptive_forward(h, params), adaptive_forward(h, per_row), atol=1e-6)
 
 
 def test_saved_bundle_reloads_to_identical_predictions(tiny_world):
@@ -83,10 +57,11 @@ def test_saved_bundle_reloads_to_identical_predictions(tiny_world):
     assert again.signature == bundle.signature
     seq = torch.from_numpy(dataset.sequences[int(split.device_users[0])][None])
     window = seq[:, -4:]
+    outs = []
     for b in (bundle, again):
-        b.out = head_forward(b.encoder(seq)[:, -1],
-                             apply_edits(b.prototype_head, b.editor.edits(b.item_emb[window], window > 0)))
-    assert torch.equal(bundle.out, again.out)
+        params = adapt(b.models, "persona-s", window).params
+        outs.append(adaptive_forward(b.shared(seq)[:, -1], params))
+    assert torch.equal(outs[0], outs[1])
 
 
 def test_training_improves_on_an_untrained_model(tiny_world):
@@ -102,14 +77,13 @@ def test_training_is_bit_reproducible_in_fresh_processes(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import TINY
-
-    code = ("import hashlib, sys, torch; from persona_sim.bundle import ensure_bundle, load_bundle;"
+    code = ("import hashlib, copy; from persona_sim.bundle import ensure_bundle, load_bundle;"
             "from persona_sim.config import parse_scenario; from persona_sim.dataset import load_dataset;"
-            "from persona_sim.split import split_users; from tests.conftest import TINY;"
-            "s = parse_scenario(TINY); d = load_dataset(s.dataset, s.seed);"
-            "b = load_bundle(ensure_bundle(s, d, split_users(d, s), lambda *a: None)[0]); h = hashlib.sha256();"
-            "[h.update(v.numpy().tobytes()) for m in (b.encoder, b.editor) for k, v in sorted(m.state_dict().items())];"
+            "from tests.conftest import TINY; t = copy.deepcopy(TINY); t['methods'] = ['static', 'persona-m'];"
+            "t['persona']['prototypes'] = 2; s = parse_scenario(t); d = load_dataset(s.dataset, s.seed);"
+            "b = load_bundle(ensure_bundle(s, d, lambda *a: None)[0]); h = hashlib.sha256();"
+            "[h.update(v.numpy().tobytes()) for m in (b.shared, b.models.editor, b.models.groups.editor)"
+            " for k, v in sorted(m.state_dict().items())];"
             "print(h.hexdigest())")
     digests = []
     for i, threads in enumerate(("1", "2")):

@@ -1,0 +1,102 @@
+"""Persona (m): k-means partition, dynamic assignment (Eq. 11-12), group training."""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from persona_sim.adaptation import Groups, PersonaModels, adapt
+from persona_sim.config import ModelSpec, PersonaSpec, parse_scenario
+from persona_sim.editor import EditorBank, apply_edits, edit_norm
+from persona_sim.groups import kmeans
+from persona_sim.models import SharedLayers, adaptive_shapes
+
+SPEC = ModelSpec(hidden=8)
+
+
+def test_kmeans_recovers_separated_blobs():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = torch.cat([c + 0.1 * torch.randn(50, 2, generator=gen) for c in centres])
+    found = kmeans(x, 3, torch.Generator().manual_seed(1))
+    matched = sorted(int(torch.cdist(c[None], found).argmin()) for c in centres)
+    assert matched == [0, 1, 2]                           # one found centre per blob
+    assert torch.cdist(centres, found).min(1).values.max() < 0.1
+
+
+def _models(assignment="edit-norm"):
+    torch.manual_seed(0)
+    shared = SharedLayers(20, SPEC, torch.Generator().manual_seed(0)).eval()
+    persona = PersonaSpec(window=4, editor_hidden=16, clip=5.0, assignment=assignment)
+    shapes = adaptive_shapes(SPEC)
+    editors = []
+    for scale in (3.0, 0.2, 1.0):                        # editor 1 makes the smallest edits
+        e = EditorBank(8, shapes, persona, 1, seed=int(scale * 10))
+        with torch.no_grad():
+            for b in e.head_b:
+                b.fill_(scale * 0.1)
+        editors.append(e)
+    heads = {k: torch.randn(3, *s) for k, s in
+             (("head.0.weight", (8, 8)), ("head.0.bias", (8,)), ("head.1.weight", (8, 8)), ("head.1.bias", (8,)))}
+    centres = torch.randn(3, sum(a * b + b for a, b in shapes.values()))
+    groups = Groups(heads, EditorBank.stack(editors), centres)
+    return PersonaModels(shared, {k: v[:1] for k, v in heads.items()}, editors[2], groups, assignment)
+
+
+def test_dynamic_assignment_picks_the_smallest_edit():
+    models = _models()
+    windows = torch.tensor([[1, 2, 3, 4], [5, 6, 0, 0], [7, 0, 0, 0]])
+    out = adapt(models, "persona-m", windows)
+    edits = models.groups.editor.edits(models.item_emb[windows], windows > 0)
+    norms = edit_norm(edits)                              # (3 groups, 3 windows)
+    assert torch.equal(out.prototype, norms.argmin(0)) and (out.prototype == 1).all()
+    expected = apply_edits(models.groups.heads, edits)
+    for k, v in out.params.items():
+        assert torch.equal(v, expected[k][1])             # group 1's PM plus group 1's edit
+    assert torch.allclose(out.edit_norm, norms[1])
+
+
+def test_nearest_centre_assignment_follows_the_global_edit():
+    models = _models("nearest-centre")
+    windows = torch.tensor([[1, 2, 3, 4], [5, 6, 0, 0]])
+    out = adapt(models, "persona-m", windows)
+    from persona_sim.editor import flat_edits
+    g = flat_edits(models.editor.edits(models.item_emb[windows], windows > 0))[0]
+    assert torch.equal(out.prototype, torch.cdist(g, models.groups.centres).argmin(1))
+
+
+def test_trained_groups_partition_the_history_and_serve_persona_m(tmp_path, monkeypatch):
+    from persona_sim.bundle import ensure_bundle, load_bundle
+    from persona_sim.dataset import load_dataset
+    from tests.conftest import TINY
+
+    monkeypatch.setenv("PERSONA_SIM_CACHE", str(tmp_path))
+    data = copy.deepcopy(TINY)
+    data.update(methods=["static", "persona-s", "persona-m"], persona={**data["persona"], "prototypes": 3})
+    scenario = parse_scenario(data)
+    dataset = load_dataset(scenario.dataset, scenario.seed)
+    bundle = load_bundle(ensure_bundle(scenario, dataset, lambda *a: None, "leave-one-out")[0])
+    meta = bundle.meta["groups"]
+    assert len(meta["group_sizes"]) == 3 and sum(meta["group_sizes"]) == bundle.meta["editor"]["samples"]
+    groups = bundle.models.groups
+    assert groups.count == 3 and groups.heads["head.0.weight"].shape == (3, 8, 8)
+    # Group PMs were fine-tuned away from the global PM, each differently.
+    assert not torch.allclose(groups.heads["head.1.weight"][0], bundle.models.head["head.1.weight"][0])
+    assert not torch.allclose(groups.heads["head.1.weight"][0], groups.heads["head.1.weight"][1])
+    out = adapt(bundle.models, "persona-m", torch.tensor([[1, 2, 3, 4]]))
+    assert 0 <= int(out.prototype[0]) < 3
+
+
+def test_global_prototypes_option_keeps_the_global_pm(tmp_path, monkeypatch):
+    from persona_sim.bundle import ensure_bundle, load_bundle
+    from persona_sim.dataset import load_dataset
+    from tests.conftest import TINY
+
+    monkeypatch.setenv("PERSONA_SIM_CACHE", str(tmp_path))
+    data = copy.deepcopy(TINY)
+    data.update(methods=["persona-m"], persona={**data["persona"], "prototypes": 2, "group_prototypes": False})
+    scenario = parse_scenario(data)
+    bundle = load_bundle(ensure_bundle(scenario, load_dataset(scenario.dataset, 3), lambda *a: None,
+                                       "leave-one-out")[0])
+    for k, v in bundle.models.groups.heads.items():
+        assert torch.equal(v[0], bundle.models.head[k][0]) and torch.equal(v[1], bundle.models.head[k][0])
