@@ -55,10 +55,14 @@ class Adapted:
     edit_norm: torch.Tensor                # (B,) Frobenius norm of the applied clipped edit
 
 
+def sq_dist(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """x (B, F), centres (P, F) -> (B, P) squared Euclidean distances."""
+    return (x.pow(2).sum(1, keepdim=True) - 2 * x @ centres.T + centres.pow(2).sum(1)[None]).clamp(min=0)
+
+
 def nearest_centre(edits: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """edits (B, F), centres (P, F) -> (B,) index of the nearest centre (squared Euclidean)."""
-    d = edits.pow(2).sum(1, keepdim=True) - 2 * edits @ centres.T + centres.pow(2).sum(1)[None]   # (B, P)
-    return d.argmin(1)
+    """edits (B, F), centres (P, F) -> (B,) index of the nearest centre."""
+    return sq_dist(edits, centres).argmin(1)
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adaptation import Groups, PersonaModels
+from .adaptation import Groups, PersonaModels, nearest_centre, sq_dist
 from .config import Scenario
 from .editor import EditorBank, flat_edits
 from .evaluation import CaseSet, evaluate, mean_metrics
@@ -37,22 +37,18 @@ def global_edits(editor: EditorBank, item_emb: torch.Tensor, windows: torch.Tens
     return torch.cat([flat_edits(editor.edits(item_emb[w], w > 0))[0] for w in windows.split(CHUNK)])
 
 
-def _sq_dist(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    return (x.pow(2).sum(1, keepdim=True) - 2 * x @ centres.T + centres.pow(2).sum(1)[None]).clamp(min=0)
-
-
 def kmeans(x: torch.Tensor, k: int, gen: torch.Generator, iters: int = KMEANS_ITERS) -> torch.Tensor:
     """Centres (k, F) of x (N, F): k-means++ seeding, then Lloyd until assignments stop changing."""
     if len(x) < k:
         raise ValueError(f"cannot make {k} groups from {len(x)} samples")
     centres = x[torch.randint(len(x), (1,), generator=gen)]
     for _ in range(1, k):
-        d = _sq_dist(x, centres).min(1).values
+        d = sq_dist(x, centres).min(1).values
         pick = torch.multinomial(d / d.sum(), 1, generator=gen) if d.sum() > 0 else torch.randint(len(x), (1,), generator=gen)
         centres = torch.cat([centres, x[pick]])
     assign = None
     for _ in range(iters):
-        d = _sq_dist(x, centres)
+        d = sq_dist(x, centres)
         new = d.argmin(1)
         if assign is not None and torch.equal(new, assign):
             break
@@ -70,7 +66,7 @@ def partition(editor: EditorBank, item_emb: torch.Tensor, samples: EditorSamples
     """Eq. 9: (centres (k, F), group of every sample (N,))."""
     pick = torch.randperm(len(samples), generator=gen)[:fit_on]
     centres = kmeans(global_edits(editor, item_emb, samples.windows[pick]), k, gen)
-    groups = torch.cat([_sq_dist(global_edits(editor, item_emb, w), centres).argmin(1)
+    groups = torch.cat([nearest_centre(global_edits(editor, item_emb, w), centres)
                         for w in samples.windows.split(CHUNK)])
     return centres, groups
 

@@ -8,7 +8,7 @@ import yaml
 
 from persona_sim.cli import main
 from persona_sim.config import parse_scenario
-from persona_sim.scenario_file import load_scenario
+from persona_sim.scenario_file import load_scenario, load_variants
 from persona_sim.errors import ScenarioError
 
 SCENARIOS = sorted((Path(__file__).resolve().parent.parent / "scenarios").glob("*.yaml"))
@@ -66,7 +66,7 @@ def test_training_key_ignores_runtime_settings_but_not_model_settings(tiny_dict)
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.name)
 def test_every_shipped_scenario_is_valid(path):
-    assert load_scenario(path).name
+    assert all(v.scenario.name for v in load_variants(path))
 
 
 def test_validate_command_exits_nonzero_naming_the_key(tmp_path, tiny_dict, capsys):
