@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -36,13 +37,18 @@ class Dataset:
     def num_interactions(self) -> int:
         return int(sum(len(s) for s in self.sequences))
 
-    def fingerprint(self) -> str:
+    @cached_property
+    def _fingerprint(self) -> str:
         """Content hash of the interactions (order-sensitive); names the data in manifests."""
         h = hashlib.sha256()
         h.update(np.asarray([len(s) for s in self.sequences], dtype=np.int64).tobytes())
         for seq in self.sequences:
             h.update(np.ascontiguousarray(seq, dtype=np.int64).tobytes())
         return h.hexdigest()[:16]
+
+    def fingerprint(self) -> str:
+        """Computed once per dataset: stage keys, bundle paths and manifests all ask for it."""
+        return self._fingerprint
 
 
 def read_sequence_file(path: Path) -> list[np.ndarray]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .evaluation import CHUNK
+
 COLUMNS = (("auc", "AUC"), ("ndcg@5", "NDCG@5"), ("hr@5", "HR@5"), ("ndcg@10", "NDCG@10"), ("hr@10", "HR@10"))
 NAMES = {"static": "– (static)", "persona-s": "Persona (s)", "persona-m": "Persona (m)",
          "group-finetune": "Group Fine-tuning"}
@@ -40,7 +42,7 @@ def render(summary: dict) -> str:
     for v in variants:
         lines += _rows(v["methods"], seeds, [str(v["settings"][k]) for k in swept])
     lines += ["", "ms / case: wall time of the whole method (shared layers, editors, scoring) per test case, batched "
-              f"{256} cases at a time, on this machine; the median over seeds.", ""]
+              f"{CHUNK} cases at a time, on this machine; the median over seeds.", ""]
     for plot in summary.get("plots", []):
         lines += [f"![{plot}]({plot})", ""]
     shares = [(v["label"], name, r["methods"][name]["prototype_share"]) for v in variants
