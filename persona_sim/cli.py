@@ -4,6 +4,7 @@
     persona-sim eval SCENARIO [--out DIR] [--seeds N] [--set KEY=VALUE]
     persona-sim validate SCENARIO
     persona-sim report RUN_DIR
+    persona-sim data list|info|fetch|convert ...   (cli_data)
     persona-sim cloud ...      (from the cloud_node package)
     persona-sim devices ...    (from the device_node package)
 
@@ -144,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.set_defaults(handler=_cmd_report)
 
+    from .cli_data import add_parsers
+    add_parsers(sub)
     for ep in sorted(entry_points(group="persona_sim.commands"), key=lambda e: e.name):
         ep.load()(sub)
     return parser
@@ -168,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:            # output piped into e.g. `head`, which closed early
+        sys.stderr.close()
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -47,9 +47,19 @@ class SyntheticSpec(_Strict):
         return self
 
 
+DATA_FORMATS = ("auto", "sequences", "amazon-csv", "amazon-json", "movielens", "recbole")
+
+
 class DatasetSpec(_Strict):
-    name: str = "synthetic"           # "synthetic", or a dataset directory name such as "amazon-beauty"
-    path: str | None = None           # explicit directory or file; relative to the scenario file
+    """Where the interactions come from. Paths are relative to the scenario file."""
+
+    name: str = "synthetic"           # "synthetic", a catalogue name ("amazon-beauty", "movielens-1m", …) or any name
+    path: str | None = None           # explicit directory or interaction file
+    data_dir: str | None = None       # where names are looked up (else $PERSONA_SIM_DATA)
+    format: Literal[DATA_FORMATS] = "auto"   # detected from the file name or first line when "auto"
+    kcore: int | None = Field(None, ge=0)    # keep users and items with >= k interactions (None: catalogue default)
+    min_rating: float | None = None          # drop interactions rated below this
+    attributes: str | None = None            # item attribute file (categories); found beside the data when unset
     synthetic: SyntheticSpec = SyntheticSpec()
 
 

@@ -1,129 +1,80 @@
-"""The in-memory dataset every part of the simulator reads, and how it is found.
+"""Finding and loading the scenario's dataset.
 
-Items are integers ``1..num_items``; ``0`` is padding. Each user is one
-time-ordered ``int64`` array of item ids.
+``dataset.path`` (a file or directory) wins; otherwise a name is looked up as
+``<dataset.data_dir or $PERSONA_SIM_DATA>/<name>/``, where the catalogue entry
+(or format detection) says which file to read. ``synthetic`` is the embedded
+generator and needs no files.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
-import numpy as np
-
+from .attributes import find_attribute_file, read_categories
+from .catalogue import CATALOGUE, how_to_get
 from .config import DatasetSpec
 from .errors import DatasetError
+from .loaders import FORMATS, as_dataset, detect_format, read
+from .sequences import Dataset, Sequences
+
+__all__ = ["DATA_ENV", "Dataset", "Sequences", "load_dataset", "locate"]
 
 DATA_ENV = "PERSONA_SIM_DATA"
-SEQUENCE_FILE = "sequences.txt"
-ATTRIBUTE_FILE = "item_attributes.json"
 
 
-@dataclass(frozen=True)
-class Dataset:
-    name: str
-    num_items: int
-    sequences: list[np.ndarray]          # one int64 array of item ids per user, oldest first
-    item_category: np.ndarray | None     # (num_items + 1,) int64 category per item, or None
-
-    @property
-    def num_users(self) -> int:
-        return len(self.sequences)
-
-    @property
-    def num_interactions(self) -> int:
-        return int(sum(len(s) for s in self.sequences))
-
-    @cached_property
-    def _fingerprint(self) -> str:
-        """Content hash of the interactions (order-sensitive); names the data in manifests."""
-        h = hashlib.sha256()
-        h.update(np.asarray([len(s) for s in self.sequences], dtype=np.int64).tobytes())
-        for seq in self.sequences:
-            h.update(np.ascontiguousarray(seq, dtype=np.int64).tobytes())
-        return h.hexdigest()[:16]
-
-    def fingerprint(self) -> str:
-        """Computed once per dataset: stage keys, bundle paths and manifests all ask for it."""
-        return self._fingerprint
+def _in_directory(directory: Path, name: str, fmt: str) -> tuple[Path, str] | None:
+    """The interaction file inside a dataset directory, and its format."""
+    entry = CATALOGUE.get(name)
+    for rel, entry_fmt in entry.files if entry else ():
+        if (directory / rel).exists():
+            return directory / rel, entry_fmt if fmt == "auto" else fmt
+    candidates = [p for p in sorted(directory.iterdir()) if p.is_file() and not p.name.startswith(".")
+                  and p.name not in ("item_attributes.json", "README.md") and not p.name.endswith((".sha256", ".zip"))
+                  and not p.name.startswith("meta_")]
+    for preferred in ("sequences.txt", "ratings.dat", "u.data"):
+        if (directory / preferred).exists():
+            candidates = [directory / preferred]
+    if len(candidates) == 1:
+        return candidates[0], detect_format(candidates[0]) if fmt == "auto" else fmt
+    return None
 
 
-def read_sequence_file(path: Path) -> list[np.ndarray]:
-    """Read the plain layout ``user_id item item ...`` (one user per line, ids >= 1)."""
-    sequences = []
-    try:
-        handle = path.open()
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read ({exc.strerror})") from None
-    with handle:
-        for lineno, line in enumerate(handle, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            try:
-                ids = [int(p) for p in parts]
-            except ValueError:
-                bad = next(p for p in parts if not p.lstrip("-").isdigit())
-                raise DatasetError(f"{path}:{lineno}: expected integer ids, got {bad!r}") from None
-            if len(ids) < 2:
-                raise DatasetError(f"{path}:{lineno}: a user line needs a user id and at least one item")
-            items = np.asarray(ids[1:], dtype=np.int64)
-            if items.min() < 1:
-                raise DatasetError(f"{path}:{lineno}: item ids start at 1, got {int(items.min())}")
-            sequences.append(items)
-    if not sequences:
-        raise DatasetError(f"{path}: no user lines")
-    return sequences
-
-
-def _first_category(path: Path, num_items: int) -> np.ndarray | None:
-    """Each item's first attribute id (its top category) from item_attributes.json."""
-    if not path.exists():
-        return None
-    try:
-        attrs = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{path}: not readable JSON ({exc})") from None
-    cats = np.zeros(num_items + 1, dtype=np.int64)
-    for item, values in attrs.items():
-        i = int(item)
-        if 1 <= i <= num_items and values:
-            cats[i] = int(values[0])
-    return cats
-
-
-def resolve_dataset_dir(spec: DatasetSpec) -> Path:
-    """Where a named dataset lives: ``dataset.path``, else ``$PERSONA_SIM_DATA/<name>``."""
+def locate(spec: DatasetSpec) -> tuple[Path, str]:
+    """The interaction file a (non-synthetic) spec names, and its format; or a DatasetError saying
+    where it was looked for and how to get it."""
     if spec.path is not None:
-        candidates = [Path(spec.path)]
-    elif os.environ.get(DATA_ENV):
-        candidates = [Path(os.environ[DATA_ENV]) / spec.name]
+        path = Path(spec.path)
+        if path.is_file():
+            return path, detect_format(path) if spec.format == "auto" else spec.format
+        if path.is_dir() and (found := _in_directory(path, spec.name, spec.format)):
+            return found
+        what = "holds no single interaction file" if path.is_dir() else "does not exist"
+        raise DatasetError(f"dataset '{spec.name}' not found: dataset.path {path} {what}. "
+                           f"To get it: {how_to_get(spec.name)}.")
+    base = spec.data_dir or os.environ.get(DATA_ENV)
+    if base:
+        directory = Path(base) / spec.name
+        if directory.is_dir() and (found := _in_directory(directory, spec.name, spec.format)):
+            return found
+        looked = f"{directory} ({'no interaction file in it' if directory.is_dir() else 'missing'})"
     else:
-        candidates = []
-    for cand in candidates:
-        if (cand / SEQUENCE_FILE).exists() or cand.is_file():
-            return cand
-    looked = ", ".join(str(c) for c in candidates) or f"nowhere (dataset.path unset and ${DATA_ENV} unset)"
-    raise DatasetError(
-        f"dataset '{spec.name}' not found; looked in: {looked}. Set dataset.path in the scenario, "
-        f"or set {DATA_ENV} to a directory holding '{spec.name}/{SEQUENCE_FILE}'. Amazon review data "
-        "comes from its publishers (McAuley et al., https://cseweb.ucsd.edu/~jmcauley/datasets.html); "
-        "or use dataset.name: synthetic, which runs anywhere."
-    )
+        looked = f"nowhere: dataset.path, dataset.data_dir and ${DATA_ENV} are all unset"
+    raise DatasetError(f"dataset '{spec.name}' not found; looked in {looked}. To get it: {how_to_get(spec.name)}. "
+                       f"Then set ${DATA_ENV} (or dataset.data_dir) to the directory holding '{spec.name}/'.")
 
 
 def load_dataset(spec: DatasetSpec, seed: int) -> Dataset:
-    """Build the scenario's dataset: the synthetic generator or a sequence directory."""
+    """Build the scenario's dataset: the synthetic generator or a file in one of the known formats."""
     if spec.name == "synthetic" and spec.path is None:
         from .synthetic import generate
 
         return generate(spec.synthetic, seed)
-    where = resolve_dataset_dir(spec)
-    seq_path = where if where.is_file() else where / SEQUENCE_FILE
-    sequences = read_sequence_file(seq_path)
-    num_items = int(max(s.max() for s in sequences))
-    cats = None if where.is_file() else _first_category(where / ATTRIBUTE_FILE, num_items)
-    return Dataset(spec.name, num_items, sequences, cats)
+    path, fmt = locate(spec)
+    if fmt not in FORMATS:
+        raise DatasetError(f"{path}: unknown format {fmt!r}")
+    entry = CATALOGUE.get(spec.name)
+    kcore = spec.kcore if spec.kcore is not None else (entry.kcore if entry and fmt != "sequences" else 0)
+    built = read(path, fmt, min_rating=spec.min_rating, kcore=kcore)
+    attr_file = Path(spec.attributes) if spec.attributes else find_attribute_file(path.parent)
+    categories = read_categories(attr_file) if attr_file is not None else None
+    return as_dataset(spec.name, built, categories)

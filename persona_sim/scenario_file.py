@@ -55,11 +55,18 @@ def _merge(base: dict, top: dict) -> dict:
     return out
 
 
+PATH_KEYS = ("path", "data_dir", "attributes")   # dataset keys holding paths, relative to the file that set them
+
+
 def _resolve_paths(data: dict, base_dir: Path) -> dict:
-    """Make a relative dataset.path absolute against the file that set it."""
-    path = data.get("dataset", {}).get("path") if isinstance(data.get("dataset"), dict) else None
-    if isinstance(path, str) and not Path(path).is_absolute():
-        data = _merge(data, {"dataset": {"path": str((base_dir / path).resolve())}})
+    """Make relative dataset paths absolute against the file that set them."""
+    spec = data.get("dataset")
+    if not isinstance(spec, dict):
+        return data
+    for key in PATH_KEYS:
+        value = spec.get(key)
+        if isinstance(value, str) and not Path(value).is_absolute():
+            data = _merge(data, {"dataset": {key: str((base_dir / value).resolve())}})
     return data
 
 
