@@ -123,9 +123,51 @@ class PolicySpec(_Strict):
     every: int = Field(5, ge=1)            # ask for an edit every k interactions
 
 
+class ArrivalSpec(_Strict):
+    """When a device's interactions happen in virtual time.
+
+    exponential  gaps drawn exponentially with mean ``mean_s``
+    sessions     sessions of geometric length (mean ``session_items``) with exponential gaps of mean
+                 ``mean_s`` inside and of mean ``session_gap_s`` between them
+    timestamps   the user's real timestamps divided by ``compress`` (needs a dataset with timestamps);
+                 past the user's own sequence (after a takeover), exponential with the user's mean gap
+    """
+
+    kind: Literal["exponential", "sessions", "timestamps"] = "exponential"
+    mean_s: float = Field(30.0, gt=0.0)
+    session_items: float = Field(8.0, ge=1.0)
+    session_gap_s: float = Field(3600.0, gt=0.0)
+    compress: float = Field(1000.0, gt=0.0)
+
+
+DRIFT_KINDS = ("takeover", "category", "popularity", "mixing", "periodic")
+
+
+class DriftSpec(_Strict):
+    """One injected distribution shift, for a fraction of devices, from virtual time ``at_s``.
+
+    A device is shifted at its first interaction at or after ``at_s``; from there on it replays:
+    takeover    another held-out user's whole sequence (preferably one of another prototype cluster)
+    category    real interactions of one other item category, in other users' order (needs categories)
+    popularity  its own items, each replaced with probability ``strength`` by one of ``trending``
+                long-tail items that suddenly became popular (Zipf over them)
+    mixing      its own items and another user's, the other's share rising linearly over ``duration_s``
+    periodic    alternating between another user's items and its own every ``period_s``
+    """
+
+    kind: Literal[DRIFT_KINDS]
+    at_s: float = Field(ge=0.0)
+    fraction: float = Field(1.0, gt=0.0, le=1.0)  # of devices; injectors take consecutive slices of one shuffle
+    events: int | None = Field(None, ge=1)         # at least this many interactions after the shift
+    strength: float = Field(0.8, gt=0.0, le=1.0)   # popularity
+    trending: int = Field(50, ge=1)                # popularity
+    duration_s: float = Field(600.0, gt=0.0)       # mixing
+    period_s: float = Field(300.0, gt=0.0)         # periodic
+
+
 class DevicesSpec(_Strict):
     count: int = Field(200, ge=1)
-    interarrival_s: float = Field(30.0, gt=0.0)   # mean of the exponential gap between interactions
+    arrivals: ArrivalSpec = ArrivalSpec()
     policy: PolicySpec = PolicySpec()
     apply_ms: float = Field(2.0, ge=0.0)          # time to load an edit into the adaptive layers
     infer_ms: float = Field(5.0, ge=0.0)          # time of one on-device prediction
@@ -163,6 +205,7 @@ class Scenario(_Strict):
     network: NetworkSpec = NetworkSpec()
     cloud: CloudSpec = CloudSpec()
     eval: EvalSpec = EvalSpec()
+    drift: list[DriftSpec] = []
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Scenario":

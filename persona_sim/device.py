@@ -15,13 +15,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .adaptation import adapt
+from .arrivals import Arrivals
+from .batching import pad_right
 from .bundle import Bundle
 from .config import Scenario
-from .dataset import Dataset
+from .drift import DriftContext, Shift, inject
 from .messages import device_id
 from .metrics import sample_negatives
+from .sequences import Dataset
 
-US = 1_000_000
 
 
 @dataclass
@@ -36,6 +39,7 @@ class DevicePlan:
     times_us: np.ndarray       # (E,) virtual time of each interaction
     negatives: np.ndarray      # (E, K) sampled negatives per event
     h: np.ndarray              # (E, D) shared-layer output before each event
+    shifts: list[Shift]        # injected distribution shifts, in event order
 
     def window_after(self, event: int, w: int) -> tuple[int, ...]:
         """The device's last w items once it has seen event ``event``'s item."""
@@ -64,19 +68,35 @@ def shared_outputs(bundle: Bundle, items: np.ndarray, positions: np.ndarray) -> 
     return out
 
 
-def plan_device(index: int, user: int, dataset: Dataset, scenario: Scenario, bundle: Bundle) -> DevicePlan:
-    items = dataset.sequences[user]
-    positions = np.arange(scenario.split.context, len(items))
-    timing = device_rng(scenario.seed, index, 1)
-    mean_us = scenario.devices.interarrival_s * US
-    start = int(timing.integers(0, int(mean_us) + 1))
-    gaps = np.maximum(1, np.round(timing.exponential(mean_us, size=len(positions)))).astype(np.int64)
-    gaps[0] = 0
-    times = start + np.cumsum(gaps)
+@torch.no_grad()
+def cluster_labels(bundle: Bundle, dataset: Dataset, users: np.ndarray, window: int) -> np.ndarray | None:
+    """A cluster per user, so a takeover can prefer a user of another cluster: the Persona (m) group whose
+    k-means centre is nearest to the global editor's edit of the user's last window (Eq. 9's partition),
+    else the user's dominant item category, else None."""
+    if bundle.models.groups is not None:
+        windows = pad_right([dataset.sequences[int(u)][-window:] for u in users], window)
+        return adapt(bundle.models, "group-finetune", windows).prototype.numpy()
+    if dataset.item_category is not None:
+        cats = dataset.item_category
+        return np.asarray([np.bincount(cats[dataset.sequences[int(u)]]).argmax() for u in users])
+    return None
+
+
+def plan_device(index: int, user: int, dataset: Dataset, scenario: Scenario, bundle: Bundle,
+                drift: DriftContext | None = None, injectors: list = ()) -> DevicePlan:
+    """The device's replayed stream (with its injected shifts), event times, negatives and Θb outputs."""
+    context = scenario.split.context
+    own_ts = dataset.timestamps[user][context:] if dataset.timestamps is not None else None
+    arrivals = Arrivals(scenario.devices.arrivals, scenario.seed, index, own_ts)
+    items, shifts = dataset.sequences[user], []
+    if injectors:
+        items, shifts = inject(items, int(user), index, list(injectors), scenario, drift, arrivals.event_times)
+    positions = np.arange(context, len(items))
+    times = arrivals.event_times(len(positions))
     negatives = sample_negatives(device_rng(scenario.seed, index, 2), dataset.num_items, items,
                                  len(positions), scenario.eval.negatives)
     return DevicePlan(index, device_id(index), int(user), items, positions, times, negatives,
-                      shared_outputs(bundle, items, positions))
+                      shared_outputs(bundle, items, positions), shifts)
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:

@@ -10,7 +10,8 @@ from typing import Callable
 from .bundle import Bundle
 from .config import Scenario
 from .dataset import Dataset
-from .device import DevicePlan, plan_device
+from .device import DevicePlan, cluster_labels, plan_device
+from .drift import DriftContext, targets
 from .errors import BundleError
 from .results import write_results
 from .rundir import finalize, shard_file
@@ -27,7 +28,15 @@ def plan_shard(scenario: Scenario, bundle: Bundle, dataset: Dataset, index: int,
         raise BundleError(f"the model bundle was trained on dataset {bundle.meta['dataset_fingerprint']}, but this "
                           f"node loaded {dataset.name} with fingerprint {dataset.fingerprint()}")
     split = split_users(dataset, scenario)
-    return [plan_device(i, int(split.device_users[i]), dataset, scenario, bundle)
+    drift, chosen = None, [set() for _ in scenario.drift]
+    if scenario.drift:                      # every shard builds the same context: the whole held-out pool
+        pool = split.device_users
+        needs_donor = any(d.kind in ("takeover", "mixing", "periodic") for d in scenario.drift)
+        labels = cluster_labels(bundle, dataset, pool, scenario.persona.window) if needs_donor else None
+        drift = DriftContext(dataset, pool, labels, scenario.seed)
+        chosen = targets(scenario.drift, scenario.devices.count, scenario.seed)
+    return [plan_device(i, int(split.device_users[i]), dataset, scenario, bundle, drift,
+                        [(j, d) for j, d in enumerate(scenario.drift) if i in chosen[j]])
             for i in shard_devices(scenario.devices.count, index, shards)]
 
 
@@ -40,7 +49,8 @@ async def run_shard(scenario: Scenario, bundle: Bundle, dataset: Dataset, transp
     plans = plan_shard(scenario, bundle, dataset, index, shards)
     rec = await simulate(scenario, bundle, plans, transport, progress)
     out.mkdir(parents=True, exist_ok=True)
-    write_results(shard_file(out, index, shards), rec.predictions, rec.adaptations, rec.wall,
+    shifts = [(p.device_id, k, s.kind, s.event, s.t_us, s.detail) for p in plans for k, s in enumerate(p.shifts)]
+    write_results(shard_file(out, index, shards), rec.predictions, rec.adaptations, rec.wall, shifts,
                   {"shard": [index, shards], "model_signature": bundle.signature})
     if not finalize_when_complete:
         return None

@@ -12,7 +12,24 @@ def _kb(n: int) -> str:
     return f"{n / 1024:.1f}"
 
 
-def render_markdown(summary: dict, manifest: dict) -> str:
+def _drift_lines(drift: dict) -> list[str]:
+    lines = ["", "## Distribution shifts and recovery", "",
+             f"Injected: " + ", ".join(f"{k} ×{v['count']} on {v['devices']} devices" for k, v in drift["shifts"].items())
+             + f". NDCG@10 pooled over shifts: *before* = the {drift['pre_events']} interactions before a shift, "
+             f"*after* = the first {drift['window_events']} from it; *recovery* = interactions (and median virtual "
+             f"seconds) until a {drift['window_events']}-interaction mean is back within "
+             f"{drift['tolerance']:.0%} of *before* (– : not within {drift['horizon_events']}).", "",
+             "| shift | method | before | after | dip | recovery (interactions) | recovery (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for kind, methods in drift["recovery"].items():
+        for name, r in methods.items():
+            rec = "–" if r["recovery_events"] is None else str(r["recovery_events"])
+            secs = "–" if r["recovery_s"] is None else f"{r['recovery_s']:.1f}"
+            lines.append(f"| {kind} | {name} | {_f(r['before'])} | {_f(r['after'])} | {_f(r['dip'])} | {rec} | {secs} |")
+    return lines
+
+
+def render_markdown(summary: dict, manifest: dict, plots: list[str] = ()) -> str:
     lines = [f"# persona-sim run: {summary.get('scenario', '?')}", ""]
     lines += [
         f"- seed **{summary.get('seed')}**, cloud compute mode **{summary.get('compute_mode')}**, "
@@ -43,6 +60,10 @@ def render_markdown(summary: dict, manifest: dict) -> str:
         failed = sum(m["failed_adaptations"] for m in adaptive.values())
         if failed:
             lines += ["", f"**{failed} adaptation request(s) failed**; see `adaptations.status` in results.sqlite."]
+    if summary.get("drift"):
+        lines += _drift_lines(summary["drift"])
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p.removesuffix('.png')}]({p})" for p in plots]
     wall = summary.get("wall_clock", {})
     lines += ["", "## Wall clock (not simulated)", "",
               f"- measured cloud compute per adaptation, p50: {_f(wall.get('cloud_compute_ms_p50'), 3)} ms",

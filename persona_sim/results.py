@@ -3,6 +3,7 @@
 Tables
   predictions   one row per prediction event (method, device, virtual time, metrics)
   adaptations   one row per adaptation with its stage times (virtual µs) and bytes
+  shifts        one row per injected distribution shift (device, kind, event, virtual time, detail JSON)
   wall          wall-clock diagnostics (measured cloud compute); never in the digest
   meta          key/value facts about the shard or run
 Shard files (``shard-I-of-N.sqlite``) have the same schema and merge into
@@ -20,6 +21,7 @@ PREDICTION_COLUMNS = ("method", "device_id", "event", "t_us", "item", "edit_seq"
 ADAPTATION_COLUMNS = ("method", "device_id", "seq", "status", "prototype_id", "issued_us", "upload_done_us",
                       "enqueued_us", "compute_start_us", "compute_end_us", "download_done_us", "applied_us",
                       "bytes_up", "bytes_down", "edit_norm")
+SHIFT_COLUMNS = ("device_id", "shift", "kind", "event", "t_us", "detail")
 WALL_COLUMNS = ("method", "device_id", "seq", "cloud_compute_ns")
 
 SCHEMA = """
@@ -31,6 +33,8 @@ CREATE TABLE IF NOT EXISTS adaptations (
   upload_done_us INTEGER, enqueued_us INTEGER, compute_start_us INTEGER, compute_end_us INTEGER,
   download_done_us INTEGER, applied_us INTEGER, bytes_up INTEGER, bytes_down INTEGER, edit_norm REAL,
   PRIMARY KEY (method, device_id, seq));
+CREATE TABLE IF NOT EXISTS shifts (
+  device_id TEXT, shift INTEGER, kind TEXT, event INTEGER, t_us INTEGER, detail TEXT, PRIMARY KEY (device_id, shift));
 CREATE TABLE IF NOT EXISTS wall (method TEXT, device_id TEXT, seq INTEGER, cloud_compute_ns INTEGER);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
@@ -41,7 +45,7 @@ def _insert(con: sqlite3.Connection, table: str, columns: tuple[str, ...], rows)
     con.executemany(f"INSERT INTO {table} ({','.join(columns)}) VALUES ({marks})", rows)
 
 
-def write_results(path: Path, predictions, adaptations, wall, meta: dict) -> None:
+def write_results(path: Path, predictions, adaptations, wall, shifts, meta: dict) -> None:
     """Write one shard's rows to a fresh SQLite file (replaced atomically)."""
     tmp = path.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
@@ -51,6 +55,7 @@ def write_results(path: Path, predictions, adaptations, wall, meta: dict) -> Non
         _insert(con, "predictions", PREDICTION_COLUMNS, predictions)
         _insert(con, "adaptations", ADAPTATION_COLUMNS, adaptations)
         _insert(con, "wall", WALL_COLUMNS, wall)
+        _insert(con, "shifts", SHIFT_COLUMNS, shifts)
         _insert(con, "meta", ("key", "value"), [(k, json.dumps(v)) for k, v in meta.items()])
         con.commit()
     finally:
@@ -67,7 +72,7 @@ def merge_results(shards: list[Path], out: Path) -> None:
         con.executescript(SCHEMA)
         for i, shard in enumerate(shards):
             con.execute("ATTACH DATABASE ? AS s", (str(shard),))
-            for table in ("predictions", "adaptations", "wall"):
+            for table in ("predictions", "adaptations", "wall", "shifts"):
                 con.execute(f"INSERT INTO {table} SELECT * FROM s.{table}")
             if i == 0:
                 con.execute("INSERT INTO meta SELECT * FROM s.meta WHERE key != 'shard'")
@@ -89,7 +94,8 @@ def results_digest(path: Path) -> str:
     con = sqlite3.connect(path)
     try:
         for table, cols, order in (("predictions", PREDICTION_COLUMNS, "method, device_id, event"),
-                                   ("adaptations", ADAPTATION_COLUMNS, "method, device_id, seq")):
+                                   ("adaptations", ADAPTATION_COLUMNS, "method, device_id, seq"),
+                                   ("shifts", SHIFT_COLUMNS, "device_id, shift")):
             h.update(table.encode())
             for row in con.execute(f"SELECT {','.join(cols)} FROM {table} ORDER BY {order}"):
                 h.update(repr(row).encode())

@@ -19,6 +19,7 @@ from .config import Scenario
 from .dataset import Dataset
 from .report import render_markdown
 from .results import merge_results
+from .run_plots import write_plots
 from .summary import build_summary
 
 PACKAGES = ("persona-sim", "torch", "numpy", "simpy", "grpcio", "protobuf", "pydantic")
@@ -85,7 +86,8 @@ def write_summary(out: Path, scenario: Scenario, shard_count: int, facts: dict) 
         "devices": scenario.devices.count, "shards": shard_count, **facts})
     write_json(out / "summary.json", summary)
     manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").exists() else {}
-    (out / "report.md").write_text(render_markdown(summary, manifest))
+    plots = write_plots(summary, scenario, out)
+    (out / "report.md").write_text(render_markdown(summary, manifest, plots))
     return summary
 
 

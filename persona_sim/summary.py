@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .recovery import accuracy_over_time, drift_summary
 from .results import results_digest
 
 STAGES = {   # stage name -> (start column, end column)
@@ -52,6 +53,10 @@ def build_summary(results: Path, methods: list[str], facts: dict) -> dict:
     con = sqlite3.connect(results)
     try:
         summary = {"methods": {m: method_summary(con, m) for m in methods}}
+        drift = drift_summary(con, methods)
+        if drift is not None:
+            summary["drift"] = drift
+        summary["accuracy_over_time"] = accuracy_over_time(con, methods)
         wall = np.asarray([r[0] for r in con.execute("SELECT cloud_compute_ns FROM wall")], dtype=np.float64)
     finally:
         con.close()

@@ -20,10 +20,12 @@ TINY = {
     "train": {"epochs": 2, "batch_size": 64, "editor_epochs": 2, "sampled_negatives": 16},
     "persona": {"window": 4, "editor_hidden": 16, "prototypes": 2},
     "methods": ["static", "persona-s", "persona-m"],
-    "devices": {"count": 12, "interarrival_s": 10, "policy": {"every": 2}},
+    "devices": {"count": 12, "arrivals": {"mean_s": 10}, "policy": {"every": 2}},
     "network": {"delay_ms": 5, "jitter_ms": 2},
     "cloud": {"streams": 2},
     "eval": {"negatives": 20},
+    "drift": [{"kind": "takeover", "at_s": 30, "fraction": 0.25}, {"kind": "category", "at_s": 30, "fraction": 0.25},
+              {"kind": "periodic", "at_s": 20, "fraction": 0.25, "period_s": 25}],
 }
 
 

@@ -60,6 +60,11 @@ def test_run_over_grpc_writes_every_file(grpc_run):
     assert s["transport"] == "grpc" and s["compute_mode"] == "model"
     assert "persona-s" in proc.stdout and "run directory" in proc.stdout
     assert "| persona-s |" in (out / "report.md").read_text()
+    # TINY injects a takeover, a category shift and periodic switching: logged, measured, plotted
+    assert set(s["drift"]["shifts"]) == {"takeover", "category", "periodic"}
+    assert set(s["drift"]["recovery"]["takeover"]) == {"static", "persona-s", "persona-m"}
+    assert "## Distribution shifts and recovery" in (out / "report.md").read_text()
+    assert (out / "accuracy-over-time.png").stat().st_size > 0 and (out / "accuracy-around-shifts.png").exists()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seed"] == 3 and manifest["dataset"]["fingerprint"] and manifest["versions"]["torch"]
 

@@ -1,0 +1,108 @@
+"""Accuracy around injected shifts: the level before, the dip after, and how long recovery takes.
+
+Per shift kind and method, every shift's device is aligned on the shift's event
+(r = 0 is the first shifted interaction) and NDCG@10 is pooled over shifts at
+each offset r in [-PRE, HORIZON):
+
+    before            mean over r in [-PRE, -1]
+    after             mean over r in [0, WINDOW)
+    dip               before - the lowest WINDOW-event mean from r = 0 until recovery (or HORIZON)
+    recovery_events   the first r >= 0 whose WINDOW-event mean is back to at least (1 - TOLERANCE) * before;
+                      None if that does not happen within HORIZON events
+    recovery_s        the median, over shifts that reach it, of the virtual time from the shift to event r
+
+Pooled means (not means of per-device means) weight every event equally; a
+shift contributes only the offsets its device actually has, and a window counts
+only where at least SUPPORT of the shifts still have events (so the last few
+long-lived devices cannot decide the figures).
+"""
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+
+METRIC = "ndcg10"
+PRE, WINDOW, HORIZON = 5, 3, 30
+TOLERANCE = 0.10
+SUPPORT = 0.2
+
+
+def _device_events(con: sqlite3.Connection, method: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    rows = con.execute(f"SELECT device_id, t_us, {METRIC} FROM predictions WHERE method=? ORDER BY device_id, event",
+                       (method,)).fetchall()
+    out: dict[str, list] = {}
+    for dev, t, v in rows:
+        out.setdefault(dev, []).append((t, v))
+    return {d: (np.asarray([t for t, _ in r], dtype=np.int64), np.asarray([v for _, v in r])) for d, r in out.items()}
+
+
+def _round(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(float(x), digits)
+
+
+def _one(shifts: list[tuple[str, int, int]], events: dict) -> dict:
+    offsets = np.arange(-PRE, HORIZON)
+    sums, counts = np.zeros(len(offsets)), np.zeros(len(offsets))
+    for dev, e, _ in shifts:
+        t, v = events.get(dev, (np.empty(0), np.empty(0)))
+        idx = e + offsets
+        ok = (idx >= 0) & (idx < len(v))
+        sums[ok] += v[idx[ok]]
+        counts[ok] += 1
+    curve = np.where(counts >= max(1.0, SUPPORT * len(shifts)), sums / np.maximum(counts, 1), np.nan)
+    pre = slice(0, PRE)
+    before = sums[pre].sum() / counts[pre].sum() if counts[pre].sum() else np.nan
+    post_sums, post_counts = sums[PRE:], counts[PRE:]
+    need = WINDOW * max(1.0, SUPPORT * len(shifts))
+    win = np.asarray([post_sums[r:r + WINDOW].sum() / post_counts[r:r + WINDOW].sum()
+                      if post_counts[r:r + WINDOW].sum() >= need else np.nan for r in range(HORIZON)])
+    after = win[0]
+    recovered = np.flatnonzero(win >= (1 - TOLERANCE) * before) if np.isfinite(before) else np.empty(0)
+    rec_r = int(recovered[0]) if len(recovered) else None
+    until = win[: (rec_r if rec_r is not None else HORIZON) + 1]
+    rec_s = None
+    if rec_r is not None:
+        waits = [(events[dev][0][e + rec_r] - t0) / 1e6 for dev, e, t0 in shifts
+                 if dev in events and e + rec_r < len(events[dev][0])]
+        rec_s = float(np.median(waits)) if waits else None
+    return {"before": _round(before), "after": _round(after),
+            "dip": _round(before - np.nanmin(until)) if np.isfinite(until).any() and np.isfinite(before) else None,
+            "recovery_events": rec_r, "recovery_s": _round(rec_s, 1),
+            "curve": {"offsets": offsets.tolist(), "mean": [_round(c) for c in curve], "count": counts.astype(int).tolist()}}
+
+
+def drift_summary(con: sqlite3.Connection, methods: list[str]) -> dict | None:
+    """The ``drift`` section of summary.json, or None when the run injected no shifts."""
+    rows = con.execute("SELECT device_id, kind, event, t_us FROM shifts ORDER BY device_id, shift").fetchall()
+    if not rows:
+        return None
+    by_kind: dict[str, list[tuple[str, int, int]]] = {}
+    for dev, kind, e, t in rows:
+        by_kind.setdefault(kind, []).append((dev, int(e), int(t)))
+    events = {m: _device_events(con, m) for m in methods}
+    return {
+        "metric": "ndcg@10", "pre_events": PRE, "window_events": WINDOW, "horizon_events": HORIZON,
+        "tolerance": TOLERANCE, "support": SUPPORT,
+        "shifts": {k: {"count": len(v), "devices": len({d for d, _, _ in v})} for k, v in sorted(by_kind.items())},
+        "recovery": {k: {m: _one(v, events[m]) for m in methods} for k, v in sorted(by_kind.items())},
+    }
+
+
+def accuracy_over_time(con: sqlite3.Connection, methods: list[str], bins: int = 40) -> dict:
+    """Mean NDCG@10 per virtual-time bin per method (bin centres in s); bins holding fewer than 1% of a
+    method's events are left empty (None), so a few late devices do not draw the tail."""
+    lo, hi = con.execute("SELECT MIN(t_us), MAX(t_us) FROM predictions").fetchone()
+    if lo is None:
+        return {"t_s": [], "methods": {}}
+    edges = np.linspace(lo, hi + 1, bins + 1)
+    out = {}
+    for m in methods:
+        rows = np.asarray(con.execute(f"SELECT t_us, {METRIC} FROM predictions WHERE method=?", (m,)).fetchall(),
+                          dtype=np.float64).reshape(-1, 2)
+        which = np.clip(np.searchsorted(edges, rows[:, 0], side="right") - 1, 0, bins - 1)
+        sums = np.bincount(which, rows[:, 1], minlength=bins)
+        counts = np.bincount(which, minlength=bins)
+        least = max(1, 0.01 * len(rows))
+        out[m] = [_round(s / c) if c >= least else None for s, c in zip(sums, counts)]
+    return {"t_s": [round(float(c) / 1e6, 1) for c in (edges[:-1] + edges[1:]) / 2], "methods": out}
