@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from .errors import DatasetError
-from .loaders import _lines
+from .loaders import read_lines
 
 ATTRIBUTE_FILES = ("item_attributes.json", "movies.dat", "u.item")
 
@@ -70,7 +70,7 @@ def _category_of(rec: dict) -> str | None:
 
 def _amazon_meta(path: Path) -> dict[str, str]:
     out = {}
-    for lineno, line in _lines(path):
+    for lineno, line in read_lines(path):
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:

@@ -22,7 +22,9 @@ EXIT_OK = 0
 
 
 def _spec(args: argparse.Namespace):
-    from .config import DatasetSpec, SyntheticSpec
+    from pydantic import ValidationError
+
+    from .config import DatasetSpec
     from .scenario_file import parse_assignment
 
     synthetic = {}
@@ -35,15 +37,13 @@ def _spec(args: argparse.Namespace):
               "attributes": args.attributes}
     source = args.source
     if source == "synthetic":
-        fields["synthetic"] = SyntheticSpec(**synthetic)
+        fields["synthetic"] = synthetic
     elif Path(source).exists():
         fields.update(path=str(Path(source).resolve()), name=Path(source).resolve().name.removesuffix(".gz"))
     else:
         fields["name"] = source
-    from pydantic import ValidationError
-
     try:
-        return DatasetSpec(**{k: v for k, v in fields.items() if v is not None})
+        return DatasetSpec.model_validate({k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
         raise ScenarioError("command line", [(".".join(map(str, e["loc"])), e["msg"], e.get("input"))
                                              for e in exc.errors()]) from None

@@ -158,6 +158,7 @@ class DriftSpec(_Strict):
     kind: Literal[DRIFT_KINDS]
     at_s: float = Field(ge=0.0)
     fraction: float = Field(1.0, gt=0.0, le=1.0)  # of devices; injectors take consecutive slices of one shuffle
+    devices: list[int] | None = None               # these device indices instead of a fraction
     events: int | None = Field(None, ge=1)         # at least this many interactions after the shift
     strength: float = Field(0.8, gt=0.0, le=1.0)   # popularity
     trending: int = Field(50, ge=1)                # popularity
@@ -213,6 +214,10 @@ class Scenario(_Strict):
             raise ValueError("methods must list at least one method")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods has duplicates: {self.methods}")
+        for j, d in enumerate(self.drift):
+            bad = [i for i in d.devices or () if not 0 <= i < self.devices.count]
+            if bad:
+                raise ValueError(f"drift[{j}].devices: index {bad[0]} is not a device (0..{self.devices.count - 1})")
         if self.devices.count > self.split.device_users:
             raise ValueError(
                 f"devices.count ({self.devices.count}) exceeds split.device_users "

@@ -32,10 +32,13 @@ class Shift:
 
 
 def targets(specs: list[DriftSpec], count: int, seed: int) -> list[set[int]]:
-    """Device indices each injector shifts."""
+    """Device indices each injector shifts: its ``devices``, or its slice of the shuffle."""
     order = np.random.default_rng([seed, 0xD21F7]).permutation(count)
     out, start = [], 0
     for spec in specs:
+        if spec.devices is not None:
+            out.append(set(spec.devices))
+            continue
         n = max(1, int(round(spec.fraction * count)))
         out.append({int(order[(start + i) % count]) for i in range(n)})
         start += n

@@ -54,7 +54,7 @@ def _open(path: Path) -> IO[str]:
         raise DatasetError(f"{path}: cannot read ({exc.strerror})") from None
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
     with _open(path) as handle:
         try:
             for lineno, line in enumerate(handle, 1):
@@ -74,7 +74,7 @@ def _number(path: Path, lineno: int, what: str, text: str) -> float:
 
 def read_sequence_lines(path: Path) -> Raw:
     raw = Raw(path)
-    for lineno, line in _lines(path):
+    for lineno, line in read_lines(path):
         parts = line.split()
         if len(parts) < 2:
             raise DatasetError(f"{path}:{lineno}: a user line needs a user id and at least one item")
@@ -88,7 +88,7 @@ def read_sequence_lines(path: Path) -> Raw:
 
 def _read_delimited(path: Path, sep: str | None, header_ok: bool) -> Raw:
     raw = Raw(path)
-    for lineno, line in _lines(path):
+    for lineno, line in read_lines(path):
         parts = line.split(sep) if sep else line.split()
         if len(parts) < 3:
             raise DatasetError(f"{path}:{lineno}: expected user{sep or ' '}item{sep or ' '}rating[{sep or ' '}"
@@ -125,7 +125,7 @@ def read_movielens(path: Path) -> Raw:
 
 def read_amazon_json(path: Path) -> Raw:
     raw = Raw(path)
-    for lineno, line in _lines(path):
+    for lineno, line in read_lines(path):
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -153,7 +153,7 @@ def read_amazon_json(path: Path) -> Raw:
 
 def read_recbole(path: Path) -> Raw:
     raw = Raw(path)
-    lines = _lines(path)
+    lines = read_lines(path)
     try:
         _, header = next(lines)
     except StopIteration:
@@ -190,7 +190,7 @@ def detect_format(path: Path) -> str:
         return "amazon-json"
     if name.endswith(".csv"):
         return "amazon-csv"
-    first = next((line for _, line in _lines(path)), "")
+    first = next((line for _, line in read_lines(path)), "")
     if first.startswith("{"):
         return "amazon-json"
     if "::" in first or first.count("\t") == 3:

@@ -8,13 +8,15 @@ def _f(v, digits: int = 4) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def _kb(n: int) -> str:
-    return f"{n / 1024:.1f}"
+def _size(n: int) -> str:
+    """Bytes as KiB, or MiB from 10 MiB on."""
+    return f"{n / 2**20:.1f} MiB" if n >= 10 * 2**20 else f"{n / 1024:.1f} KiB"
 
 
 def _drift_lines(drift: dict) -> list[str]:
     lines = ["", "## Distribution shifts and recovery", "",
              f"Injected: " + ", ".join(f"{k} ×{v['count']} on {v['devices']} devices" for k, v in drift["shifts"].items())
+             + " (a device whose stream ends before a shift's `at_s` is not shifted)"
              + f". NDCG@10 pooled over shifts: *before* = the {drift['pre_events']} interactions before a shift, "
              f"*after* = the first {drift['window_events']} from it; *recovery* = interactions (and median virtual "
              f"seconds) until a {drift['window_events']}-interaction mean is back within "
@@ -42,14 +44,14 @@ def render_markdown(summary: dict, manifest: dict, plots: list[str] = ()) -> str
         "## Accuracy and adaptation cost",
         "",
         "| method | HR@5 | HR@10 | NDCG@5 | NDCG@10 | AUC | events | adaptations | RTT p50 (ms) | RTT p95 (ms) "
-        "| RTT p99 (ms) | up (KiB) | down (KiB) |",
+        "| RTT p99 (ms) | up | down |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in summary["methods"].items():
         lines.append(
             f"| {name} | {_f(m['hr@5'])} | {_f(m['hr@10'])} | {_f(m['ndcg@5'])} | {_f(m['ndcg@10'])} | "
             f"{_f(m['auc'])} | {m['events']} | {m['adaptations']} | {_f(m['rtt_ms_p50'], 2)} | "
-            f"{_f(m['rtt_ms_p95'], 2)} | {_f(m['rtt_ms_p99'], 2)} | {_kb(m['bytes_up'])} | {_kb(m['bytes_down'])} |")
+            f"{_f(m['rtt_ms_p95'], 2)} | {_f(m['rtt_ms_p99'], 2)} | {_size(m['bytes_up'])} | {_size(m['bytes_down'])} |")
     adaptive = {n: m for n, m in summary["methods"].items() if m["adaptations"]}
     if adaptive:
         lines += ["", "## Round trip by stage (virtual time, ms: p50 / p95 / p99)", "",
@@ -75,10 +77,10 @@ def render_markdown(summary: dict, manifest: dict, plots: list[str] = ()) -> str
 
 def render_table(summary: dict) -> str:
     """A compact table for the terminal."""
-    head = f"{'method':<12}{'HR@10':>8}{'NDCG@10':>9}{'AUC':>8}{'adapt':>7}{'RTT p50':>9}{'p95':>8}{'p99':>8}{'KiB up/down':>14}"
+    head = f"{'method':<12}{'HR@10':>8}{'NDCG@10':>9}{'AUC':>8}{'adapt':>7}{'RTT p50':>9}{'p95':>8}{'p99':>8}  up / down"
     rows = [head, "-" * len(head)]
     for name, m in summary["methods"].items():
         rows.append(f"{name:<12}{_f(m['hr@10']):>8}{_f(m['ndcg@10']):>9}{_f(m['auc']):>8}{m['adaptations']:>7}"
                     f"{_f(m['rtt_ms_p50'], 1):>9}{_f(m['rtt_ms_p95'], 1):>8}{_f(m['rtt_ms_p99'], 1):>8}"
-                    f"{_kb(m['bytes_up']) + '/' + _kb(m['bytes_down']):>14}")
+                    f"  {_size(m['bytes_up'])} / {_size(m['bytes_down'])}")
     return "\n".join(rows)

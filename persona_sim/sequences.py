@@ -74,7 +74,7 @@ class Dataset:
         """Content hash of the interactions (order-sensitive); names the data in manifests."""
         h = hashlib.sha256()
         h.update(self.sequences.lengths.tobytes())
-        h.update(np.ascontiguousarray(self.sequences.flat, dtype=np.int64).tobytes())
+        h.update(memoryview(np.ascontiguousarray(self.sequences.flat, dtype=np.int64)))   # no copy of the data
         return h.hexdigest()[:16]
 
     def fingerprint(self) -> str:

@@ -49,6 +49,15 @@ def test_injectors_take_disjoint_slices_of_one_shuffle():
     a, b = targets(specs, 20, seed=7)
     assert len(a) == 10 and len(b) == 6 and not a & b
     assert targets(specs, 20, seed=7) == [a, b] and targets(specs, 20, seed=8) != [a, b]
+    assert targets([DriftSpec(kind="takeover", at_s=0, devices=[3, 5])], 20, seed=7) == [{3, 5}]
+
+
+def test_drift_devices_out_of_range_is_a_scenario_error():
+    from persona_sim.errors import ScenarioError
+
+    with pytest.raises(ScenarioError, match=r"drift\[0\]\.devices: index 9 is not a device"):
+        parse_scenario({"name": "x", "devices": {"count": 5}, "split": {"device_users": 5},
+                        "drift": [{"kind": "takeover", "at_s": 1, "devices": [1, 9]}]}, "x.yaml")
 
 
 def _world(cats=True):

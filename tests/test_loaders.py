@@ -196,3 +196,24 @@ def test_fetch_unreachable_is_a_clear_error(tmp_path, http_dir):
     entry = Entry("x", "x", (("a", "movielens"),), "home", url=f"{url}/nothing-here.zip")
     with pytest.raises(DatasetError, match="cannot download .*nothing-here.zip"):
         fetch(entry, tmp_path)
+
+
+def test_data_commands_print_counts_convert_and_fail_clearly(tmp_path, capsys, monkeypatch):
+    from persona_sim.cli import main
+
+    src = tmp_path / "amazon-x" / "sequences.txt"
+    src.parent.mkdir()
+    src.write_text("1 1 2 3\n2 3 4\n3 5 5 5 1\n")
+    assert main(["data", "info", str(src.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "3 users, 5 items, 9 interactions" in out and "p50 3" in out
+    assert main(["data", "convert", str(src), "--to", "recbole", str(tmp_path / "x.inter")]) == 0
+    assert main(["data", "info", str(tmp_path / "x.inter"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert (info["users"], info["items"], info["interactions"]) == (3, 5, 9)
+    monkeypatch.setenv("PERSONA_SIM_DATA", str(tmp_path))
+    assert main(["data", "info", "amazon-x"]) == 0
+    assert main(["data", "info", "movielens-1m"]) == 3
+    assert "persona-sim data fetch movielens-1m" in capsys.readouterr().err
+    assert main(["data", "info", "synthetic", "--set", "synthetic.users=50", "--set", "synthetic.items=30"]) == 0
+    assert "50 users, 30 items" in capsys.readouterr().out
