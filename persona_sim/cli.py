@@ -4,6 +4,7 @@
     persona-sim eval SCENARIO [--out DIR] [--seeds N] [--set KEY=VALUE]
     persona-sim validate SCENARIO
     persona-sim report RUN_DIR
+    persona-sim compare RUN_DIR RUN_DIR ...
     persona-sim data list|info|fetch|convert ...   (cli_data)
     persona-sim cloud ...      (from the cloud_node package)
     persona-sim devices ...    (from the device_node package)
@@ -73,18 +74,43 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _slug(settings: dict) -> str:
+    text = "_".join(f"{k}-{v}" for k, v in settings.items())
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in text)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .scenario_file import load_scenario
+    from .compare import render_compare, write_compare
     from .progress import stage_progress
     from .report import render_table
     from .runner import run
+    from .scenario_file import load_variants
 
-    scenario = load_scenario(args.scenario, _overrides(args))
-    out = args.out or Path("runs") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    _fresh_out(out, args.force, "results.sqlite", "summary.json")
-    summary = run(scenario, out, args.transport, args.shards, args.quiet, stage_progress(args.quiet))
-    print(render_table(summary))
-    print(f"\nrun directory: {out}  (report.md, summary.json, results.sqlite)")
+    variants = load_variants(args.scenario, _overrides(args))
+    base = variants[0].scenario
+    out = args.out or Path("runs") / f"{base.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if len(variants) == 1:
+        _fresh_out(out, args.force, "results.sqlite", "summary.json")
+        summary = run(base, out, args.transport, args.shards, args.quiet, stage_progress(args.quiet))
+        print(render_table(summary))
+        print(f"\nrun directory: {out}  (report.md, summary.json, results.sqlite)")
+        return EXIT_OK
+    _fresh_out(out, args.force, "compare.json")       # a sweep: one run directory per variant, then a comparison
+    dirs = [out / _slug(v.settings) for v in variants]
+    for v, d in zip(variants, dirs):
+        print(f"== {v.label} -> {d}", flush=True)
+        _fresh_out(d, args.force, "results.sqlite", "summary.json")
+        run(v.scenario, d, args.transport, args.shards, args.quiet, stage_progress(args.quiet))
+    print(render_compare(write_compare(out, dirs, [v.label for v in variants])))
+    print(f"sweep directory: {out}  (compare.md, compare.json, one run directory per variant)")
+    return EXIT_OK
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_runs, render_compare
+
+    data = compare_runs(args.run_dirs)
+    print(json.dumps(data, indent=2) if args.json else render_compare(data))
     return EXIT_OK
 
 
@@ -114,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(prototype-based parameter editing) over real gRPC and a SimPy clock.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", help="run a scenario end to end and write a run directory")
+    p = sub.add_parser("run", help="run a scenario end to end and write a run directory (one per variant of a sweep)")
     p.add_argument("scenario", help="scenario YAML file")
     p.add_argument("--out", type=Path, help="run directory (default runs/<name>-<time>)")
     p.add_argument("--seed", type=int, help="override the scenario's seed")
@@ -144,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="rebuild the report of a run directory (from results.sqlite) or an eval directory")
     p.add_argument("run_dir", type=Path)
     p.set_defaults(handler=_cmd_report)
+
+    p = sub.add_parser("compare", help="put finished runs side by side (accuracy, round trip by stage, bytes)")
+    p.add_argument("run_dirs", type=Path, nargs="+")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=_cmd_compare)
 
     from .cli_data import add_parsers
     add_parsers(sub)

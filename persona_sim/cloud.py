@@ -56,7 +56,7 @@ class CloudEngine:
         if idx is None or idx >= n:
             raise ProtocolError("UNKNOWN_DEVICE", f"unknown device {req.device_id!r}: this scenario has devices "
                                                   f"dev-000000..{n - 1:06d}", req.device_id, req.seq)
-        if idx % hello.shard_count != hello.shard_index:
+        if self.scenario.shard_of(idx, hello.shard_count) != hello.shard_index:
             raise ProtocolError("UNKNOWN_DEVICE", f"device {req.device_id!r} is not in shard "
                                                   f"{hello.shard_index}/{hello.shard_count}", req.device_id, req.seq)
         if req.method not in ADAPTIVE_METHODS or req.method not in self.scenario.methods:

@@ -174,11 +174,39 @@ class DevicesSpec(_Strict):
     infer_ms: float = Field(5.0, ge=0.0)          # time of one on-device prediction
 
 
+LINK_PROFILES = ("fixed", "wifi", "5g", "4g", "3g")
+
+
+class CellSpec(_Strict):
+    """A shared bottleneck: consecutive devices share a cell whose capacity is split fairly among the
+    transfers in progress (each also capped by its own link)."""
+
+    devices: int = Field(50, ge=1)               # devices per cell: indices 0..n-1 are cell 0, and so on
+    uplink_mbps: float = Field(20.0, gt=0.0)
+    downlink_mbps: float = Field(100.0, gt=0.0)
+
+
 class NetworkSpec(_Strict):
-    uplink_mbps: float = Field(10.0, gt=0.0)
-    downlink_mbps: float = Field(50.0, gt=0.0)
-    delay_ms: float = Field(20.0, gt=0.0)         # one-way propagation delay
-    jitter_ms: float = Field(5.0, ge=0.0)         # uniform extra delay per transfer
+    """Each device's link. ``fixed``: every device gets the numbers below; a named profile draws each
+    device's capacities and delay from that access technology's distribution (netsim.PROFILES)."""
+
+    profile: Literal[LINK_PROFILES] = "fixed"
+    uplink_mbps: float = Field(10.0, gt=0.0)      # fixed profile
+    downlink_mbps: float = Field(50.0, gt=0.0)    # fixed profile
+    delay_ms: float = Field(20.0, gt=0.0)         # fixed profile: one-way propagation delay
+    jitter_ms: float = Field(5.0, ge=0.0)         # fixed profile: uniform extra delay per transfer
+    loss: float | None = Field(None, ge=0.0, lt=1.0)   # P(a transfer attempt is lost); None: the profile's
+    rto_ms: float = Field(200.0, gt=0.0)          # wait before a lost attempt is sent again
+    trace: str | None = None                      # bandwidth trace ("time_s Mbps" lines) for both directions
+    cell: CellSpec | None = None
+
+    @model_validator(mode="after")
+    def _profile_fields(self) -> "NetworkSpec":
+        fixed_only = {"uplink_mbps", "downlink_mbps", "delay_ms", "jitter_ms"} & self.model_fields_set
+        if self.profile != "fixed" and fixed_only:
+            raise ValueError(f"{', '.join(sorted(fixed_only))} apply to profile 'fixed' only "
+                             f"(profile {self.profile!r} draws them per device)")
+        return self
 
 
 class CloudSpec(_Strict):
@@ -244,6 +272,12 @@ class Scenario(_Strict):
     def needs_groups(self) -> bool:
         """Whether the bundle must hold Persona (m)'s group prototypes and editors."""
         return any(m in GROUP_METHODS for m in self.methods)
+
+    def shard_of(self, device_index: int, shards: int) -> int:
+        """The device-node shard that simulates a device: whole cells are dealt round-robin, so devices
+        sharing a cell are always simulated together and any sharding gives the same results."""
+        cell_size = self.network.cell.devices if self.network.cell else 1
+        return (device_index // cell_size) % shards
 
     def with_seed(self, seed: int) -> "Scenario":
         return self.model_copy(update={"seed": seed})

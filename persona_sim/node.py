@@ -19,8 +19,8 @@ from .simulation import Transport, simulate
 from .split import split_users
 
 
-def shard_devices(count: int, index: int, shards: int) -> list[int]:
-    return [i for i in range(count) if i % shards == index]
+def shard_devices(scenario: Scenario, index: int, shards: int) -> list[int]:
+    return [i for i in range(scenario.devices.count) if scenario.shard_of(i, shards) == index]
 
 
 def plan_shard(scenario: Scenario, bundle: Bundle, dataset: Dataset, index: int, shards: int) -> list[DevicePlan]:
@@ -37,7 +37,7 @@ def plan_shard(scenario: Scenario, bundle: Bundle, dataset: Dataset, index: int,
         chosen = targets(scenario.drift, scenario.devices.count, scenario.seed)
     return [plan_device(i, int(split.device_users[i]), dataset, scenario, bundle, drift,
                         [(j, d) for j, d in enumerate(scenario.drift) if i in chosen[j]])
-            for i in shard_devices(scenario.devices.count, index, shards)]
+            for i in shard_devices(scenario, index, shards)]
 
 
 async def run_shard(scenario: Scenario, bundle: Bundle, dataset: Dataset, transport: Transport | None, out: Path,

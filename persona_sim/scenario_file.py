@@ -55,18 +55,19 @@ def _merge(base: dict, top: dict) -> dict:
     return out
 
 
-PATH_KEYS = ("path", "data_dir", "attributes")   # dataset keys holding paths, relative to the file that set them
+PATH_KEYS = {"dataset": ("path", "data_dir", "attributes"), "network": ("trace",)}   # relative to their file
 
 
 def _resolve_paths(data: dict, base_dir: Path) -> dict:
-    """Make relative dataset paths absolute against the file that set them."""
-    spec = data.get("dataset")
-    if not isinstance(spec, dict):
-        return data
-    for key in PATH_KEYS:
-        value = spec.get(key)
-        if isinstance(value, str) and not Path(value).is_absolute():
-            data = _merge(data, {"dataset": {key: str((base_dir / value).resolve())}})
+    """Make relative paths absolute against the file that set them."""
+    for section, keys in PATH_KEYS.items():
+        spec = data.get(section)
+        if not isinstance(spec, dict):
+            continue
+        for key in keys:
+            value = spec.get(key)
+            if isinstance(value, str) and not Path(value).is_absolute():
+                data = _merge(data, {section: {key: str((base_dir / value).resolve())}})
     return data
 
 

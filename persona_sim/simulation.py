@@ -29,7 +29,7 @@ from .device import DevicePlan, DeviceState, device_rng, prototype_params
 from .bundle import Bundle, item_matrix
 from .messages import AdaptRequest, EditResult, RequestError
 from .metrics import rank_metrics
-from .netsim import Link
+from .netsim import DeviceLink, Network, Trace, device_link
 
 MIN_REQUEST_BYTES = 16  # no AdaptRequest frame is smaller: device id, seq, time, method, one item
 
@@ -56,9 +56,16 @@ class _Pending:
         self.reply: EditResult | RequestError | None = None
 
 
-def safe_window_us(scenario: Scenario) -> int:
-    """Δ: strictly below the shortest upload any request can have."""
-    return max(1, Link.from_spec(scenario.network).min_upload_us(MIN_REQUEST_BYTES) - 1)
+def safe_window_us(links: dict[int, DeviceLink]) -> int:
+    """Δ: strictly below the shortest upload any of these devices' requests can have. (A shard's own
+    bound: results never depend on Δ, only how many requests share a frame.)"""
+    return max(1, min((l.min_upload_us(MIN_REQUEST_BYTES) for l in links.values()), default=2) - 1)
+
+
+def device_links(scenario: Scenario, plans: list[DevicePlan]) -> dict[int, DeviceLink]:
+    spec = scenario.network
+    trace = Trace.load(spec.trace) if spec.trace else None
+    return {p.index: device_link(spec, scenario.seed, p.index, trace) for p in plans}
 
 
 def compute_us(scenario: Scenario, method: str, reply: EditResult) -> int:
@@ -74,11 +81,11 @@ class MethodRun:
     """One method over one shard's devices in a fresh SimPy environment."""
 
     def __init__(self, scenario: Scenario, bundle: Bundle, plans: list[DevicePlan], method: str,
-                 recorder: Recorder, adaptive: bool):
+                 recorder: Recorder, adaptive: bool, links: dict[int, DeviceLink]):
         self.scenario, self.plans, self.method, self.rec = scenario, plans, method, recorder
-        self.adaptive = adaptive
+        self.adaptive, self.links = adaptive, links
         self.env = simpy.Environment()
-        self.link = Link.from_spec(scenario.network)
+        self.net = Network(self.env, scenario.network)
         self.item_emb = item_matrix(bundle)
         self.proto = prototype_params(bundle)
         self.outbox: list[_Pending] = []
@@ -112,7 +119,8 @@ class MethodRun:
         self.outbox.append(pending)
         issued = int(env.now)
         bytes_up = request_wire_bytes(req)
-        yield env.timeout(self.link.upload_us(bytes_up, net_rng))
+        link = self.links[plan.index]
+        yield env.process(self.net.transfer(link, plan.index, bytes_up, True, net_rng))
         upload_done = int(env.now)
         reply = pending.reply
         assert reply is not None, "safe window violated: reply not back before the upload finished"
@@ -124,7 +132,7 @@ class MethodRun:
         enqueued = compute_start = upload_done          # no cloud queue yet: capacity is unbounded
         yield env.timeout(compute_us(self.scenario, self.method, reply))
         compute_end = int(env.now)
-        yield env.timeout(self.link.download_us(reply.wire_bytes, net_rng))
+        yield env.process(self.net.transfer(link, plan.index, reply.wire_bytes, False, net_rng))
         download_done = int(env.now)
         yield env.timeout(self.apply_us)
         applied = int(env.now)
@@ -161,13 +169,14 @@ async def simulate(scenario: Scenario, bundle: Bundle, plans: list[DevicePlan], 
                    progress: Callable[[str, int, int], None] | None = None) -> Recorder:
     """Run every method of the scenario over these devices; return the recorded rows."""
     rec = Recorder()
-    window = safe_window_us(scenario)
+    links = device_links(scenario, plans)
+    window = safe_window_us(links)
     total = sum(len(p.positions) for p in plans)
     for method in scenario.methods:
         adaptive = method in ADAPTIVE_METHODS
         if adaptive and transport is None:
             raise ValueError(f"method {method!r} needs a transport to the cloud")
-        run = MethodRun(scenario, bundle, plans, method, rec, adaptive)
+        run = MethodRun(scenario, bundle, plans, method, rec, adaptive, links)
         cb = (lambda done, m=method: progress(m, done, total)) if progress else None
         await run.run(transport if adaptive else None, window, cb)
     return rec

@@ -42,7 +42,8 @@ def test_replayed_sequence_number_is_refused(engine):
 
 
 def test_device_outside_the_nodes_shard_is_unknown(engine):
-    edits, errors = engine.adapt([req(1)], _hello(engine.bundle, shard=0, count=2))
+    # TINY puts devices in cells of 4, and a shard holds whole cells: device 4 (cell 1) is shard 1 of 2
+    edits, errors = engine.adapt([req(4)], _hello(engine.bundle, shard=0, count=2))
     assert not edits and errors[0].code == "UNKNOWN_DEVICE" and "shard 0/2" in errors[0].message
 
 

@@ -174,7 +174,12 @@ def test_every_scenario_runs_at_tiny_scale(path, tmp_path, monkeypatch):
     data["devices"] = {**data.get("devices", {}), "count": TINY["devices"]["count"]}
     small = tmp_path / path.name
     small.write_text(yaml.safe_dump(data))
-    if "sweep" in data:
+    simulation_only = all(k.split(".")[0] in ("network", "devices", "drift", "cloud") for k in data.get("sweep", {}))
+    if "sweep" in data and simulation_only:          # a sweep of the simulation: one run per variant, compared
+        assert main(["run", str(small), "--out", str(tmp_path / "sw"), "--transport", "inproc", "--quiet"]) == 0
+        rows = json.loads((tmp_path / "sw" / "compare.json").read_text())["rows"]
+        assert len({r["run"] for r in rows}) == len(next(iter(data["sweep"].values())))
+    elif "sweep" in data:
         assert main(["eval", str(small), "--out", str(tmp_path / "ev"), "--quiet"]) == 0
         assert len(summary(tmp_path / "ev")["variants"]) > 1
     else:

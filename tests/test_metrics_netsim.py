@@ -8,7 +8,7 @@ import pytest
 
 from persona_sim.config import NetworkSpec
 from persona_sim.metrics import rank_metrics, sample_negatives
-from persona_sim.netsim import Link
+from persona_sim.netsim import device_link
 
 
 def test_positive_ranked_first():
@@ -46,16 +46,20 @@ def test_negatives_avoid_the_history_and_repeat_per_seed():
     assert all(len(set(row)) == 20 for row in a)
 
 
+def _link(**kw):
+    return device_link(NetworkSpec(**kw), seed=0, index=0)
+
+
 def test_transfer_time_is_delay_plus_serialisation():
-    link = Link.from_spec(NetworkSpec(uplink_mbps=8, downlink_mbps=16, delay_ms=10, jitter_ms=0))
+    link = _link(uplink_mbps=8, downlink_mbps=16, delay_ms=10, jitter_ms=0)
     rng = np.random.default_rng(0)
-    assert link.upload_us(1000, rng) == 10_000 + 1000          # 8000 bits at 8 Mbit/s = 1 ms
-    assert link.download_us(1000, rng) == 10_000 + 500
-    assert link.upload_us(1, rng) == 10_000 + 1                # rounded up to whole microseconds
+    assert link.propagation_us(rng) + link.tx_us(1000, True, 0) == 10_000 + 1000     # 8000 bits at 8 Mbit/s = 1 ms
+    assert link.tx_us(1000, False, 0) == 500
+    assert link.tx_us(1, True, 0) == 1                                             # rounded up to whole µs
 
 
 def test_jitter_stays_in_its_range_and_is_seeded():
-    link = Link.from_spec(NetworkSpec(uplink_mbps=8, downlink_mbps=8, delay_ms=10, jitter_ms=2))
-    times = [link.upload_us(0, np.random.default_rng(s)) for s in range(200)]
+    link = _link(uplink_mbps=8, downlink_mbps=8, delay_ms=10, jitter_ms=2)
+    times = [link.propagation_us(np.random.default_rng(s)) for s in range(200)]
     assert min(times) >= 10_000 and max(times) <= 12_000 and len(set(times)) > 50
-    assert link.upload_us(0, np.random.default_rng(7)) == link.upload_us(0, np.random.default_rng(7))
+    assert link.propagation_us(np.random.default_rng(7)) == link.propagation_us(np.random.default_rng(7))
