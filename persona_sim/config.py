@@ -186,25 +186,36 @@ class CellSpec(_Strict):
     downlink_mbps: float = Field(100.0, gt=0.0)
 
 
+FIXED_LINK = {"uplink_mbps": 10.0, "downlink_mbps": 50.0, "delay_ms": 20.0, "jitter_ms": 5.0}
+
+
 class NetworkSpec(_Strict):
-    """Each device's link. ``fixed``: every device gets the numbers below; a named profile draws each
-    device's capacities and delay from that access technology's distribution (netsim.PROFILES)."""
+    """Each device's link. ``fixed``: every device gets the four numbers below (defaults FIXED_LINK); a
+    named profile draws each device's capacities and delay from that access technology's distribution
+    (netsim.PROFILES), and the four stay unset."""
 
     profile: Literal[LINK_PROFILES] = "fixed"
-    uplink_mbps: float = Field(10.0, gt=0.0)      # fixed profile
-    downlink_mbps: float = Field(50.0, gt=0.0)    # fixed profile
-    delay_ms: float = Field(20.0, gt=0.0)         # fixed profile: one-way propagation delay
-    jitter_ms: float = Field(5.0, ge=0.0)         # fixed profile: uniform extra delay per transfer
+    uplink_mbps: float | None = Field(None, gt=0.0)
+    downlink_mbps: float | None = Field(None, gt=0.0)
+    delay_ms: float | None = Field(None, gt=0.0)        # one-way propagation delay
+    jitter_ms: float | None = Field(None, ge=0.0)       # uniform extra delay per transfer
     loss: float | None = Field(None, ge=0.0, lt=1.0)   # P(a transfer attempt is lost); None: the profile's
     rto_ms: float = Field(200.0, gt=0.0)          # wait before a lost attempt is sent again
     trace: str | None = None                      # bandwidth trace ("time_s Mbps" lines) for both directions
     cell: CellSpec | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fixed_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("profile", "fixed") == "fixed":
+            data = {**FIXED_LINK, **{k: v for k, v in data.items() if v is not None}}
+        return data
+
     @model_validator(mode="after")
     def _profile_fields(self) -> "NetworkSpec":
-        fixed_only = {"uplink_mbps", "downlink_mbps", "delay_ms", "jitter_ms"} & self.model_fields_set
+        fixed_only = sorted(k for k in FIXED_LINK if getattr(self, k) is not None)
         if self.profile != "fixed" and fixed_only:
-            raise ValueError(f"{', '.join(sorted(fixed_only))} apply to profile 'fixed' only "
+            raise ValueError(f"{', '.join(fixed_only)} apply to profile 'fixed' only "
                              f"(profile {self.profile!r} draws them per device)")
         return self
 

@@ -17,6 +17,7 @@ import yaml
 
 from .config import Scenario
 from .dataset import Dataset
+from .html_report import write_html
 from .report import render_markdown
 from .results import merge_results
 from .run_plots import write_plots
@@ -87,7 +88,9 @@ def write_summary(out: Path, scenario: Scenario, shard_count: int, facts: dict) 
     write_json(out / "summary.json", summary)
     manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").exists() else {}
     plots = write_plots(summary, scenario, out)
-    (out / "report.md").write_text(render_markdown(summary, manifest, plots))
+    markdown = render_markdown(summary, manifest, plots)
+    (out / "report.md").write_text(markdown)
+    write_html(out, markdown, f"persona-sim run: {scenario.name}")
     return summary
 
 

@@ -90,3 +90,14 @@ def test_missing_dataset_says_where_it_looked(tmp_path, tiny_dict, capsys, monke
     assert main(["validate", str(path)]) == 3
     err = capsys.readouterr().err
     assert "dataset 'amazon-beauty' not found" in err and str(tmp_path / "nowhere") in err
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "scenarios").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_resolved_scenarios_read_back_identically(path):
+    """A run directory's scenario.yaml (every default filled in) is what node processes load."""
+    from persona_sim.config import parse_scenario
+    from persona_sim.scenario_file import load_variants
+
+    for v in load_variants(path):
+        assert parse_scenario(yaml.safe_load(yaml.safe_dump(v.scenario.resolved())), "resolved") == v.scenario

@@ -133,6 +133,52 @@ def test_same_seed_same_digest_other_seed_other_digest(tiny_file, tmp_path):
     assert digests[0] == digests[1] != digests[2]
 
 
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_html_report_is_self_contained_with_its_plots(grpc_run):
+    """The check a headless browser would make, without one on this machine: the page parses, every
+    image is an embedded PNG of real size, nothing is fetched from elsewhere, the tables are there."""
+    import base64
+    from html.parser import HTMLParser
+
+    _, out, _ = grpc_run
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.images, self.tables, self.links = [], 0, []
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "img":
+                self.images.append(attrs["src"])
+            self.tables += tag == "table"
+            self.links += [v for k, v in attrs.items() if k in ("href", "src") and not v.startswith("data:")]
+
+    page = Page()
+    page.feed((out / "report.html").read_text())
+    assert page.tables >= 3 and not page.links
+    assert len(page.images) == 5                      # accuracy over time, around shifts, RTT CDF, bytes, prototypes
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        width, height = _png_size(base64.b64decode(src.split(",", 1)[1]))
+        assert width > 300 and height > 200
+
+
+def test_compare_puts_runs_side_by_side(grpc_run, tmp_path, capsys):
+    _, out, _ = grpc_run
+    assert main(["run", str(grpc_run[0]), "--out", str(tmp_path / "s4"), "--seed", "4", "--transport", "inproc",
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(out), str(tmp_path / "s4")]) == 0
+    table = capsys.readouterr().out
+    assert table.count("| persona-m |") == 2 and summary(out)["results_digest"][:12] in table
+    assert main(["compare", str(tmp_path)]) == 1                      # not a run directory
+
+
 def test_run_refuses_to_overwrite_recorded_results(grpc_run, capsys):
     scenario, out, _ = grpc_run
     before = (out / "results.sqlite").read_bytes()
