@@ -13,11 +13,12 @@ Writes <out>/editor-cost-<host>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
 from pathlib import Path
+
+from results_file import write_result   # benchmarks/ is on sys.path when a script here runs
 
 import torch
 
@@ -77,9 +78,7 @@ def main() -> int:
     result = {"host": platform.node(), "cpu": platform.processor() or platform.machine(), "torch_threads": 1,
               "hidden": args.hidden, "editor_hidden": args.editor_hidden, "window": args.window,
               "paper_ms": PAPER_MS, "rows": rows, "date": time.strftime("%Y-%m-%d")}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"editor-cost-{platform.node() or 'host'}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result(args.out, "editor-cost", result)
     print(f"wrote {path}")
     return 0
 

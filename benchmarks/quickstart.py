@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_file import write_result   # benchmarks/ is on sys.path when a script here runs
+
 
 def timed_run(scenario: str, out: Path, transport: str, cache: str) -> tuple[float, dict]:
     env = dict(os.environ, PERSONA_SIM_CACHE=cache)
@@ -58,9 +60,7 @@ def main() -> int:
                     for m, v in first["methods"].items()},
         "cloud_compute_ms_p50_wall": first["wall_clock"]["cloud_compute_ms_p50"],
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"quickstart-{platform.node() or 'host'}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result(args.out, "quickstart", result)
     print(json.dumps({k: result[k] for k in ("cold_grpc_s", "warm_median_s", "grpc_over_inproc",
                                              "identical_digests")}, indent=2))
     print(f"wrote {path}")

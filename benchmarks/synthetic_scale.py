@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from results_file import write_result   # benchmarks/ is on sys.path when a script here runs
+
 CHILD = r"""
 import json, resource, sys, time
 from persona_sim.config import SyntheticSpec
@@ -66,9 +68,7 @@ def main() -> int:
     result = {"host": platform.node(), "python": platform.python_version(), "items": args.items,
               "categories": args.categories, "repeats": args.repeats, "import_only_rss_mb": round(baseline, 1),
               "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"synthetic-scale-{platform.node() or 'host'}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result(args.out, "synthetic-scale", result)
     print(f"import-only RSS {baseline:.1f} MB; wrote {path}")
     return 0
 
