@@ -51,16 +51,16 @@ class DriftContext:
 
     def __init__(self, dataset: Dataset, pool: np.ndarray, labels: np.ndarray | None, seed: int):
         self.dataset, self.pool, self.labels, self.seed = dataset, pool, labels, seed
-        self.label_of = {int(u): int(l) for u, l in zip(pool, labels)} if labels is not None else {}
 
     def donor(self, user: int, rng: np.random.Generator) -> int:
         """Another pool user, from a different cluster when there is one."""
-        others = self.pool[self.pool != user]
-        if self.labels is not None and user in self.label_of:
-            differ = np.asarray([self.label_of[int(u)] != self.label_of[user] for u in others])
+        others = self.pool != user
+        if self.labels is not None and not others.all():
+            differ = others & (self.labels != self.labels[~others][0])
             if differ.any():
-                others = others[differ]
-        return int(others[rng.integers(len(others))])
+                others = differ
+        candidates = self.pool[others]
+        return int(candidates[rng.integers(len(candidates))])
 
     @cached_property
     def category_streams(self) -> dict[int, np.ndarray]:

@@ -34,7 +34,7 @@ def _image(alt: str, name: str, base: Path) -> str:
 
 def _table(rows: list[str]) -> str:
     cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
-    head, body = cells[0], [r for r in cells[2:]]
+    head, body = cells[0], cells[2:]
     out = ["<table><thead><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr></thead><tbody>"]
     out += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body]
     return "\n".join(out) + "</tbody></table>"

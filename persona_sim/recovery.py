@@ -89,14 +89,18 @@ def drift_summary(con: sqlite3.Connection, methods: list[str]) -> dict | None:
     }
 
 
+def time_edges(times_us: np.ndarray, bins: int) -> np.ndarray:
+    """Bin edges over the first 95 % of the times, so a few long-lived devices do not stretch the axis."""
+    return np.linspace(times_us.min(), np.percentile(times_us, 95) + 1, bins + 1)
+
+
 def accuracy_over_time(con: sqlite3.Connection, methods: list[str], bins: int = 40) -> dict:
-    """Mean NDCG@10 per virtual-time bin per method (bin centres in s). The bins span the first 95 % of
-    events in time, and bins holding fewer than 1 % of a method's events are left empty (None), so a
-    few long-lived devices do not stretch or draw the tail."""
+    """Mean NDCG@10 per virtual-time bin per method (bin centres in s). Bins (``time_edges``) holding fewer
+    than 1 % of a method's events are left empty (None), so a few long-lived devices do not draw the tail."""
     times = np.asarray([t for (t,) in con.execute("SELECT t_us FROM predictions")], dtype=np.float64)
     if not len(times):
         return {"t_s": [], "methods": {}}
-    edges = np.linspace(times.min(), np.percentile(times, 95) + 1, bins + 1)
+    edges = time_edges(times, bins)
     out = {}
     for m in methods:
         rows = np.asarray(con.execute(f"SELECT t_us, {METRIC} FROM predictions WHERE method=?", (m,)).fetchall(),

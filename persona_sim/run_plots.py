@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .config import Scenario  # noqa: E402
+from .recovery import time_edges  # noqa: E402
 
 ACCURACY_PNG = "accuracy-over-time.png"
 SHIFTS_PNG = "accuracy-around-shifts.png"
@@ -96,7 +97,7 @@ def plot_prototypes(con: sqlite3.Connection, out: Path, bins: int = 30) -> str |
         return None
     rows = np.asarray(con.execute("SELECT applied_us, prototype_id FROM adaptations WHERE status='ok' AND method=?",
                                   (method,)).fetchall(), dtype=np.float64).reshape(-1, 2)
-    edges = np.linspace(rows[:, 0].min(), np.percentile(rows[:, 0], 95) + 1, bins + 1)
+    edges = time_edges(rows[:, 0], bins)
     which = np.clip(np.searchsorted(edges, rows[:, 0], side="right") - 1, 0, bins - 1)
     protos = rows[:, 1].astype(int)
     counts = np.zeros((protos.max() + 1, bins))
