@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from persona_sim.cloud import CloudEngine
+from persona_sim.lockstep import Lockstep
 from persona_sim.codec import channel_options
 from persona_sim.errors import NodeError
 from persona_sim.proto import persona_pb2 as pb
@@ -27,7 +28,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PersonaCloud"].full_name
 async def start_server(engine: CloudEngine, model_bytes: bytes, listen: str) -> tuple[grpc.aio.Server, int, object]:
     """Start serving on ``listen`` (HOST:PORT, port 0 picks a free one); return (server, port, health)."""
     server = grpc.aio.server(options=channel_options(engine.max_frame_bytes))
-    pb_grpc.add_PersonaCloudServicer_to_server(PersonaCloudServicer(engine, model_bytes), server)
+    pb_grpc.add_PersonaCloudServicer_to_server(PersonaCloudServicer(Lockstep(engine), model_bytes), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(

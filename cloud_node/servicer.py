@@ -2,7 +2,10 @@
 
 A peer can send anything: a frame out of order, a request that names an
 unknown device, garbage bytes. Each becomes an Error frame (or gRPC's own
-status for undecodable or oversized messages); the server keeps serving.
+status for undecodable or oversized messages); the server keeps serving. A
+RequestBatch may come in parts; the round is reported to the lockstep once its
+final part is in. A stream that ends mid-run aborts its run's rounds for the
+other shards (they get an ABORTED error, not a hang).
 """
 from __future__ import annotations
 
@@ -14,13 +17,14 @@ import grpc
 from persona_sim import codec
 from persona_sim.cloud import CloudEngine
 from persona_sim.errors import ProtocolError
-from persona_sim.messages import PROTOCOL_VERSION, RequestError
+from persona_sim.lockstep import Lockstep
+from persona_sim.messages import PROTOCOL_VERSION
 from persona_sim.proto import persona_pb2 as pb
 from persona_sim.proto import persona_pb2_grpc as pb_grpc
 
 log = logging.getLogger("persona_sim.cloud")
 MODEL_CHUNK_BYTES = 1 << 20
-FATAL_CODES = ("MODEL_MISMATCH",)
+FATAL_CODES = ("MODEL_MISMATCH", "ABORTED")
 
 
 def _error_frame(exc: ProtocolError) -> pb.CloudFrame:
@@ -29,8 +33,8 @@ def _error_frame(exc: ProtocolError) -> pb.CloudFrame:
 
 
 class PersonaCloudServicer(pb_grpc.PersonaCloudServicer):
-    def __init__(self, engine: CloudEngine, model_bytes: bytes):
-        self.engine = engine
+    def __init__(self, lockstep: Lockstep, model_bytes: bytes):
+        self.lockstep, self.engine = lockstep, lockstep.engine
         self.model = model_bytes
 
     async def GetInfo(self, request, context):
@@ -46,47 +50,46 @@ class PersonaCloudServicer(pb_grpc.PersonaCloudServicer):
                                 total_bytes=len(self.model))
 
     async def Adapt(self, request_iterator, context):
-        hello = None
-        async for frame in request_iterator:
-            kind = frame.WhichOneof("body")
-            try:
-                if hello is None:
-                    if kind != "hello":
-                        raise ProtocolError("BAD_FRAME", f"the first DeviceFrame must be a Hello, got {kind or 'an empty frame'}")
-                    candidate = codec.hello_from_pb(frame.hello)
-                    self.engine.check_hello(candidate)
-                    hello = candidate
-                    log.info("node %s connected (shard %d/%d)", hello.node_id, hello.shard_index, hello.shard_count)
-                    yield pb.CloudFrame(hello_ack=pb.HelloAck(
-                        protocol_version=PROTOCOL_VERSION, cloud_id=self.engine.cloud_id,
-                        model_signature=self.engine.bundle.signature, codec=pb.FLOAT32,
-                        max_frame_bytes=self.engine.max_frame_bytes))
-                elif kind == "requests":
-                    for out in await self._answer(frame.requests, hello):
-                        yield out
-                elif kind == "heartbeat":
-                    yield pb.CloudFrame(heartbeat=frame.heartbeat)
-                elif kind == "hello":
-                    raise ProtocolError("BAD_FRAME", "Hello sent twice on one stream")
-                else:
-                    raise ProtocolError("BAD_FRAME", "empty DeviceFrame: no body field is set")
-            except ProtocolError as exc:
-                log.warning("stream error: %s", exc)
-                yield _error_frame(exc)
-                if hello is None or exc.code in FATAL_CODES:
-                    return
-
-    async def _answer(self, batch: pb.RequestBatch, hello) -> list[pb.CloudFrame]:
-        requests, errors = [], []
-        for msg in batch.requests:
-            try:
-                requests.append(codec.request_from_pb(msg))
-            except ProtocolError as exc:
-                errors.append(RequestError(msg.device_id, msg.seq, exc.code, str(exc)))
-        edits, rejected = await asyncio.to_thread(self.engine.adapt, requests, hello)
+        hello, parts = None, []
         try:
-            return codec.edit_batches(batch.frame_id, [codec.edit_to_pb(e) for e in edits], errors + rejected,
-                                      self.engine.max_frame_bytes)
-        except ProtocolError as exc:   # an edit larger than the frame cap: every request of the frame fails
-            failed = [RequestError(r.device_id, r.seq, exc.code, str(exc)) for r in requests]
-            return codec.edit_batches(batch.frame_id, [], errors + failed, self.engine.max_frame_bytes)
+            async for frame in request_iterator:
+                kind = frame.WhichOneof("body")
+                try:
+                    if hello is None:
+                        if kind != "hello":
+                            raise ProtocolError("BAD_FRAME", f"the first DeviceFrame must be a Hello, got {kind or 'an empty frame'}")
+                        candidate = codec.hello_from_pb(frame.hello)
+                        self.engine.check_hello(candidate)
+                        hello = candidate
+                        self.lockstep.join(hello)
+                        log.info("node %s connected (shard %d/%d)", hello.node_id, hello.shard_index, hello.shard_count)
+                        yield pb.CloudFrame(hello_ack=pb.HelloAck(
+                            protocol_version=PROTOCOL_VERSION, cloud_id=self.engine.cloud_id,
+                            model_signature=self.engine.bundle.signature, codec=pb.FLOAT32,
+                            max_frame_bytes=self.engine.max_frame_bytes))
+                    elif kind == "requests":
+                        parts.append(frame.requests)
+                        if frame.requests.final:
+                            batch, parts = parts, []
+                            for out in await self._round(batch, hello):
+                                yield out
+                    elif kind == "heartbeat":
+                        yield pb.CloudFrame(heartbeat=frame.heartbeat)
+                    elif kind == "hello":
+                        raise ProtocolError("BAD_FRAME", "Hello sent twice on one stream")
+                    else:
+                        raise ProtocolError("BAD_FRAME", "empty DeviceFrame: no body field is set")
+                except ProtocolError as exc:
+                    log.warning("stream error: %s", exc)
+                    yield _error_frame(exc)
+                    if hello is None or exc.code in FATAL_CODES:
+                        return
+        finally:
+            if hello is not None:
+                self.lockstep.leave(hello)
+
+    async def _round(self, parts: list[pb.RequestBatch], hello) -> list[pb.CloudFrame]:
+        report, errors = codec.report_from_pb(parts)
+        reply = await self.lockstep.submit(hello, report)
+        reply.results = errors + reply.results
+        return codec.reply_frames(parts[-1].frame_id, reply, self.engine.max_frame_bytes)

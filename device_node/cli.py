@@ -85,7 +85,7 @@ async def _run(args: argparse.Namespace, scenario):
         data = args.bundle.read_bytes() if args.bundle else await fetch_model(stub, stub_info, target)
         bundle = load_bundle_bytes(data, str(args.bundle or f"model from {target}"))
         hello = Hello(f"{socket.gethostname()}-{os.getpid()}", bundle.signature, index, count)
-        transport = GrpcTransport(ch, target, hello, scenario.cloud.streams, stub_info.max_frame_bytes)
+        transport = GrpcTransport(ch, target, hello, stub_info.max_frame_bytes)
         await transport.open()
         dataset = load_dataset(scenario.dataset, scenario.seed)
         if not (args.out / "manifest.json").exists():

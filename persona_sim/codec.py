@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import ProtocolError
-from .messages import AdaptRequest, CloudInfo, EditResult, Hello, RequestError
+from .messages import AdaptRequest, Arrival, CloudInfo, EditResult, Hello, RequestError, RoundReply, RoundReport
 from .proto import persona_pb2 as pb
 
 GRPC_PREFIX_BYTES = 5
@@ -60,8 +60,44 @@ def request_wire_bytes(req: AdaptRequest) -> int:
     return frame.ByteSize() + GRPC_PREFIX_BYTES
 
 
-def request_batch_frame(frame_id: int, requests: list[AdaptRequest]) -> pb.DeviceFrame:
-    return pb.DeviceFrame(requests=pb.RequestBatch(frame_id=frame_id, requests=[request_to_pb(r) for r in requests]))
+def report_frames(frame_id: int, report: RoundReport, max_bytes: int) -> list[pb.DeviceFrame]:
+    """One round's report as RequestBatch frames of at most ``max_bytes`` each; the last is final."""
+    def batch() -> pb.RequestBatch:
+        return pb.RequestBatch(frame_id=frame_id, method=report.method, until_us=report.until_us,
+                               next_arrival_us=-1 if report.next_arrival_us is None else report.next_arrival_us)
+    frames, current, size = [], batch(), 0
+    budget = max_bytes - 128
+    for a in report.arrivals:
+        msg = request_to_pb(a.request)
+        msg.arrived_us = a.arrived_us
+        n = msg.ByteSize() + 8
+        if size + n > budget and current.requests:
+            frames.append(current)
+            current, size = batch(), 0
+        current.requests.append(msg)
+        size += n
+    frames.append(current)
+    frames[-1].final = True
+    return [pb.DeviceFrame(requests=f) for f in frames]
+
+
+def report_from_pb(parts: list[pb.RequestBatch]) -> tuple[RoundReport, list[RequestError]]:
+    """A round's report from its frames; a request that does not decode is an error for it alone."""
+    last = parts[-1]
+    if any(p.method != last.method or p.until_us != last.until_us for p in parts):
+        raise ProtocolError("BAD_FRAME", "the parts of one RequestBatch report disagree on method or until_us")
+    if last.until_us < 0 or last.next_arrival_us < -1:
+        raise ProtocolError("BAD_FRAME", f"RequestBatch: until_us {last.until_us} / next_arrival_us "
+                                         f"{last.next_arrival_us} out of range")
+    arrivals, errors = [], []
+    for part in parts:
+        for msg in part.requests:
+            try:
+                arrivals.append(Arrival(request_from_pb(msg), int(msg.arrived_us)))
+            except ProtocolError as exc:
+                errors.append(RequestError(msg.device_id, msg.seq, exc.code, str(exc)))
+    bound = None if last.next_arrival_us == -1 else int(last.next_arrival_us)
+    return RoundReport(last.method, int(last.until_us), bound, tuple(arrivals)), errors
 
 
 # ---- edits ---------------------------------------------------------------------------
@@ -71,6 +107,8 @@ def edit_to_pb(edit: EditResult, dtype: int = pb.FLOAT32) -> pb.EditPush:
         device_id=edit.device_id, seq=edit.seq, prototype_id=edit.prototype_id,
         tensors=[tensor_to_pb(name, edit.params[name], dtype) for name in sorted(edit.params)],
         edit_norm=edit.edit_norm, compute_ns=edit.compute_ns,
+        stages=pb.CloudStages(enqueued_us=edit.enqueued_us, compute_start_us=edit.compute_start_us,
+                              compute_end_us=edit.compute_end_us, departed_us=edit.departed_us),
     )
 
 
@@ -78,11 +116,13 @@ def edit_wire_bytes(msg: pb.EditPush) -> int:
     """Download size of this edit sent alone, excluding the wall-clock diagnostic field.
 
     compute_ns is a measured time whose varint length varies run to run; leaving
-    it out keeps the charged bytes (and so the virtual times) reproducible.
+    it out keeps the charged bytes (and so the virtual times) reproducible. The
+    cloud's stage times are bookkeeping of the simulation, not payload.
     """
     canonical = pb.EditPush()
     canonical.CopyFrom(msg)
     canonical.ClearField("compute_ns")
+    canonical.ClearField("stages")
     frame = pb.CloudFrame(edits=pb.EditBatch(final=True, edits=[canonical]))
     return frame.ByteSize() + GRPC_PREFIX_BYTES
 
@@ -90,8 +130,10 @@ def edit_wire_bytes(msg: pb.EditPush) -> int:
 def edit_from_pb(msg: pb.EditPush) -> EditResult:
     where = f"EditPush(device_id={msg.device_id!r}, seq={msg.seq})"
     params = {t.name: tensor_from_pb(t, where) for t in msg.tensors}
+    st = msg.stages
     return EditResult(msg.device_id, int(msg.seq), int(msg.prototype_id), params, float(msg.edit_norm),
-                      int(msg.compute_ns), edit_wire_bytes(msg))
+                      int(msg.compute_ns), edit_wire_bytes(msg), int(st.enqueued_us), int(st.compute_start_us),
+                      int(st.compute_end_us), int(st.departed_us))
 
 
 def error_to_pb(err: RequestError) -> pb.Error:
@@ -102,16 +144,20 @@ def error_from_pb(msg: pb.Error) -> RequestError:
     return RequestError(msg.device_id, int(msg.seq), pb.ErrorCode.Name(msg.code), msg.message)
 
 
-def edit_batches(frame_id: int, edits: list[pb.EditPush], errors: list[RequestError],
-                 max_bytes: int) -> list[pb.CloudFrame]:
-    """Split one reply into CloudFrames of at most ``max_bytes`` each; the last is marked final."""
+def reply_frames(frame_id: int, reply: RoundReply, max_bytes: int) -> list[pb.CloudFrame]:
+    """One round's reply as EditBatch frames of at most ``max_bytes`` each; the last is final and carries
+    the round's times."""
     frames, current, size = [], pb.EditBatch(frame_id=frame_id), 0
-    budget = max_bytes - 64   # room for the frame header, frame_id and final flag
-    for msg in edits:
+    budget = max_bytes - 128   # room for the frame header and the round's fields
+    errors = [r for r in reply.results if isinstance(r, RequestError)]
+    for edit in (r for r in reply.results if isinstance(r, EditResult)):
+        msg = edit_to_pb(edit)
         n = msg.ByteSize() + 8
         if n > budget:
-            raise ProtocolError("INTERNAL", f"one edit ({n} bytes) exceeds the frame cap of {max_bytes} bytes; "
-                                            "raise cloud.max_frame_mb")
+            errors.append(RequestError(edit.device_id, edit.seq, "INTERNAL",
+                                       f"its edit ({n} bytes) exceeds the frame cap of {max_bytes} bytes; "
+                                       "raise cloud.max_frame_mb"))
+            continue
         if size + n > budget and current.edits:
             frames.append(current)
             current, size = pb.EditBatch(frame_id=frame_id), 0
@@ -119,8 +165,21 @@ def edit_batches(frame_id: int, edits: list[pb.EditPush], errors: list[RequestEr
         size += n
     current.errors.extend(error_to_pb(e) for e in errors)
     frames.append(current)
-    frames[-1].final = True
+    last = frames[-1]
+    last.final = True
+    last.until_us = -1 if reply.until_us is None else reply.until_us
+    last.server_ns, last.wait_ns = reply.server_ns, reply.wait_ns
     return [pb.CloudFrame(edits=f) for f in frames]
+
+
+def reply_from_pb(parts: list[pb.EditBatch]) -> RoundReply:
+    results: list = []
+    for part in parts:
+        results.extend(edit_from_pb(e) for e in part.edits)
+        results.extend(error_from_pb(e) for e in part.errors)
+    last = parts[-1]
+    return RoundReply(results, None if last.until_us == -1 else int(last.until_us), int(last.server_ns),
+                      int(last.wait_ns))
 
 
 # ---- control -------------------------------------------------------------------------

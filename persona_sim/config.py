@@ -166,12 +166,24 @@ class DriftSpec(_Strict):
     period_s: float = Field(300.0, gt=0.0)         # periodic
 
 
+DEVICE_PROFILES = ("fixed", "flagship", "midrange", "lowend")
+
+
+class ComputeSpec(_Strict):
+    """How long a device's processor takes. ``fixed``: every device gets the three numbers below; a named
+    profile draws each device's from that class of phone's distribution (device_compute.PROFILES)."""
+
+    profile: Literal[DEVICE_PROFILES] = "fixed"
+    apply_ms: float = Field(2.0, ge=0.0)          # load an edit into the adaptive layers
+    infer_ms: float = Field(5.0, ge=0.0)          # one on-device prediction
+    finetune_step_ms: float = Field(30.0, ge=0.0)  # one on-device fine-tuning step (on-device baselines)
+
+
 class DevicesSpec(_Strict):
     count: int = Field(200, ge=1)
     arrivals: ArrivalSpec = ArrivalSpec()
     policy: PolicySpec = PolicySpec()
-    apply_ms: float = Field(2.0, ge=0.0)          # time to load an edit into the adaptive layers
-    infer_ms: float = Field(5.0, ge=0.0)          # time of one on-device prediction
+    compute: ComputeSpec = ComputeSpec()
 
 
 LINK_PROFILES = ("fixed", "wifi", "5g", "4g", "3g")
@@ -221,11 +233,24 @@ class NetworkSpec(_Strict):
 
 
 class CloudSpec(_Strict):
-    compute: Literal["model", "measured"] = "model"
-    base_ms: float = Field(2.0, ge=0.0)           # `model` mode: fixed cost of one adaptation
-    per_prototype_ms: float = Field(0.5, ge=0.0)  # `model` mode: extra cost per prototype evaluated
+    """The cloud as a batch server in virtual time (see persona_sim.cloudsim)."""
+
+    compute: Literal["model", "measured", "replay"] = "model"
+    base_ms: float = Field(2.0, gt=0.0)           # fixed cost of one batch, in every mode
+    per_request_ms: float = Field(0.0, ge=0.0)    # `model`: cost per request in the batch
+    per_prototype_ms: float = Field(0.5, ge=0.0)  # `model`: cost per request per prototype editor evaluated
+    replay: str | None = None                     # `replay`: a run directory whose measured times to feed back
+    workers: int = Field(1, ge=1)                 # batches computed at once (GPUs, worker processes)
+    max_batch: int = Field(32, ge=1)              # requests a worker takes from the queue at once
+    ingress_mbps: float | None = Field(1000.0, gt=0.0)   # the cloud's shared uplink side; null: unlimited
+    egress_mbps: float | None = Field(1000.0, gt=0.0)
     max_frame_mb: float = Field(4.0, gt=0.0)      # gRPC message cap on both ends
-    streams: int = Field(2, ge=1)                 # streams a device node opens
+
+    @model_validator(mode="after")
+    def _replay_source(self) -> "CloudSpec":
+        if (self.compute == "replay") != (self.replay is not None):
+            raise ValueError("compute 'replay' needs `replay: RUN_DIR`, and `replay` needs compute 'replay'")
+        return self
 
 
 class EvalSpec(_Strict):

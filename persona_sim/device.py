@@ -116,6 +116,7 @@ class DeviceState:
     prototype_id: int = 0
     next_seq: int = 1
     in_flight: bool = False
+    busy_until: int = 0               # the device's processor is busy (predicting, applying) until then
 
     def user_vector(self, h: np.ndarray) -> np.ndarray:
         """Run Θc on one shared-layer output h (D,) -> u (D,): GELU between layers, as models.adaptive_forward."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,12 @@ class EditResult:
     prototype_id: int
     params: dict[str, np.ndarray]   # the device's new adaptive-layer parameters (float32)
     edit_norm: float
-    compute_ns: int = 0             # measured wall time (diagnostic; never enters simulated results)
+    compute_ns: int = 0             # measured wall time of the real computation
     wire_bytes: int = 0             # charged download size, set by the codec
+    enqueued_us: int = -1           # virtual times inside the cloud, set by its clock
+    compute_start_us: int = -1
+    compute_end_us: int = -1
+    departed_us: int = -1
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,36 @@ class RequestError:
     seq: int
     code: str                       # a persona_sim.proto ErrorCode name, e.g. "UNKNOWN_DEVICE"
     message: str
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A request whose last byte left the device's link at virtual time ``arrived_us``."""
+
+    request: AdaptRequest
+    arrived_us: int
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    """A shard's report for one lockstep round (see persona_sim.lockstep)."""
+
+    method: str
+    until_us: int                   # every event before this is simulated (the same for every shard)
+    next_arrival_us: int | None     # no further arrival before this; None: none will come
+    arrivals: tuple[Arrival, ...] = ()
+
+
+@dataclass
+class RoundReply:
+    """The cloud's answer: the replies that leave it before ``until_us``, the next round's time
+    (None: no more rounds, run to the end), and wall-clock diagnostics."""
+
+    results: list                   # EditResult | RequestError
+    until_us: int | None
+    server_ns: int = 0              # the cloud's work on the round
+    wait_ns: int = 0                # this report's wait for the other shards'
+    codec_ns: int = 0               # the node's encoding and decoding of the round (set by the transport)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import simpy
@@ -211,11 +212,17 @@ class Network:
             self.cells[key] = SharedLink(self.env, bps)
         return self.cells[key]
 
-    def transfer(self, link: DeviceLink, index: int, nbytes: int, up: bool, rng: np.random.Generator):
-        """A SimPy process body: one upload (up) or download of nbytes for device ``index``."""
+    def transfer(self, link: DeviceLink, index: int, nbytes: int, up: bool, rng: np.random.Generator,
+                 on_start: Callable[[int], None] | None = None):
+        """A SimPy process body: one upload (up) or download of nbytes for device ``index``.
+
+        ``on_start`` is told, once the transfer's delay and losses are drawn, a time it cannot end
+        before (exact on a link of its own)."""
         env = self.env
-        yield env.timeout(link.propagation_us(rng))
-        lost = link.lost_attempts(rng)
+        delay, lost = link.propagation_us(rng), link.lost_attempts(rng)
+        if on_start is not None:
+            on_start(self._earliest_end(link, nbytes, up, delay, lost))
+        yield env.timeout(delay)
         for attempt in range(lost + 1):
             if self.spec.cell is not None:
                 cap = link.bps(up) if link.trace is None else nbytes * 8 * 1e6 / max(1, link.tx_us(nbytes, up, env.now))
@@ -224,3 +231,15 @@ class Network:
                 yield env.timeout(link.tx_us(nbytes, up, env.now))
             if attempt < lost:
                 yield env.timeout(link.rto_us)
+
+    def _earliest_end(self, link: DeviceLink, nbytes: int, up: bool, delay: int, lost: int) -> int:
+        t = int(self.env.now) + delay
+        if self.spec.cell is None:     # exact: the same steps as transfer()
+            for attempt in range(lost + 1):
+                t += link.tx_us(nbytes, up, t) + (link.rto_us if attempt < lost else 0)
+            return t
+        t += lost * link.rto_us
+        if link.trace is None:         # alone in the cell at best
+            cell_bps = (self.spec.cell.uplink_mbps if up else self.spec.cell.downlink_mbps) * 1e6
+            t += (lost + 1) * int(nbytes * 8 * 1e6 / min(link.bps(up), cell_bps))
+        return t

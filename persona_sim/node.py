@@ -51,7 +51,8 @@ async def run_shard(scenario: Scenario, bundle: Bundle, dataset: Dataset, transp
     out.mkdir(parents=True, exist_ok=True)
     shifts = [(p.device_id, k, s.kind, s.event, s.t_us, s.detail) for p in plans for k, s in enumerate(p.shifts)]
     write_results(shard_file(out, index, shards), rec.predictions, rec.adaptations, rec.wall, shifts,
-                  {"shard": [index, shards], "model_signature": bundle.signature})
+                  {"shard": [index, shards], "model_signature": bundle.signature},
+                  [(index, *r) for r in rec.rounds])
     if not finalize_when_complete:
         return None
     facts = dict(facts or {}, wall_seconds=round(time.perf_counter() - t0, 2))

@@ -5,6 +5,7 @@ Tables
   adaptations   one row per adaptation with its stage times (virtual µs) and bytes
   shifts        one row per injected distribution shift (device, kind, event, virtual time, detail JSON)
   wall          wall-clock diagnostics (measured cloud compute); never in the digest
+  rounds        wall-clock profile of each lockstep round of the real transport; never in the digest
   meta          key/value facts about the shard or run
 Shard files (``shard-I-of-N.sqlite``) have the same schema and merge into
 ``results.sqlite``.
@@ -19,10 +20,11 @@ from pathlib import Path
 PREDICTION_COLUMNS = ("method", "device_id", "event", "t_us", "item", "edit_seq", "rank",
                       "hr5", "hr10", "ndcg5", "ndcg10", "auc")
 ADAPTATION_COLUMNS = ("method", "device_id", "seq", "status", "prototype_id", "issued_us", "upload_done_us",
-                      "enqueued_us", "compute_start_us", "compute_end_us", "download_done_us", "applied_us",
-                      "bytes_up", "bytes_down", "edit_norm")
+                      "enqueued_us", "compute_start_us", "compute_end_us", "departed_us", "download_done_us",
+                      "applied_us", "bytes_up", "bytes_down", "edit_norm")
 SHIFT_COLUMNS = ("device_id", "shift", "kind", "event", "t_us", "detail")
 WALL_COLUMNS = ("method", "device_id", "seq", "cloud_compute_ns")
+ROUND_COLUMNS = ("shard", "method", "until_us", "reported", "replies", "round_ns", "codec_ns", "server_ns", "wait_ns")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -31,11 +33,13 @@ CREATE TABLE IF NOT EXISTS predictions (
 CREATE TABLE IF NOT EXISTS adaptations (
   method TEXT, device_id TEXT, seq INTEGER, status TEXT, prototype_id INTEGER, issued_us INTEGER,
   upload_done_us INTEGER, enqueued_us INTEGER, compute_start_us INTEGER, compute_end_us INTEGER,
-  download_done_us INTEGER, applied_us INTEGER, bytes_up INTEGER, bytes_down INTEGER, edit_norm REAL,
+  departed_us INTEGER, download_done_us INTEGER, applied_us INTEGER, bytes_up INTEGER, bytes_down INTEGER, edit_norm REAL,
   PRIMARY KEY (method, device_id, seq));
 CREATE TABLE IF NOT EXISTS shifts (
   device_id TEXT, shift INTEGER, kind TEXT, event INTEGER, t_us INTEGER, detail TEXT, PRIMARY KEY (device_id, shift));
 CREATE TABLE IF NOT EXISTS wall (method TEXT, device_id TEXT, seq INTEGER, cloud_compute_ns INTEGER);
+CREATE TABLE IF NOT EXISTS rounds (shard INTEGER, method TEXT, until_us INTEGER, reported INTEGER, replies INTEGER,
+  round_ns INTEGER, codec_ns INTEGER, server_ns INTEGER, wait_ns INTEGER);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 
@@ -45,7 +49,7 @@ def _insert(con: sqlite3.Connection, table: str, columns: tuple[str, ...], rows)
     con.executemany(f"INSERT INTO {table} ({','.join(columns)}) VALUES ({marks})", rows)
 
 
-def write_results(path: Path, predictions, adaptations, wall, shifts, meta: dict) -> None:
+def write_results(path: Path, predictions, adaptations, wall, shifts, meta: dict, rounds=()) -> None:
     """Write one shard's rows to a fresh SQLite file (replaced atomically)."""
     tmp = path.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
@@ -56,6 +60,7 @@ def write_results(path: Path, predictions, adaptations, wall, shifts, meta: dict
         _insert(con, "adaptations", ADAPTATION_COLUMNS, adaptations)
         _insert(con, "wall", WALL_COLUMNS, wall)
         _insert(con, "shifts", SHIFT_COLUMNS, shifts)
+        _insert(con, "rounds", ROUND_COLUMNS, rounds)
         _insert(con, "meta", ("key", "value"), [(k, json.dumps(v)) for k, v in meta.items()])
         con.commit()
     finally:
@@ -72,7 +77,7 @@ def merge_results(shards: list[Path], out: Path) -> None:
         con.executescript(SCHEMA)
         for i, shard in enumerate(shards):
             con.execute("ATTACH DATABASE ? AS s", (str(shard),))
-            for table in ("predictions", "adaptations", "wall", "shifts"):
+            for table in ("predictions", "adaptations", "wall", "shifts", "rounds"):
                 con.execute(f"INSERT INTO {table} SELECT * FROM s.{table}")
             if i == 0:
                 con.execute("INSERT INTO meta SELECT * FROM s.meta WHERE key != 'shard'")

@@ -20,6 +20,7 @@ from .cloud import CloudEngine
 from .config import Scenario
 from .dataset import load_dataset
 from .errors import NodeError
+from .lockstep import Lockstep
 from .messages import Hello
 from .node import run_shard
 from .progress import Callback
@@ -79,11 +80,11 @@ def _run_grpc(scenario_file: Path, bundle_path: Path, out: Path, shards: int, qu
 async def _run_inproc(scenario: Scenario, bundle_path: Path, dataset, out: Path, shards: int,
                       progress: Callback) -> None:
     bundle = load_bundle(bundle_path)
-    engine = CloudEngine(scenario, bundle, bundle_path.stat().st_size, cloud_id="inproc")
-    for i in range(shards):
-        transport = InprocTransport(engine, Hello("inproc", bundle.signature, i, shards))
-        await run_shard(scenario, bundle, dataset, transport, out, i, shards, progress=progress,
-                        finalize_when_complete=False)
+    lockstep = Lockstep(CloudEngine(scenario, bundle, bundle_path.stat().st_size, cloud_id="inproc"))
+    await asyncio.gather(*(
+        run_shard(scenario, bundle, dataset, InprocTransport(lockstep, Hello("inproc", bundle.signature, i, shards)),
+                  out, i, shards, progress=progress, finalize_when_complete=False)
+        for i in range(shards)))
 
 
 def run(scenario: Scenario, out: Path, transport: str, shards: int, quiet: bool,

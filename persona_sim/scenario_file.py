@@ -55,7 +55,7 @@ def _merge(base: dict, top: dict) -> dict:
     return out
 
 
-PATH_KEYS = {"dataset": ("path", "data_dir", "attributes"), "network": ("trace",)}   # relative to their file
+PATH_KEYS = {"dataset": ("path", "data_dir", "attributes"), "network": ("trace",), "cloud": ("replay",)}   # relative to their file
 
 
 def _resolve_paths(data: dict, base_dir: Path) -> dict:

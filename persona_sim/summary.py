@@ -10,11 +10,13 @@ from .recovery import accuracy_over_time, drift_summary
 from .results import results_digest
 
 STAGES = {   # stage name -> (start column, end column)
-    "upload": ("issued_us", "upload_done_us"),
+    "upload": ("issued_us", "upload_done_us"),          # the device's link (and cell)
+    "ingress": ("upload_done_us", "enqueued_us"),       # the cloud's shared inbound capacity
     "queue": ("enqueued_us", "compute_start_us"),
     "compute": ("compute_start_us", "compute_end_us"),
-    "download": ("compute_end_us", "download_done_us"),
-    "apply": ("download_done_us", "applied_us"),
+    "egress": ("compute_end_us", "departed_us"),        # the cloud's shared outbound capacity
+    "download": ("departed_us", "download_done_us"),    # the device's link (and cell)
+    "apply": ("download_done_us", "applied_us"),        # waits for the device's processor, then loads
 }
 METRIC_COLUMNS = {"hr@5": "hr5", "hr@10": "hr10", "ndcg@5": "ndcg5", "ndcg@10": "ndcg10", "auc": "auc"}
 
@@ -34,11 +36,12 @@ def method_summary(con: sqlite3.Connection, method: str) -> dict:
     out["events"], out["devices"] = row[0], row[1]
     ok = np.asarray(con.execute(
         f"SELECT {', '.join(c for pair in STAGES.values() for c in pair)} FROM adaptations "
-        "WHERE method=? AND status='ok' ORDER BY device_id, seq", (method,)).fetchall(), dtype=np.int64).reshape(-1, 10)
+        "WHERE method=? AND status='ok' ORDER BY device_id, seq", (method,)).fetchall(),
+        dtype=np.int64).reshape(-1, 2 * len(STAGES))
     failed = con.execute("SELECT COUNT(*) FROM adaptations WHERE method=? AND status != 'ok'", (method,)).fetchone()[0]
     up, down = con.execute("SELECT COALESCE(SUM(bytes_up),0), COALESCE(SUM(bytes_down),0) FROM adaptations "
                            "WHERE method=?", (method,)).fetchone()
-    rtt = _pcts(ok[:, 9] - ok[:, 0]) if len(ok) else _pcts(np.empty(0))
+    rtt = _pcts(ok[:, -1] - ok[:, 0])
     out.update({
         "adaptations": int(len(ok)), "failed_adaptations": int(failed),
         "rtt_ms_p50": rtt["p50"], "rtt_ms_p95": rtt["p95"], "rtt_ms_p99": rtt["p99"],

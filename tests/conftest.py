@@ -23,7 +23,7 @@ TINY = {
     "devices": {"count": 12, "arrivals": {"mean_s": 10}, "policy": {"every": 2}},
     "network": {"delay_ms": 5, "jitter_ms": 2, "loss": 0.05,
                 "cell": {"devices": 4, "uplink_mbps": 0.05, "downlink_mbps": 5}},
-    "cloud": {"streams": 2},
+    "cloud": {"base_ms": 400, "per_request_ms": 50, "max_batch": 2, "ingress_mbps": 0.2, "egress_mbps": 2},
     "eval": {"negatives": 20},
     "drift": [{"kind": "takeover", "at_s": 30, "fraction": 0.25}, {"kind": "category", "at_s": 30, "fraction": 0.25},
               {"kind": "periodic", "at_s": 20, "fraction": 0.25, "period_s": 25}],

@@ -6,7 +6,7 @@ import pytest
 
 from persona_sim import codec
 from persona_sim.errors import ProtocolError
-from persona_sim.messages import AdaptRequest, CloudInfo, EditResult, Hello, RequestError
+from persona_sim.messages import AdaptRequest, Arrival, CloudInfo, EditResult, Hello, RequestError, RoundReply, RoundReport
 from persona_sim.proto import persona_pb2 as pb
 
 TENSOR = pb.Tensor(name="head.0.weight", dtype=pb.FLOAT32, shape=[2, 3],
@@ -58,10 +58,11 @@ def test_edit_round_trip_keeps_exact_floats():
     assert 80 < back.wire_bytes < 200
 
 
-def test_charged_edit_size_ignores_the_measured_time():
+def test_charged_edit_size_ignores_the_measured_time_and_the_clouds_stage_times():
     params = {"w": np.zeros((3, 3), np.float32)}
     small = codec.edit_to_pb(EditResult("dev-000001", 1, 0, params, 1.0, compute_ns=1))
-    large = codec.edit_to_pb(EditResult("dev-000001", 1, 0, params, 1.0, compute_ns=10**15))
+    large = codec.edit_to_pb(EditResult("dev-000001", 1, 0, params, 1.0, compute_ns=10**15, enqueued_us=10**12,
+                                        compute_start_us=10**12, compute_end_us=10**13, departed_us=10**14))
     assert small.ByteSize() != large.ByteSize()
     assert codec.edit_wire_bytes(small) == codec.edit_wire_bytes(large)
 
@@ -81,21 +82,49 @@ def test_tensor_with_unknown_dtype_is_rejected():
 
 def test_reply_is_split_under_the_frame_cap_and_only_the_last_part_is_final():
     params = {"w": np.zeros((16, 16), np.float32)}       # about 1 KiB per edit
-    edits = [codec.edit_to_pb(EditResult(f"dev-{i:06d}", 1, 0, params, 0.0)) for i in range(10)]
+    edits = [EditResult(f"dev-{i:06d}", 1, 0, params, 0.0, departed_us=10 + i) for i in range(10)]
     errors = [RequestError("dev-000099", 1, "UNKNOWN_DEVICE", "unknown")]
-    frames = codec.edit_batches(5, edits, errors, max_bytes=3000)
+    frames = codec.reply_frames(5, RoundReply(edits + errors, 777, 11, 22), max_bytes=3000)
     assert len(frames) > 1
     assert all(f.ByteSize() <= 3000 for f in frames)
     assert [f.edits.final for f in frames] == [False] * (len(frames) - 1) + [True]
     assert {f.edits.frame_id for f in frames} == {5}
     assert sum(len(f.edits.edits) for f in frames) == 10
     assert [e.device_id for e in frames[-1].edits.errors] == ["dev-000099"]
+    back = codec.reply_from_pb([f.edits for f in frames])
+    assert (back.until_us, back.server_ns, back.wait_ns) == (777, 11, 22)
+    assert [r.departed_us for r in back.results if isinstance(r, EditResult)] == list(range(10, 20))
+    assert codec.reply_from_pb([f.edits for f in codec.reply_frames(1, RoundReply([], None), 3000)]).until_us is None
 
 
-def test_one_edit_larger_than_the_cap_is_an_error_not_a_broken_frame():
-    edit = codec.edit_to_pb(EditResult("dev-000001", 1, 0, {"w": np.zeros((64, 64), np.float32)}, 0.0))
-    with pytest.raises(ProtocolError, match="exceeds the frame cap"):
-        codec.edit_batches(1, [edit], [], max_bytes=1024)
+def test_one_edit_larger_than_the_cap_fails_that_request_not_the_frame():
+    edit = EditResult("dev-000001", 1, 0, {"w": np.zeros((64, 64), np.float32)}, 0.0)
+    small = EditResult("dev-000002", 1, 0, {"w": np.zeros((2, 2), np.float32)}, 0.0)
+    frames = codec.reply_frames(1, RoundReply([edit, small], 5), max_bytes=1024)
+    back = codec.reply_from_pb([f.edits for f in frames])
+    assert [r.device_id for r in back.results if isinstance(r, EditResult)] == ["dev-000002"]
+    (err,) = [r for r in back.results if isinstance(r, RequestError)]
+    assert err.device_id == "dev-000001" and "exceeds the frame cap" in err.message
+
+
+def test_round_report_is_split_and_reassembled_with_arrival_times():
+    arrivals = tuple(Arrival(AdaptRequest(f"dev-{i:06d}", 1, 100 + i, "persona-s", tuple(range(1, 60))), 200 + i)
+                     for i in range(40))
+    report = RoundReport("persona-s", 150, 900, arrivals)
+    frames = codec.report_frames(3, report, max_bytes=2000)
+    assert len(frames) > 1 and all(f.ByteSize() <= 2000 for f in frames)
+    assert [f.requests.final for f in frames] == [False] * (len(frames) - 1) + [True]
+    back, errors = codec.report_from_pb([f.requests for f in frames])
+    assert back == report and errors == []
+    none, _ = codec.report_from_pb([f.requests for f in codec.report_frames(1, RoundReport("persona-s", 5, None), 2000)])
+    assert none.next_arrival_us is None
+
+
+def test_charged_request_size_leaves_the_arrival_time_out():
+    req = AdaptRequest("dev-000001", 1, 100, "persona-s", (1, 2, 3))
+    (frame,) = codec.report_frames(1, RoundReport("persona-s", 0, 0, (Arrival(req, 10**12),)), 10000)
+    assert frame.requests.requests[0].arrived_us == 10**12
+    assert codec.request_wire_bytes(req) == codec.request_wire_bytes(codec.request_from_pb(frame.requests.requests[0]))
 
 
 def test_hello_and_info_round_trip():

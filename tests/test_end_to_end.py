@@ -75,7 +75,7 @@ def test_results_hold_one_row_per_event_and_ordered_stage_times(grpc_run):
     events = con.execute("SELECT COUNT(*) FROM predictions WHERE method='static'").fetchone()[0]
     assert events == con.execute("SELECT COUNT(*) FROM predictions WHERE method='persona-s'").fetchone()[0] > 0
     rows = con.execute("SELECT issued_us, upload_done_us, enqueued_us, compute_start_us, compute_end_us, "
-                       "download_done_us, applied_us FROM adaptations WHERE status='ok'").fetchall()
+                       "departed_us, download_done_us, applied_us FROM adaptations WHERE status='ok'").fetchall()
     assert rows and all(list(r) == sorted(r) and r[0] < r[-1] for r in rows)
     # an applied edit is in use by the device's next prediction
     used = con.execute("SELECT COUNT(*) FROM predictions WHERE method='persona-s' AND edit_seq > 0").fetchone()[0]
@@ -84,9 +84,15 @@ def test_results_hold_one_row_per_event_and_ordered_stage_times(grpc_run):
     protos = dict(con.execute("SELECT method, GROUP_CONCAT(DISTINCT prototype_id) FROM adaptations "
                               "WHERE status='ok' GROUP BY method").fetchall())
     assert protos["persona-s"] == "0" and set(protos["persona-m"].split(",")) <= {"0", "1"}
-    m_rtt = con.execute("SELECT MIN(compute_end_us - compute_start_us) FROM adaptations "
-                        "WHERE method='persona-m'").fetchone()[0]
-    assert m_rtt == (2.0 + 0.5 * 2) * 1000          # model mode: base + per prototype × N_M
+    # model mode: a batch of B takes base + B × (per request + per prototype × N_M), exactly; one worker
+    # computes one batch at a time, so some requests queue, and batches of two (max_batch) form.
+    batches = con.execute("SELECT compute_start_us, compute_end_us, COUNT(*) FROM adaptations "
+                          "WHERE method='persona-m' GROUP BY compute_start_us ORDER BY compute_start_us").fetchall()
+    assert all(end - start == (400 + n * (50 + 0.5 * 2)) * 1000 for start, end, n in batches)
+    assert {n for _, _, n in batches} == {1, 2}
+    assert all(b[0] >= a[1] for a, b in zip(batches, batches[1:]))
+    queued = con.execute("SELECT COUNT(*) FROM adaptations WHERE compute_start_us > enqueued_us").fetchone()[0]
+    assert queued > 0
 
 
 def test_inproc_and_sharded_runs_give_the_same_results(grpc_run, tmp_path):

@@ -14,7 +14,7 @@ from device_node.client import GrpcTransport, fetch_model, get_info
 from persona_sim.cloud import CloudEngine
 from persona_sim.codec import channel_options
 from persona_sim.errors import NodeError
-from persona_sim.messages import AdaptRequest, EditResult, Hello, RequestError
+from persona_sim.messages import AdaptRequest, Arrival, EditResult, Hello, RequestError, RoundReport
 from persona_sim.proto import persona_pb2 as pb
 from persona_sim.proto import persona_pb2_grpc as pb_grpc
 
@@ -77,31 +77,48 @@ def test_info_and_model_fetch(tiny_world, tmp_path, monkeypatch):
     assert (tmp_path / "fetched" / f"{bundle.signature}.pt").read_bytes() == data
 
 
-def test_adapt_stream_round_trip_with_errors_for_bad_requests(tiny_world):
+def test_lockstep_rounds_over_the_stream_with_errors_for_bad_requests(tiny_world):
     async def body(channel, engine):
-        t = GrpcTransport(channel, "test", Hello("n", engine.bundle.signature), streams=2, max_frame_bytes=1 << 20)
+        t = GrpcTransport(channel, "test", Hello("n", engine.bundle.signature), max_frame_bytes=1 << 20)
         await t.open()
-        replies = await t.exchange([AdaptRequest(f"dev-{i:06d}", 1, 5, "persona-s", (1, 2)) for i in (0, 1, 2, 77)])
+        first = await t.round(RoundReport("persona-s", 0, 1000))
+        arrivals = tuple(Arrival(AdaptRequest(f"dev-{i:06d}", 1, 5, "persona-s", (1, 2)), 2000) for i in (0, 1, 2, 77))
+        last = await t.round(RoundReport("persona-s", first.until_us, None, arrivals))
         await t.close()
-        return replies
+        return first, last
 
-    replies = serve(tiny_world, body)
-    edits = sorted((r for r in replies if isinstance(r, EditResult)), key=lambda r: r.device_id)
-    errors = [r for r in replies if isinstance(r, RequestError)]
+    first, last = serve(tiny_world, body)
+    # nothing can arrive before 1000 µs, so the next round is there plus the cheapest batch (TINY: base 400 ms)
+    assert first.results == [] and first.until_us == 1000 + 400_000
+    assert last.until_us is None                      # no shard expects another arrival: the run ends
+    edits = sorted((r for r in last.results if isinstance(r, EditResult)), key=lambda r: r.device_id)
+    errors = [r for r in last.results if isinstance(r, RequestError)]
     assert [e.device_id for e in edits] == ["dev-000000", "dev-000001", "dev-000002"]
     assert all(e.params["head.0.weight"].shape == (8, 8) and e.wire_bytes > 4 * 8 * 8 * 2 for e in edits)
     assert [(e.device_id, e.code) for e in errors] == [("dev-000077", "UNKNOWN_DEVICE")]
+    # one worker, batches of at most 2: the third request waits for the first batch
+    starts = sorted({e.compute_start_us for e in edits})
+    assert len(starts) == 2 and starts[1] == max(e.compute_end_us for e in edits if e.compute_start_us == starts[0])
+    assert all(2000 < e.enqueued_us <= e.compute_start_us < e.compute_end_us < e.departed_us for e in edits)
+
+
+def _hello_frame(engine, shard=0, count=1):
+    return pb.DeviceFrame(hello=pb.Hello(protocol_version=2, node_id="n", model_signature=engine.bundle.signature,
+                                         codecs=[pb.FLOAT32], shard_index=shard, shard_count=count))
 
 
 def test_reply_larger_than_the_cap_arrives_in_several_frames(tiny_world):
     async def body(channel, engine):
         call = pb_grpc.PersonaCloudStub(channel).Adapt()
-        await call.write(pb.DeviceFrame(hello=pb.Hello(protocol_version=1, node_id="n",
-                                                       model_signature=engine.bundle.signature,
-                                                       codecs=[pb.FLOAT32], shard_count=1)))
+        await call.write(_hello_frame(engine))
         assert (await call.read()).WhichOneof("body") == "hello_ack"
-        reqs = [pb.AdaptRequest(device_id=f"dev-{i:06d}", seq=1, method="persona-s", window=[1]) for i in range(12)]
-        await call.write(pb.DeviceFrame(requests=pb.RequestBatch(frame_id=3, requests=reqs)))
+        await call.write(pb.DeviceFrame(requests=pb.RequestBatch(frame_id=2, method="persona-s", until_us=0,
+                                                                 next_arrival_us=0, final=True)))
+        until = (await call.read()).edits.until_us
+        reqs = [pb.AdaptRequest(device_id=f"dev-{i:06d}", seq=1, method="persona-s", window=[1], arrived_us=1)
+                for i in range(12)]
+        await call.write(pb.DeviceFrame(requests=pb.RequestBatch(frame_id=3, requests=reqs, method="persona-s",
+                                                                 until_us=until, next_arrival_us=-1, final=True)))
         frames = []
         while not frames or not frames[-1].edits.final:
             frames.append(await call.read())
@@ -111,6 +128,30 @@ def test_reply_larger_than_the_cap_arrives_in_several_frames(tiny_world):
     frames = serve(tiny_world, body, max_frame_mb=0.0025)    # 2.6 KB: about four 8x8 edits a frame
     assert len(frames) >= 3
     assert sum(len(f.edits.edits) for f in frames) == 12 and {f.edits.frame_id for f in frames} == {3}
+    assert frames[-1].edits.until_us == -1
+
+
+def test_report_out_of_step_is_refused_and_a_shard_leaving_aborts_its_run(tiny_world):
+    async def body(channel, engine):
+        stub = pb_grpc.PersonaCloudStub(channel)
+        a, b = stub.Adapt(), stub.Adapt()
+        for call, shard in ((a, 0), (b, 1)):
+            await call.write(_hello_frame(engine, shard, 2))
+            await call.read()
+        await a.write(pb.DeviceFrame(requests=pb.RequestBatch(frame_id=1, method="persona-s", until_us=7,
+                                                              next_arrival_us=0, final=True)))
+        out_of_step = await a.read()
+        await a.write(pb.DeviceFrame(requests=pb.RequestBatch(frame_id=2, method="persona-s", until_us=0,
+                                                              next_arrival_us=0, final=True)))
+        await asyncio.sleep(0.2)             # shard 0 now waits for shard 1, which goes away
+        await b.done_writing()
+        aborted = await a.read()
+        return out_of_step, aborted, await _healthy(channel)
+
+    out_of_step, aborted, healthy = serve(tiny_world, body)
+    assert out_of_step.error.code == pb.BAD_FRAME and "until_us 0, got 7" in out_of_step.error.message
+    assert aborted.error.code == pb.ABORTED and "shard 1/2 left" in aborted.error.message
+    assert healthy
 
 
 def test_stream_must_start_with_hello(tiny_world):
@@ -127,7 +168,7 @@ def test_stream_must_start_with_hello(tiny_world):
 
 def test_model_mismatch_is_refused_by_name(tiny_world):
     async def body(channel, engine):
-        t = GrpcTransport(channel, "test", Hello("n", "not-the-model"), streams=1, max_frame_bytes=1 << 20)
+        t = GrpcTransport(channel, "test", Hello("n", "not-the-model"), max_frame_bytes=1 << 20)
         with pytest.raises(NodeError, match="MODEL_MISMATCH.*not-the-model"):
             await t.open()
         return await _healthy(channel)
@@ -145,9 +186,7 @@ def test_garbage_bytes_and_empty_frames_do_not_kill_the_server(tiny_world):
         first = err.value.code()
         stub = pb_grpc.PersonaCloudStub(channel)
         call = stub.Adapt()
-        await call.write(pb.DeviceFrame(hello=pb.Hello(protocol_version=1, node_id="n",
-                                                       model_signature=engine.bundle.signature,
-                                                       codecs=[pb.FLOAT32], shard_count=1)))
+        await call.write(_hello_frame(engine))
         await call.read()
         await call.write(pb.DeviceFrame())                      # no body at all
         empty = await call.read()
@@ -167,9 +206,7 @@ def test_oversized_frame_is_refused_and_the_server_lives(tiny_world):
         call = pb_grpc.PersonaCloudStub(channel).Adapt()
         big = pb.DeviceFrame(requests=pb.RequestBatch(requests=[pb.AdaptRequest(
             device_id="dev-000000", window=np.arange(300_000).tolist())]))
-        await call.write(pb.DeviceFrame(hello=pb.Hello(protocol_version=1, node_id="n",
-                                                       model_signature=engine.bundle.signature,
-                                                       codecs=[pb.FLOAT32], shard_count=1)))
+        await call.write(_hello_frame(engine))
         await call.read()
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await call.write(big)

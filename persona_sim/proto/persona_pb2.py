@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpersona_sim/proto/persona.proto\x12\x0epersona_sim.v1\"Y\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x05\x64type\x18\x02 \x01(\x0e\x32\x15.persona_sim.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"a\n\x05\x45rror\x12\'\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x19.persona_sim.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12\x0b\n\x03seq\x18\x04 \x01(\x04\"\x9c\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x17\n\x0fmodel_signature\x18\x03 \x01(\t\x12%\n\x06\x63odecs\x18\x04 \x03(\x0e\x32\x15.persona_sim.v1.DType\x12\x13\n\x0bshard_index\x18\x05 \x01(\r\x12\x13\n\x0bshard_count\x18\x06 \x01(\r\"\x8e\x01\n\x08HelloAck\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x10\n\x08\x63loud_id\x18\x02 \x01(\t\x12\x17\n\x0fmodel_signature\x18\x03 \x01(\t\x12$\n\x05\x63odec\x18\x04 \x01(\x0e\x32\x15.persona_sim.v1.DType\x12\x17\n\x0fmax_frame_bytes\x18\x05 \x01(\x04\"a\n\x0c\x41\x64\x61ptRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x11\n\tissued_us\x18\x03 \x01(\x03\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x0e\n\x06window\x18\x05 \x03(\x03\"\x90\x01\n\x08\x45\x64itPush\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x14\n\x0cprototype_id\x18\x03 \x01(\r\x12\'\n\x07tensors\x18\x04 \x03(\x0b\x32\x16.persona_sim.v1.Tensor\x12\x11\n\tedit_norm\x18\x05 \x01(\x01\x12\x12\n\ncompute_ns\x18\x06 \x01(\x03\"P\n\x0cRequestBatch\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\x04\x12.\n\x08requests\x18\x02 \x03(\x0b\x32\x1c.persona_sim.v1.AdaptRequest\"|\n\tEditBatch\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\x04\x12\r\n\x05\x66inal\x18\x02 \x01(\x08\x12\'\n\x05\x65\x64its\x18\x03 \x03(\x0b\x32\x18.persona_sim.v1.EditPush\x12%\n\x06\x65rrors\x18\x04 \x03(\x0b\x32\x15.persona_sim.v1.Error\"!\n\tHeartbeat\x12\x14\n\x0csent_unix_ns\x18\x01 \x01(\x03\"\x9f\x01\n\x0b\x44\x65viceFrame\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.persona_sim.v1.HelloH\x00\x12\x30\n\x08requests\x18\x02 \x01(\x0b\x32\x1c.persona_sim.v1.RequestBatchH\x00\x12.\n\theartbeat\x18\x03 \x01(\x0b\x32\x19.persona_sim.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"\xc7\x01\n\nCloudFrame\x12-\n\thello_ack\x18\x01 \x01(\x0b\x32\x18.persona_sim.v1.HelloAckH\x00\x12*\n\x05\x65\x64its\x18\x02 \x01(\x0b\x32\x19.persona_sim.v1.EditBatchH\x00\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.persona_sim.v1.ErrorH\x00\x12.\n\theartbeat\x18\x04 \x01(\x0b\x32\x19.persona_sim.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"\r\n\x0bInfoRequest\"\xbc\x01\n\tCloudInfo\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x10\n\x08\x63loud_id\x18\x02 \x01(\t\x12\x17\n\x0fmodel_signature\x18\x03 \x01(\t\x12\x13\n\x0bmodel_bytes\x18\x04 \x01(\x04\x12\x15\n\rscenario_name\x18\x05 \x01(\t\x12\x0f\n\x07methods\x18\x06 \x03(\t\x12\x17\n\x0fmax_frame_bytes\x18\x07 \x01(\x04\x12\x14\n\x0c\x64\x65vice_count\x18\x08 \x01(\r\",\n\x11\x46\x65tchModelRequest\x12\x17\n\x0fmodel_signature\x18\x01 \x01(\t\"?\n\nModelChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04*P\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT16\x10\x02\x12\x0b\n\x07\x46LOAT64\x10\x03\x12\t\n\x05INT64\x10\x04*}\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\r\n\tBAD_FRAME\x10\x01\x12\x12\n\x0eUNKNOWN_DEVICE\x10\x02\x12\x0f\n\x0b\x42\x41\x44_REQUEST\x10\x03\x12\x12\n\x0eMODEL_MISMATCH\x10\x04\x12\x0c\n\x08INTERNAL\x10\x05\x32\xe6\x01\n\x0cPersonaCloud\x12\x44\n\x05\x41\x64\x61pt\x12\x1b.persona_sim.v1.DeviceFrame\x1a\x1a.persona_sim.v1.CloudFrame(\x01\x30\x01\x12\x41\n\x07GetInfo\x12\x1b.persona_sim.v1.InfoRequest\x1a\x19.persona_sim.v1.CloudInfo\x12M\n\nFetchModel\x12!.persona_sim.v1.FetchModelRequest\x1a\x1a.persona_sim.v1.ModelChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpersona_sim/proto/persona.proto\x12\x0epersona_sim.v1\"Y\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x05\x64type\x18\x02 \x01(\x0e\x32\x15.persona_sim.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"a\n\x05\x45rror\x12\'\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x19.persona_sim.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12\x0b\n\x03seq\x18\x04 \x01(\x04\"\x9c\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x17\n\x0fmodel_signature\x18\x03 \x01(\t\x12%\n\x06\x63odecs\x18\x04 \x03(\x0e\x32\x15.persona_sim.v1.DType\x12\x13\n\x0bshard_index\x18\x05 \x01(\r\x12\x13\n\x0bshard_count\x18\x06 \x01(\r\"\x8e\x01\n\x08HelloAck\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x10\n\x08\x63loud_id\x18\x02 \x01(\t\x12\x17\n\x0fmodel_signature\x18\x03 \x01(\t\x12$\n\x05\x63odec\x18\x04 \x01(\x0e\x32\x15.persona_sim.v1.DType\x12\x17\n\x0fmax_frame_bytes\x18\x05 \x01(\x04\"u\n\x0c\x41\x64\x61ptRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x11\n\tissued_us\x18\x03 \x01(\x03\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x0e\n\x06window\x18\x05 \x03(\x03\x12\x12\n\narrived_us\x18\x06 \x01(\x03\"i\n\x0b\x43loudStages\x12\x13\n\x0b\x65nqueued_us\x18\x01 \x01(\x03\x12\x18\n\x10\x63ompute_start_us\x18\x02 \x01(\x03\x12\x16\n\x0e\x63ompute_end_us\x18\x03 \x01(\x03\x12\x13\n\x0b\x64\x65parted_us\x18\x04 \x01(\x03\"\xbd\x01\n\x08\x45\x64itPush\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x14\n\x0cprototype_id\x18\x03 \x01(\r\x12\'\n\x07tensors\x18\x04 \x03(\x0b\x32\x16.persona_sim.v1.Tensor\x12\x11\n\tedit_norm\x18\x05 \x01(\x01\x12\x12\n\ncompute_ns\x18\x06 \x01(\x03\x12+\n\x06stages\x18\x07 \x01(\x0b\x32\x1b.persona_sim.v1.CloudStages\"\x9a\x01\n\x0cRequestBatch\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\x04\x12.\n\x08requests\x18\x02 \x03(\x0b\x32\x1c.persona_sim.v1.AdaptRequest\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x10\n\x08until_us\x18\x04 \x01(\x03\x12\x17\n\x0fnext_arrival_us\x18\x05 \x01(\x03\x12\r\n\x05\x66inal\x18\x06 \x01(\x08\"\xb2\x01\n\tEditBatch\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\x04\x12\r\n\x05\x66inal\x18\x02 \x01(\x08\x12\'\n\x05\x65\x64its\x18\x03 \x03(\x0b\x32\x18.persona_sim.v1.EditPush\x12%\n\x06\x65rrors\x18\x04 \x03(\x0b\x32\x15.persona_sim.v1.Error\x12\x10\n\x08until_us\x18\x05 \x01(\x03\x12\x11\n\tserver_ns\x18\x06 \x01(\x03\x12\x0f\n\x07wait_ns\x18\x07 \x01(\x03\"!\n\tHeartbeat\x12\x14\n\x0csent_unix_ns\x18\x01 \x01(\x03\"\x9f\x01\n\x0b\x44\x65viceFrame\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.persona_sim.v1.HelloH\x00\x12\x30\n\x08requests\x18\x02 \x01(\x0b\x32\x1c.persona_sim.v1.RequestBatchH\x00\x12.\n\theartbeat\x18\x03 \x01(\x0b\x32\x19.persona_sim.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"\xc7\x01\n\nCloudFrame\x12-\n\thello_ack\x18\x01 \x01(\x0b\x32\x18.persona_sim.v1.HelloAckH\x00\x12*\n\x05\x65\x64its\x18\x02 \x01(\x0b\x32\x19.persona_sim.v1.EditBatchH\x00\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.persona_sim.v1.ErrorH\x00\x12.\n\theartbeat\x18\x04 \x01(\x0b\x32\x19.persona_sim.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"\r\n\x0bInfoRequest\"\xbc\x01\n\tCloudInfo\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x10\n\x08\x63loud_id\x18\x02 \x01(\t\x12\x17\n\x0fmodel_signature\x18\x03 \x01(\t\x12\x13\n\x0bmodel_bytes\x18\x04 \x01(\x04\x12\x15\n\rscenario_name\x18\x05 \x01(\t\x12\x0f\n\x07methods\x18\x06 \x03(\t\x12\x17\n\x0fmax_frame_bytes\x18\x07 \x01(\x04\x12\x14\n\x0c\x64\x65vice_count\x18\x08 \x01(\r\",\n\x11\x46\x65tchModelRequest\x12\x17\n\x0fmodel_signature\x18\x01 \x01(\t\"?\n\nModelChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04*P\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT16\x10\x02\x12\x0b\n\x07\x46LOAT64\x10\x03\x12\t\n\x05INT64\x10\x04*\x8a\x01\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\r\n\tBAD_FRAME\x10\x01\x12\x12\n\x0eUNKNOWN_DEVICE\x10\x02\x12\x0f\n\x0b\x42\x41\x44_REQUEST\x10\x03\x12\x12\n\x0eMODEL_MISMATCH\x10\x04\x12\x0c\n\x08INTERNAL\x10\x05\x12\x0b\n\x07\x41\x42ORTED\x10\x06\x32\xe6\x01\n\x0cPersonaCloud\x12\x44\n\x05\x41\x64\x61pt\x12\x1b.persona_sim.v1.DeviceFrame\x1a\x1a.persona_sim.v1.CloudFrame(\x01\x30\x01\x12\x41\n\x07GetInfo\x12\x1b.persona_sim.v1.InfoRequest\x1a\x19.persona_sim.v1.CloudInfo\x12M\n\nFetchModel\x12!.persona_sim.v1.FetchModelRequest\x1a\x1a.persona_sim.v1.ModelChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'persona_sim.proto.persona_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DTYPE']._serialized_start=1715
-  _globals['_DTYPE']._serialized_end=1795
-  _globals['_ERRORCODE']._serialized_start=1797
-  _globals['_ERRORCODE']._serialized_end=1922
+  _globals['_DTYPE']._serialized_start=2017
+  _globals['_DTYPE']._serialized_end=2097
+  _globals['_ERRORCODE']._serialized_start=2100
+  _globals['_ERRORCODE']._serialized_end=2238
   _globals['_TENSOR']._serialized_start=51
   _globals['_TENSOR']._serialized_end=140
   _globals['_ERROR']._serialized_start=142
@@ -44,27 +44,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLOACK']._serialized_start=401
   _globals['_HELLOACK']._serialized_end=543
   _globals['_ADAPTREQUEST']._serialized_start=545
-  _globals['_ADAPTREQUEST']._serialized_end=642
-  _globals['_EDITPUSH']._serialized_start=645
-  _globals['_EDITPUSH']._serialized_end=789
-  _globals['_REQUESTBATCH']._serialized_start=791
-  _globals['_REQUESTBATCH']._serialized_end=871
-  _globals['_EDITBATCH']._serialized_start=873
-  _globals['_EDITBATCH']._serialized_end=997
-  _globals['_HEARTBEAT']._serialized_start=999
-  _globals['_HEARTBEAT']._serialized_end=1032
-  _globals['_DEVICEFRAME']._serialized_start=1035
-  _globals['_DEVICEFRAME']._serialized_end=1194
-  _globals['_CLOUDFRAME']._serialized_start=1197
-  _globals['_CLOUDFRAME']._serialized_end=1396
-  _globals['_INFOREQUEST']._serialized_start=1398
-  _globals['_INFOREQUEST']._serialized_end=1411
-  _globals['_CLOUDINFO']._serialized_start=1414
-  _globals['_CLOUDINFO']._serialized_end=1602
-  _globals['_FETCHMODELREQUEST']._serialized_start=1604
-  _globals['_FETCHMODELREQUEST']._serialized_end=1648
-  _globals['_MODELCHUNK']._serialized_start=1650
-  _globals['_MODELCHUNK']._serialized_end=1713
-  _globals['_PERSONACLOUD']._serialized_start=1925
-  _globals['_PERSONACLOUD']._serialized_end=2155
+  _globals['_ADAPTREQUEST']._serialized_end=662
+  _globals['_CLOUDSTAGES']._serialized_start=664
+  _globals['_CLOUDSTAGES']._serialized_end=769
+  _globals['_EDITPUSH']._serialized_start=772
+  _globals['_EDITPUSH']._serialized_end=961
+  _globals['_REQUESTBATCH']._serialized_start=964
+  _globals['_REQUESTBATCH']._serialized_end=1118
+  _globals['_EDITBATCH']._serialized_start=1121
+  _globals['_EDITBATCH']._serialized_end=1299
+  _globals['_HEARTBEAT']._serialized_start=1301
+  _globals['_HEARTBEAT']._serialized_end=1334
+  _globals['_DEVICEFRAME']._serialized_start=1337
+  _globals['_DEVICEFRAME']._serialized_end=1496
+  _globals['_CLOUDFRAME']._serialized_start=1499
+  _globals['_CLOUDFRAME']._serialized_end=1698
+  _globals['_INFOREQUEST']._serialized_start=1700
+  _globals['_INFOREQUEST']._serialized_end=1713
+  _globals['_CLOUDINFO']._serialized_start=1716
+  _globals['_CLOUDINFO']._serialized_end=1904
+  _globals['_FETCHMODELREQUEST']._serialized_start=1906
+  _globals['_FETCHMODELREQUEST']._serialized_end=1950
+  _globals['_MODELCHUNK']._serialized_start=1952
+  _globals['_MODELCHUNK']._serialized_end=2015
+  _globals['_PERSONACLOUD']._serialized_start=2241
+  _globals['_PERSONACLOUD']._serialized_end=2471
 # @@protoc_insertion_point(module_scope)

@@ -23,6 +23,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BAD_REQUEST: _ClassVar[ErrorCode]
     MODEL_MISMATCH: _ClassVar[ErrorCode]
     INTERNAL: _ClassVar[ErrorCode]
+    ABORTED: _ClassVar[ErrorCode]
 DTYPE_UNSPECIFIED: DType
 FLOAT32: DType
 FLOAT16: DType
@@ -34,6 +35,7 @@ UNKNOWN_DEVICE: ErrorCode
 BAD_REQUEST: ErrorCode
 MODEL_MISMATCH: ErrorCode
 INTERNAL: ErrorCode
+ABORTED: ErrorCode
 
 class Tensor(_message.Message):
     __slots__ = ("name", "dtype", "shape", "data")
@@ -90,54 +92,84 @@ class HelloAck(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., cloud_id: _Optional[str] = ..., model_signature: _Optional[str] = ..., codec: _Optional[_Union[DType, str]] = ..., max_frame_bytes: _Optional[int] = ...) -> None: ...
 
 class AdaptRequest(_message.Message):
-    __slots__ = ("device_id", "seq", "issued_us", "method", "window")
+    __slots__ = ("device_id", "seq", "issued_us", "method", "window", "arrived_us")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     ISSUED_US_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
+    ARRIVED_US_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     seq: int
     issued_us: int
     method: str
     window: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, device_id: _Optional[str] = ..., seq: _Optional[int] = ..., issued_us: _Optional[int] = ..., method: _Optional[str] = ..., window: _Optional[_Iterable[int]] = ...) -> None: ...
+    arrived_us: int
+    def __init__(self, device_id: _Optional[str] = ..., seq: _Optional[int] = ..., issued_us: _Optional[int] = ..., method: _Optional[str] = ..., window: _Optional[_Iterable[int]] = ..., arrived_us: _Optional[int] = ...) -> None: ...
+
+class CloudStages(_message.Message):
+    __slots__ = ("enqueued_us", "compute_start_us", "compute_end_us", "departed_us")
+    ENQUEUED_US_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_START_US_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_END_US_FIELD_NUMBER: _ClassVar[int]
+    DEPARTED_US_FIELD_NUMBER: _ClassVar[int]
+    enqueued_us: int
+    compute_start_us: int
+    compute_end_us: int
+    departed_us: int
+    def __init__(self, enqueued_us: _Optional[int] = ..., compute_start_us: _Optional[int] = ..., compute_end_us: _Optional[int] = ..., departed_us: _Optional[int] = ...) -> None: ...
 
 class EditPush(_message.Message):
-    __slots__ = ("device_id", "seq", "prototype_id", "tensors", "edit_norm", "compute_ns")
+    __slots__ = ("device_id", "seq", "prototype_id", "tensors", "edit_norm", "compute_ns", "stages")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     PROTOTYPE_ID_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     EDIT_NORM_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_NS_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     seq: int
     prototype_id: int
     tensors: _containers.RepeatedCompositeFieldContainer[Tensor]
     edit_norm: float
     compute_ns: int
-    def __init__(self, device_id: _Optional[str] = ..., seq: _Optional[int] = ..., prototype_id: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., edit_norm: _Optional[float] = ..., compute_ns: _Optional[int] = ...) -> None: ...
+    stages: CloudStages
+    def __init__(self, device_id: _Optional[str] = ..., seq: _Optional[int] = ..., prototype_id: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., edit_norm: _Optional[float] = ..., compute_ns: _Optional[int] = ..., stages: _Optional[_Union[CloudStages, _Mapping]] = ...) -> None: ...
 
 class RequestBatch(_message.Message):
-    __slots__ = ("frame_id", "requests")
+    __slots__ = ("frame_id", "requests", "method", "until_us", "next_arrival_us", "final")
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_US_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ARRIVAL_US_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
     frame_id: int
     requests: _containers.RepeatedCompositeFieldContainer[AdaptRequest]
-    def __init__(self, frame_id: _Optional[int] = ..., requests: _Optional[_Iterable[_Union[AdaptRequest, _Mapping]]] = ...) -> None: ...
+    method: str
+    until_us: int
+    next_arrival_us: int
+    final: bool
+    def __init__(self, frame_id: _Optional[int] = ..., requests: _Optional[_Iterable[_Union[AdaptRequest, _Mapping]]] = ..., method: _Optional[str] = ..., until_us: _Optional[int] = ..., next_arrival_us: _Optional[int] = ..., final: _Optional[bool] = ...) -> None: ...
 
 class EditBatch(_message.Message):
-    __slots__ = ("frame_id", "final", "edits", "errors")
+    __slots__ = ("frame_id", "final", "edits", "errors", "until_us", "server_ns", "wait_ns")
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
     EDITS_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_US_FIELD_NUMBER: _ClassVar[int]
+    SERVER_NS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_NS_FIELD_NUMBER: _ClassVar[int]
     frame_id: int
     final: bool
     edits: _containers.RepeatedCompositeFieldContainer[EditPush]
     errors: _containers.RepeatedCompositeFieldContainer[Error]
-    def __init__(self, frame_id: _Optional[int] = ..., final: _Optional[bool] = ..., edits: _Optional[_Iterable[_Union[EditPush, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[Error, _Mapping]]] = ...) -> None: ...
+    until_us: int
+    server_ns: int
+    wait_ns: int
+    def __init__(self, frame_id: _Optional[int] = ..., final: _Optional[bool] = ..., edits: _Optional[_Iterable[_Union[EditPush, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[Error, _Mapping]]] = ..., until_us: _Optional[int] = ..., server_ns: _Optional[int] = ..., wait_ns: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("sent_unix_ns",)
