@@ -5,6 +5,7 @@
     persona-sim validate SCENARIO
     persona-sim report RUN_DIR
     persona-sim compare RUN_DIR RUN_DIR ...
+    persona-sim calibrate SCENARIO [--out FILE] [--repeats N]
     persona-sim data list|info|fetch|convert ...   (cli_data)
     persona-sim cloud ...      (from the cloud_node package)
     persona-sim devices ...    (from the device_node package)
@@ -46,6 +47,32 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     print(f"{args.scenario}: ok — scenario {scenario.name!r}{sweep}, methods {', '.join(scenario.methods)}, "
           f"{scenario.devices.count} devices, dataset {dataset.name} ({dataset.num_users} users, "
           f"{dataset.num_items} items, {dataset.num_interactions} interactions)")
+    return EXIT_OK
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .bundle import ensure_bundle, load_bundle, reproducible_torch
+    from .calibrate import fit, measure
+    from .dataset import load_dataset
+    from .progress import stage_progress
+    from .scenario_file import load_scenario
+
+    scenario = load_scenario(args.scenario, _overrides(args))
+    dataset = load_dataset(scenario.dataset, scenario.seed)
+    path, _ = ensure_bundle(scenario, dataset, stage_progress(args.quiet))
+    with reproducible_torch():          # one thread, as the cloud node computes
+        rows = measure(scenario, load_bundle(path), repeats=max(1, args.repeats))
+    result = fit(rows)
+    print(f"{'method':<16}{'batch':>6}{'P':>4}{'median ms':>11}{'fitted ms':>11}")
+    for r in rows:
+        print(f"{r['method']:<16}{r['batch']:>6}{r['prototypes']:>4}{r['ms_median']:>11.4f}{r['ms_fitted']:>11.4f}")
+    print(f"\nfit (largest error {result['max_relative_error']:.0%}); for the scenario:\n"
+          f"cloud: {{compute: model, base_ms: {result['base_ms']}, per_request_ms: {result['per_request_ms']}, "
+          f"per_prototype_ms: {result['per_prototype_ms']}}}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"scenario": scenario.name, "fit": result, "measurements": rows}, indent=2))
+        print(f"written: {args.out}")
     return EXIT_OK
 
 
@@ -175,6 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", type=Path, nargs="+")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=_cmd_compare)
+
+    p = sub.add_parser("calibrate", help="fit the cloud's `model` compute cost to timings of the real editor",
+                       description="Time the real batched edit computation of the scenario's adaptive methods at "
+                                   "several batch sizes on this machine, and fit cloud.base_ms, per_request_ms and "
+                                   "per_prototype_ms to the medians.")
+    p.add_argument("scenario", help="scenario YAML file (its model bundle is trained or reused)")
+    p.add_argument("--out", type=Path, help="also write the measurements and the fit as JSON here")
+    p.add_argument("--repeats", type=int, default=7, help="timings per batch size (default 7; the median is used)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a scenario key")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_cmd_calibrate)
 
     from .cli_data import add_parsers
     add_parsers(sub)

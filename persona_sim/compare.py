@@ -26,9 +26,10 @@ def compare_runs(run_dirs: list[Path], labels: list[str] | None = None) -> dict:
         s = _summary(run_dir)
         for method, m in s["methods"].items():
             row = {"run": labels[i] if labels else str(run_dir), "method": method, "seed": s.get("seed"),
-                   "compute_mode": s.get("compute_mode"), "digest": s.get("results_digest", "")[:12]}
+                   "compute_mode": s.get("compute_mode"), "network": s.get("network"),
+                   "digest": s.get("results_digest", "")[:12]}
             row.update({k: m.get(k) for k in COLUMNS})
-            row["stages_ms"] = {st: {q: v[q] for q in ("p50", "p95")} for st, v in m.get("stages_ms", {}).items()}
+            row["stages_ms"] = m.get("stages_ms", {})
             rows.append(row)
     return {"runs": [str(d) for d in run_dirs], "rows": rows}
 
@@ -38,14 +39,14 @@ def _f(v, digits: int) -> str:
 
 
 def render_compare(data: dict) -> str:
-    stages = ("upload", "queue", "compute", "download")
-    lines = ["| run | method | NDCG@10 | AUC | RTT p50 / p95 / p99 (ms) | "
-             + " | ".join(f"{s} p50 / p95" for s in stages) + " | bytes / device | digest |",
-             "|---" * (7 + len(stages)) + "|"]
+    """Accuracy, round trip and every stage's p50 / p95 / p99 (ms), one row per run and method."""
+    stages = list(dict.fromkeys(st for r in data["rows"] for st in r["stages_ms"]))
+    lines = ["| run | network | method | NDCG@10 | AUC | RTT (ms) | " + " | ".join(stages)
+             + " | bytes / device | digest |", "|---" * (8 + len(stages)) + "|"]
     for r in data["rows"]:
         st = r["stages_ms"]
-        cells = [f"{_f(st[s]['p50'], 1)} / {_f(st[s]['p95'], 1)}" if s in st else "–" for s in stages]
-        lines.append(f"| {r['run']} | {r['method']} | {_f(r['ndcg@10'], 4)} | {_f(r['auc'], 4)} | "
+        cells = [" / ".join(_f(st[s][q], 1) for q in ("p50", "p95", "p99")) if s in st else "–" for s in stages]
+        lines.append(f"| {r['run']} | {r.get('network') or '–'} | {r['method']} | {_f(r['ndcg@10'], 4)} | {_f(r['auc'], 4)} | "
                      f"{_f(r['rtt_ms_p50'], 1)} / {_f(r['rtt_ms_p95'], 1)} / {_f(r['rtt_ms_p99'], 1)} | "
                      + " | ".join(cells) + f" | {_f(r['bytes_per_device'], 0)} | `{r['digest']}` |")
     return "\n".join(lines) + "\n"
@@ -54,5 +55,6 @@ def render_compare(data: dict) -> str:
 def write_compare(out: Path, run_dirs: list[Path], labels: list[str]) -> dict:
     data = compare_runs(run_dirs, labels)
     (out / "compare.json").write_text(json.dumps(data, indent=2) + "\n")
-    (out / "compare.md").write_text("# persona-sim runs side by side\n\n" + render_compare(data))
+    (out / "compare.md").write_text("# persona-sim runs side by side\n\nRound trip and stages in virtual ms, "
+                                    "p50 / p95 / p99.\n\n" + render_compare(data))
     return data

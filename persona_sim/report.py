@@ -31,11 +31,34 @@ def _drift_lines(drift: dict) -> list[str]:
     return lines
 
 
+WALL_PARTS = {"serialization": "encode the report, decode the reply (the node)",
+              "transport": "sockets, gRPC and scheduling (the rest)",
+              "cloud": "validate, compute the edits, run the cloud's clock",
+              "shard_wait": "wait for the other shards' reports", "round": "whole round"}
+
+
+def _wall_lines(summary: dict) -> list[str]:
+    wall = summary.get("wall_clock", {})
+    lines = ["", "## Wall clock of the real path (measured, not simulated)", "",
+             f"- run wall time {_f(summary.get('wall_seconds'), 1)} s over transport **{summary.get('transport')}**; "
+             f"the real computation of one edit, p50 {_f(wall.get('cloud_compute_ms_p50'), 3)} ms"]
+    rounds = wall.get("rounds") or {}
+    if rounds.get("count"):
+        lines += [f"- {rounds['count']} lockstep rounds, {rounds['requests_per_round']:.2f} requests per round on "
+                  "average; per round (ms, p50 / p95 / p99), next to the simulated stages above:", "",
+                  "| part | what | p50 / p95 / p99 |", "|---|---|---|"]
+        for key, what in WALL_PARTS.items():
+            v = rounds["ms"][key]
+            lines.append(f"| {key} | {what} | {_f(v['p50'], 3)} / {_f(v['p95'], 3)} / {_f(v['p99'], 3)} |")
+    return lines + [""]
+
+
 def render_markdown(summary: dict, manifest: dict, plots: list[str] = ()) -> str:
     lines = [f"# persona-sim run: {summary.get('scenario', '?')}", ""]
     lines += [
         f"- seed **{summary.get('seed')}**, cloud compute mode **{summary.get('compute_mode')}**, "
         f"transport **{summary.get('transport')}**, shards **{summary.get('shards')}**",
+        f"- network **{summary.get('network')}**; cloud **{summary.get('cloud')}**",
         f"- devices **{summary.get('devices')}**, dataset `{manifest.get('dataset', {}).get('name')}` "
         f"(fingerprint `{manifest.get('dataset', {}).get('fingerprint')}`)",
         f"- model bundle `{manifest.get('bundle', {}).get('signature')}`",
@@ -66,10 +89,7 @@ def render_markdown(summary: dict, manifest: dict, plots: list[str] = ()) -> str
         lines += _drift_lines(summary["drift"])
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.removesuffix('.png')}]({p})" for p in plots]
-    wall = summary.get("wall_clock", {})
-    lines += ["", "## Wall clock (not simulated)", "",
-              f"- measured cloud compute per adaptation, p50: {_f(wall.get('cloud_compute_ms_p50'), 3)} ms",
-              f"- run wall time: {_f(summary.get('wall_seconds'), 1)} s", ""]
+    lines += _wall_lines(summary)
     lines += ["Metrics are means over all prediction events (every replayed interaction is one; the true item is "
               "ranked against sampled negatives). RTT is from request issued to edit applied on the device.", ""]
     return "\n".join(lines)

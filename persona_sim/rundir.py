@@ -63,6 +63,20 @@ def describe(scenario: Scenario, dataset: Dataset, bundle_signature: str, **extr
     }
 
 
+def network_label(scenario: Scenario) -> str:
+    n = scenario.network
+    text = n.profile + (f" (trace {Path(n.trace).name})" if n.trace else "")
+    if n.cell:
+        text += f", cells of {n.cell.devices} ({n.cell.uplink_mbps:g}/{n.cell.downlink_mbps:g} Mbit/s)"
+    return text
+
+
+def cloud_label(scenario: Scenario) -> str:
+    c = scenario.cloud
+    links = "/".join("unlimited" if v is None else f"{v:g}" for v in (c.ingress_mbps, c.egress_mbps))
+    return f"{c.workers} worker(s), batches of up to {c.max_batch}, ingress/egress {links} Mbit/s"
+
+
 def prepare(out: Path, scenario: Scenario, facts: dict) -> None:
     """Create the directory and write the resolved scenario and the manifest."""
     out.mkdir(parents=True, exist_ok=True)
@@ -84,6 +98,7 @@ def write_summary(out: Path, scenario: Scenario, shard_count: int, facts: dict) 
     """Write summary.json and report.md from results.sqlite."""
     summary = build_summary(out / "results.sqlite", list(scenario.methods), {
         "scenario": scenario.name, "seed": scenario.seed, "compute_mode": scenario.cloud.compute,
+        "network": network_label(scenario), "cloud": cloud_label(scenario),
         "devices": scenario.devices.count, "shards": shard_count, **facts})
     write_json(out / "summary.json", summary)
     manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").exists() else {}

@@ -61,12 +61,25 @@ def build_summary(results: Path, methods: list[str], facts: dict) -> dict:
             summary["drift"] = drift
         summary["accuracy_over_time"] = accuracy_over_time(con, methods)
         wall = np.asarray([r[0] for r in con.execute("SELECT cloud_compute_ns FROM wall")], dtype=np.float64)
+        rounds = np.asarray(con.execute("SELECT reported, round_ns, codec_ns, server_ns, wait_ns FROM rounds").fetchall(),
+                            dtype=np.float64).reshape(-1, 5)
     finally:
         con.close()
     summary["results_digest"] = results_digest(results)
     summary.update(facts)
     summary["wall_clock"] = {
         "cloud_compute_ms_p50": round(float(np.median(wall)) / 1e6, 4) if len(wall) else None,
-        "note": "measured wall time of the real cloud computation; not part of the simulated results",
+        "rounds": _round_profile(rounds),
+        "note": "measured wall time of the real path; not part of the simulated results",
     }
     return summary
+
+
+def _round_profile(rounds: np.ndarray) -> dict:
+    """Wall-clock ms per lockstep round, split into the node's encoding and decoding, the cloud's work,
+    the wait for the other shards, and the rest: transport (sockets, gRPC, scheduling)."""
+    reported, total, codec, server, wait = rounds.T / np.array([[1], [1e3], [1e3], [1e3], [1e3]])
+    parts = {"round": total, "serialization": codec, "cloud": server, "shard_wait": wait,
+             "transport": total - codec - server - wait}
+    return {"count": int(len(rounds)), "requests_per_round": round(float(reported.mean()), 2) if len(rounds) else None,
+            "ms": {k: _pcts(v) for k, v in parts.items()}}
