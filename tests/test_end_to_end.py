@@ -174,6 +174,31 @@ def test_html_report_is_self_contained_with_its_plots(grpc_run):
         assert width > 300 and height > 200
 
 
+def _laid_out_images(box, found: list) -> list:
+    if type(box).__name__ in ("InlineReplacedBox", "BlockReplacedBox"):
+        found.append((box.width, box.height, type(box.replacement).__name__))
+    for child in getattr(box, "children", None) or ():
+        _laid_out_images(child, found)
+    return found
+
+
+def test_html_report_renders_with_its_plots_visible(grpc_run, tmp_path):
+    """No headless browser exists on the development machine; WeasyPrint, an HTML/CSS layout engine,
+    renders the page instead. Each plot must be decoded and laid out as an image box of real size (an
+    image that fails to load becomes its alt text, and this fails), and the page prints to PDF."""
+    try:
+        import weasyprint
+    except (ImportError, OSError) as exc:       # OSError: the Pango libraries it needs are missing
+        pytest.skip(f"weasyprint unavailable: {exc}")
+    _, out, _ = grpc_run
+    document = weasyprint.HTML(filename=str(out / "report.html")).render()
+    images = [i for page in document.pages for i in _laid_out_images(page._page_box, [])]
+    assert len(images) == 5 and all(kind == "RasterImage" and w > 300 and h > 150 for w, h, kind in images)
+    pdf = tmp_path / "report.pdf"
+    document.write_pdf(pdf)
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 50_000
+
+
 def test_compare_puts_runs_side_by_side(grpc_run, tmp_path, capsys):
     _, out, _ = grpc_run
     assert main(["run", str(grpc_run[0]), "--out", str(tmp_path / "s4"), "--seed", "4", "--transport", "inproc",
