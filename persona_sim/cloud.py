@@ -50,10 +50,11 @@ class CloudEngine:
         if "FLOAT32" not in hello.codecs:
             raise ProtocolError("BAD_FRAME", f"Hello.codecs {list(hello.codecs)} lacks FLOAT32, the only codec served")
 
-    def check_method(self, method: str) -> None:
+    def check_method(self, method: str, device_id: str = "", seq: int = 0) -> None:
         if method not in ADAPTIVE_METHODS or method not in self.scenario.methods:
             raise ProtocolError("BAD_REQUEST", f"method {method!r} is not served; this cloud adapts with "
-                                               f"{[m for m in self.scenario.methods if m in ADAPTIVE_METHODS]}")
+                                               f"{[m for m in self.scenario.methods if m in ADAPTIVE_METHODS]}",
+                                device_id, seq)
 
     def forget_sequences(self, method: str) -> None:
         """A new run of ``method`` starts: its devices count their requests from 0 again."""
@@ -68,10 +69,7 @@ class CloudEngine:
         if self.scenario.shard_of(idx, hello.shard_count) != hello.shard_index:
             raise ProtocolError("UNKNOWN_DEVICE", f"device {req.device_id!r} is not in shard "
                                                   f"{hello.shard_index}/{hello.shard_count}", req.device_id, req.seq)
-        try:
-            self.check_method(req.method)
-        except ProtocolError as exc:
-            raise ProtocolError(exc.code, str(exc), req.device_id, req.seq) from None
+        self.check_method(req.method, req.device_id, req.seq)
         if not 1 <= len(req.window) <= self._max_window:
             raise ProtocolError("BAD_REQUEST", f"window has {len(req.window)} items; expected 1..{self._max_window}",
                                 req.device_id, req.seq)

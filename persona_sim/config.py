@@ -242,8 +242,8 @@ class CloudSpec(_Strict):
     replay: str | None = None                     # `replay`: a run directory whose measured times to feed back
     workers: int = Field(1, ge=1)                 # batches computed at once (GPUs, worker processes)
     max_batch: int = Field(32, ge=1)              # requests a worker takes from the queue at once
-    ingress_mbps: float | None = Field(1000.0, gt=0.0)   # the cloud's shared uplink side; null: unlimited
-    egress_mbps: float | None = Field(1000.0, gt=0.0)
+    ingress_mbps: float | None = Field(1000.0, gt=0.0)   # inbound capacity shared by all requests; null: unlimited
+    egress_mbps: float | None = Field(1000.0, gt=0.0)    # outbound capacity shared by all replies
     max_frame_mb: float = Field(4.0, gt=0.0)      # gRPC message cap on both ends
 
     @model_validator(mode="after")

@@ -65,7 +65,15 @@ class Lockstep:
         session.reports[hello.shard_index] = (hello, report, time.perf_counter_ns())
         session.waiting[hello.shard_index] = future
         if len(session.reports) == session.shards:
-            self._round(session)
+            try:
+                self._round(session)
+            except Exception as exc:          # a bug must end this run for every shard, not hang them
+                self.sessions.pop(session.method, None)
+                for waiting in session.waiting.values():
+                    if not waiting.done():
+                        waiting.set_exception(ProtocolError(
+                            "INTERNAL", f"the cloud failed on the round at {session.until} µs of "
+                                        f"{session.method!r}: {exc.__class__.__name__}: {exc}"))
         return await future
 
     def join(self, hello: Hello) -> None:
