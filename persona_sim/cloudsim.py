@@ -95,7 +95,6 @@ class CloudClock:
         self.idle = spec.workers
         self.dispatching = False
         self.departed: list[Job] = []
-        self.in_cloud = 0
 
     @property
     def lookahead_us(self) -> int:
@@ -107,7 +106,6 @@ class CloudClock:
             if job.arrived_us < self.front.now:
                 raise ValueError(f"{job.device_id} seq {job.seq} arrives at {job.arrived_us} µs, before the "
                                  f"cloud's clock ({self.front.now} µs)")
-            self.in_cloud += 1
             self.front.process(self._arrive(job))
 
     def advance(self, horizon_us: float) -> list[Job]:
@@ -116,17 +114,20 @@ class CloudClock:
         run_until(self.front, horizon_us)
         run_until(self.back, horizon_us + self.lookahead_us)
         out, self.departed = self.departed, []
-        self.in_cloud -= len(out)
         return sorted(out, key=lambda j: (j.departed_us, j.device_id, j.seq))
 
     # ---- front: ingress, queue, workers ---------------------------------------------------
 
+    @staticmethod
+    def _cross(env: simpy.Environment, at_us: int, link: SharedLink | None, nbytes: int):
+        """From ``at_us``, through ``link`` (if any); returns the time the last byte is through."""
+        yield env.timeout(at_us - env.now)
+        if link is not None:
+            yield link.transmit(nbytes * 8, link.per_us * 1e6)
+        return int(env.now)
+
     def _arrive(self, job: Job):
-        env = self.front
-        yield env.timeout(job.arrived_us - env.now)
-        if self.ingress is not None:
-            yield self.ingress.transmit(job.up_bytes * 8, self.ingress.per_us * 1e6)
-        job.enqueued_us = int(env.now)
+        job.enqueued_us = yield from self._cross(self.front, job.arrived_us, self.ingress, job.up_bytes)
         self.queue.append(job)
         self._dispatch_soon()
 
@@ -159,9 +160,5 @@ class CloudClock:
     # ---- back: egress -----------------------------------------------------------------------
 
     def _depart(self, job: Job):
-        env = self.back
-        yield env.timeout(job.end_us - env.now)
-        if self.egress is not None:
-            yield self.egress.transmit(job.down_bytes * 8, self.egress.per_us * 1e6)
-        job.departed_us = int(env.now)
+        job.departed_us = yield from self._cross(self.back, job.end_us, self.egress, job.down_bytes)
         self.departed.append(job)
