@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_file import write_result   # benchmarks/ is on sys.path when a script here runs
+from results_file import write_result  # benchmarks/ is on sys.path when a script here runs
 
 
 def timed_run(scenario: str, out: Path, transport: str, cache: str) -> tuple[float, dict]:

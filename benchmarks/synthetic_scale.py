@@ -20,12 +20,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from results_file import write_result   # benchmarks/ is on sys.path when a script here runs
+from results_file import write_result  # benchmarks/ is on sys.path when a script here runs
 
 CHILD = r"""
 import json, resource, sys, time
-from persona_sim.config import SyntheticSpec
-from persona_sim.synthetic import generate
+from persona_sim.scenario.schema import SyntheticSpec
+from persona_sim.data.synthetic import generate
 users, items, cats = map(int, sys.argv[1:4])
 base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()

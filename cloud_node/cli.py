@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
-from persona_sim.bundle import ensure_bundle, load_bundle_bytes
-from persona_sim.cloud import CloudEngine
-from persona_sim.scenario_file import load_scenario
-from persona_sim.dataset import load_dataset
+from persona_sim.data.dataset import load_dataset
 from persona_sim.errors import BundleError
 from persona_sim.progress import stage_progress
+from persona_sim.scenario.files import load_scenario
+from persona_sim.sim.cloud_engine import CloudEngine
+from persona_sim.train.bundle import ensure_bundle, load_bundle_bytes
 
 from .server import serve
 

@@ -7,21 +7,20 @@ import signal
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from persona_sim.cloud import CloudEngine
-from persona_sim.lockstep import Lockstep
-from persona_sim.codec import channel_options
 from persona_sim.errors import NodeError
-from persona_sim.proto import persona_pb2 as pb
-from persona_sim.proto import persona_pb2_grpc as pb_grpc
+from persona_sim.sim.cloud_engine import CloudEngine
+from persona_sim.sim.lockstep import Lockstep
+from persona_sim.wire.codec import channel_options
+from persona_sim.wire.proto import persona_pb2 as pb
+from persona_sim.wire.proto import persona_pb2_grpc as pb_grpc
 
 from .servicer import PersonaCloudServicer
 
-log = logging.getLogger("persona_sim.cloud")
+log = logging.getLogger("persona_sim.sim.cloud_engine")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PersonaCloud"].full_name
 
 

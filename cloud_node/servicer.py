@@ -1,4 +1,4 @@
-"""The PersonaCloud servicer: frames in, frames out; all decisions in persona_sim.cloud.
+"""The PersonaCloud servicer: frames in, frames out; all decisions in persona_sim.sim.cloud_engine.
 
 A peer can send anything: a frame out of order, a request that names an
 unknown device, garbage bytes. Each becomes an Error frame (or gRPC's own
@@ -14,15 +14,15 @@ import logging
 
 import grpc
 
-from persona_sim import codec
-from persona_sim.cloud import CloudEngine
 from persona_sim.errors import ProtocolError
-from persona_sim.lockstep import Lockstep
-from persona_sim.messages import PROTOCOL_VERSION
-from persona_sim.proto import persona_pb2 as pb
-from persona_sim.proto import persona_pb2_grpc as pb_grpc
+from persona_sim.sim.cloud_engine import CloudEngine
+from persona_sim.sim.lockstep import Lockstep
+from persona_sim.wire import codec
+from persona_sim.wire.messages import PROTOCOL_VERSION
+from persona_sim.wire.proto import persona_pb2 as pb
+from persona_sim.wire.proto import persona_pb2_grpc as pb_grpc
 
-log = logging.getLogger("persona_sim.cloud")
+log = logging.getLogger("persona_sim.sim.cloud_engine")
 MODEL_CHUNK_BYTES = 1 << 20
 FATAL_CODES = ("MODEL_MISMATCH", "ABORTED")
 

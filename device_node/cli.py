@@ -10,17 +10,17 @@ from pathlib import Path
 import grpc
 import torch
 
-from persona_sim.bundle import load_bundle_bytes
-from persona_sim.codec import channel_options
-from persona_sim.scenario_file import load_scenario
-from persona_sim.dataset import load_dataset
+from persona_sim.data.dataset import load_dataset
 from persona_sim.errors import NodeError
-from persona_sim.messages import Hello
-from persona_sim.node import run_shard
+from persona_sim.jobs.shard import run_shard
 from persona_sim.progress import stage_progress
-from persona_sim.proto import persona_pb2_grpc as pb_grpc
-from persona_sim.report import render_table
-from persona_sim.rundir import describe, prepare
+from persona_sim.report.markdown import render_table
+from persona_sim.report.rundir import describe, prepare
+from persona_sim.scenario.files import load_scenario
+from persona_sim.train.bundle import load_bundle_bytes
+from persona_sim.wire.codec import channel_options
+from persona_sim.wire.messages import Hello
+from persona_sim.wire.proto import persona_pb2_grpc as pb_grpc
 
 from .client import GrpcTransport, fetch_model, get_info
 

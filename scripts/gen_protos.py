@@ -1,6 +1,6 @@
 """Regenerate the committed protobuf code from protos/.
 
-    python scripts/gen_protos.py            # rewrite persona_sim/proto/*_pb2*.py
+    python scripts/gen_protos.py            # rewrite persona_sim/wire/proto/*_pb2*.py
     python scripts/gen_protos.py --check    # exit 1 when the committed code is stale
 
 The generator is grpcio-tools' bundled protoc, so no system protoc is needed.
@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from persona_sim.proto.generate import generate, stale_files  # noqa: E402
+from persona_sim.wire.proto.generate import generate, stale_files  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

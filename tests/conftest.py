@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from persona_sim.config import parse_scenario
+from persona_sim.scenario.schema import parse_scenario
 
 TINY = {
     "name": "tiny",
@@ -63,9 +63,9 @@ def tiny_file(tmp_path, tiny_dict) -> Path:
 @pytest.fixture(scope="session")
 def tiny_world(tiny_scenario):
     """(scenario, dataset, split, bundle path, bundle) trained once per session."""
-    from persona_sim.bundle import ensure_bundle, load_bundle
-    from persona_sim.dataset import load_dataset
-    from persona_sim.split import split_users
+    from persona_sim.data.dataset import load_dataset
+    from persona_sim.data.split import split_users
+    from persona_sim.train.bundle import ensure_bundle, load_bundle
 
     dataset = load_dataset(tiny_scenario.dataset, tiny_scenario.seed)
     split = split_users(dataset, tiny_scenario)

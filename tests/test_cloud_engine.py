@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from persona_sim.cloud import CloudEngine
 from persona_sim.errors import BundleError, ProtocolError
-from persona_sim.messages import AdaptRequest, Hello
+from persona_sim.sim.cloud_engine import CloudEngine
+from persona_sim.wire.messages import AdaptRequest, Hello
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from persona_sim.cloudsim import BatchCost, CloudClock, Job
-from persona_sim.config import CloudSpec
+from persona_sim.scenario.schema import CloudSpec
+from persona_sim.sim.cloudsim import BatchCost, CloudClock, Job
 
 
 def job(i: int, at: int, up: int = 1000, down: int = 5000, prototypes: int = 1) -> Job:

@@ -4,10 +4,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from persona_sim import codec
 from persona_sim.errors import ProtocolError
-from persona_sim.messages import AdaptRequest, Arrival, CloudInfo, EditResult, Hello, RequestError, RoundReply, RoundReport
-from persona_sim.proto import persona_pb2 as pb
+from persona_sim.wire import codec
+from persona_sim.wire.messages import (
+    AdaptRequest,
+    Arrival,
+    CloudInfo,
+    EditResult,
+    Hello,
+    RequestError,
+    RoundReply,
+    RoundReport,
+)
+from persona_sim.wire.proto import persona_pb2 as pb
 
 TENSOR = pb.Tensor(name="head.0.weight", dtype=pb.FLOAT32, shape=[2, 3],
                    data=np.arange(6, dtype="<f4").tobytes())

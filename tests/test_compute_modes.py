@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import yaml
 
-from persona_sim.calibrate import fit
 from persona_sim.cli import main
-from persona_sim.config import ComputeSpec, parse_scenario
-from persona_sim.device_compute import PROFILES, device_compute
 from persona_sim.errors import ScenarioError
+from persona_sim.jobs.calibrate import fit
+from persona_sim.scenario.schema import ComputeSpec, parse_scenario
+from persona_sim.sim.device_compute import PROFILES, device_compute
 
 
 def test_fit_recovers_known_coefficients_exactly():

@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from persona_sim.cli import main
-from persona_sim.config import parse_scenario
-from persona_sim.scenario_file import load_scenario, load_variants
 from persona_sim.errors import ScenarioError
+from persona_sim.scenario.files import load_scenario, load_variants
+from persona_sim.scenario.schema import parse_scenario
 
 SCENARIOS = sorted((Path(__file__).resolve().parent.parent / "scenarios").glob("*.yaml"))
 
@@ -96,8 +96,8 @@ def test_missing_dataset_says_where_it_looked(tmp_path, tiny_dict, capsys, monke
                          ids=lambda p: p.name)
 def test_resolved_scenarios_read_back_identically(path):
     """A run directory's scenario.yaml (every default filled in) is what node processes load."""
-    from persona_sim.config import parse_scenario
-    from persona_sim.scenario_file import load_variants
+    from persona_sim.scenario.files import load_variants
+    from persona_sim.scenario.schema import parse_scenario
 
     for v in load_variants(path):
         assert parse_scenario(yaml.safe_load(yaml.safe_dump(v.scenario.resolved())), "resolved") == v.scenario

@@ -7,13 +7,13 @@ import sqlite3
 import numpy as np
 import pytest
 
-from persona_sim.arrivals import Arrivals
-from persona_sim.config import ArrivalSpec, DriftSpec, parse_scenario
-from persona_sim.drift import DriftContext, inject, targets
+from persona_sim.data.sequences import Dataset, Sequences
 from persona_sim.errors import DatasetError
-from persona_sim.recovery import PRE, drift_summary
-from persona_sim.results import SCHEMA
-from persona_sim.sequences import Dataset, Sequences
+from persona_sim.report.recovery import PRE, drift_summary
+from persona_sim.report.results import SCHEMA
+from persona_sim.scenario.schema import ArrivalSpec, DriftSpec, parse_scenario
+from persona_sim.sim.arrivals import Arrivals
+from persona_sim.sim.drift import DriftContext, inject, targets
 
 
 @pytest.mark.parametrize("spec,own", [

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from persona_sim.config import ModelSpec, PersonaSpec
-from persona_sim.editor import EditorBank, apply_edits, edit_norm
-from persona_sim.models import adaptive_forward, adaptive_shapes
+from persona_sim.model.editor import EditorBank, apply_edits, edit_norm
+from persona_sim.model.networks import adaptive_forward, adaptive_shapes
+from persona_sim.scenario.schema import ModelSpec, PersonaSpec
 
 SHAPES = adaptive_shapes(ModelSpec(hidden=8))
 

@@ -241,7 +241,7 @@ SCENARIOS = sorted((Path(__file__).resolve().parent.parent / "scenarios").glob("
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.name)
 def test_every_scenario_runs_at_tiny_scale(path, tmp_path, monkeypatch):
     """Each shipped scenario, shrunk to the tiny sizes, runs end to end in-process (sweeps through eval)."""
-    from persona_sim.scenario_file import read_scenario_data
+    from persona_sim.scenario.files import read_scenario_data
     from tests.conftest import TINY
 
     data = read_scenario_data(path)

@@ -5,11 +5,11 @@ import copy
 
 import torch
 
-from persona_sim.adaptation import Groups, PersonaModels, adapt
-from persona_sim.config import ModelSpec, PersonaSpec, parse_scenario
-from persona_sim.editor import EditorBank, apply_edits, edit_norm
-from persona_sim.groups import kmeans
-from persona_sim.models import SharedLayers, adaptive_shapes
+from persona_sim.model.adaptation import Groups, PersonaModels, adapt
+from persona_sim.model.editor import EditorBank, apply_edits, edit_norm
+from persona_sim.model.networks import SharedLayers, adaptive_shapes
+from persona_sim.scenario.schema import ModelSpec, PersonaSpec, parse_scenario
+from persona_sim.train.groups import kmeans
 
 SPEC = ModelSpec(hidden=8)
 
@@ -60,14 +60,14 @@ def test_nearest_centre_assignment_follows_the_global_edit():
     models = _models("nearest-centre")
     windows = torch.tensor([[1, 2, 3, 4], [5, 6, 0, 0]])
     out = adapt(models, "persona-m", windows)
-    from persona_sim.editor import flat_edits
+    from persona_sim.model.editor import flat_edits
     g = flat_edits(models.editor.edits(models.item_emb[windows], windows > 0))[0]
     assert torch.equal(out.prototype, torch.cdist(g, models.groups.centres).argmin(1))
 
 
 def test_trained_groups_partition_the_history_and_serve_persona_m(tmp_path, monkeypatch):
-    from persona_sim.bundle import ensure_bundle, load_bundle
-    from persona_sim.dataset import load_dataset
+    from persona_sim.data.dataset import load_dataset
+    from persona_sim.train.bundle import ensure_bundle, load_bundle
     from tests.conftest import TINY
 
     monkeypatch.setenv("PERSONA_SIM_CACHE", str(tmp_path))
@@ -88,8 +88,8 @@ def test_trained_groups_partition_the_history_and_serve_persona_m(tmp_path, monk
 
 
 def test_global_prototypes_option_keeps_the_global_pm(tmp_path, monkeypatch):
-    from persona_sim.bundle import ensure_bundle, load_bundle
-    from persona_sim.dataset import load_dataset
+    from persona_sim.data.dataset import load_dataset
+    from persona_sim.train.bundle import ensure_bundle, load_bundle
     from tests.conftest import TINY
 
     monkeypatch.setenv("PERSONA_SIM_CACHE", str(tmp_path))

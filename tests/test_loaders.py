@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from persona_sim.catalogue import Entry, fetch
-from persona_sim.config import DatasetSpec
-from persona_sim.dataset import load_dataset, locate
+from persona_sim.data.catalogue import Entry, fetch
+from persona_sim.data.dataset import load_dataset, locate
+from persona_sim.data.export import write_dataset
+from persona_sim.data.loaders import detect_format, kcore_mask
 from persona_sim.errors import DatasetError
-from persona_sim.export import write_dataset
-from persona_sim.loaders import detect_format, kcore_mask
+from persona_sim.scenario.schema import DatasetSpec
 
 # Three users; u2's lines are out of time order on purpose. Time order per user:
 #   u1: a b c     u2: b a     u3: c

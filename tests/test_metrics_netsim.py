@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from persona_sim.config import NetworkSpec
-from persona_sim.metrics import rank_metrics, sample_negatives
-from persona_sim.netsim import device_link
+from persona_sim.model.metrics import rank_metrics, sample_negatives
+from persona_sim.scenario.schema import NetworkSpec
+from persona_sim.sim.netsim import device_link
 
 
 def test_positive_ranked_first():

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from persona_sim.adaptation import adapt
-from persona_sim.bundle import load_bundle_bytes
-from persona_sim.config import ModelSpec
-from persona_sim.models import PrototypeModel, adaptive_forward, head_layer_names
+from persona_sim.model.adaptation import adapt
+from persona_sim.model.networks import PrototypeModel, adaptive_forward, head_layer_names
+from persona_sim.scenario.schema import ModelSpec
+from persona_sim.train.bundle import load_bundle_bytes
 
 
 @pytest.mark.parametrize("arch", ["sasrec", "gru4rec"])
@@ -77,8 +77,8 @@ def test_training_is_bit_reproducible_in_fresh_processes(tmp_path):
     import subprocess
     import sys
 
-    code = ("import hashlib, copy; from persona_sim.bundle import ensure_bundle, load_bundle;"
-            "from persona_sim.config import parse_scenario; from persona_sim.dataset import load_dataset;"
+    code = ("import hashlib, copy; from persona_sim.train.bundle import ensure_bundle, load_bundle;"
+            "from persona_sim.scenario.schema import parse_scenario; from persona_sim.data.dataset import load_dataset;"
             "from tests.conftest import TINY; t = copy.deepcopy(TINY); t['methods'] = ['static', 'persona-m'];"
             "t['persona']['prototypes'] = 2; s = parse_scenario(t); d = load_dataset(s.dataset, s.seed);"
             "b = load_bundle(ensure_bundle(s, d, lambda *a: None)[0]); h = hashlib.sha256();"

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import simpy
 
-from persona_sim.config import NetworkSpec, parse_scenario
 from persona_sim.errors import DatasetError, ScenarioError
-from persona_sim.netsim import Network, SharedLink, Trace, device_link
-from persona_sim.node import shard_devices
+from persona_sim.jobs.shard import shard_devices
+from persona_sim.scenario.schema import NetworkSpec, parse_scenario
+from persona_sim.sim.netsim import Network, SharedLink, Trace, device_link
 
 
 def _finish_times(env, events):

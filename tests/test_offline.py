@@ -9,7 +9,7 @@ import yaml
 
 from persona_sim.cli import main
 from persona_sim.errors import ScenarioError
-from persona_sim.scenario_file import load_scenario, load_variants
+from persona_sim.scenario.files import load_scenario, load_variants
 from tests.conftest import TINY
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2
 
-from persona_sim.proto import persona_pb2, persona_pb2_grpc
-from persona_sim.proto.generate import PROTO_FILES, stale_files
+from persona_sim.wire.proto import persona_pb2, persona_pb2_grpc
+from persona_sim.wire.proto.generate import PROTO_FILES, stale_files
 
 ROOT = Path(__file__).resolve().parent.parent
 

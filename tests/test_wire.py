@@ -11,12 +11,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cloud_node.server import SERVICE_NAME, start_server
 from device_node.client import GrpcTransport, fetch_model, get_info
-from persona_sim.cloud import CloudEngine
-from persona_sim.codec import channel_options
 from persona_sim.errors import NodeError
-from persona_sim.messages import AdaptRequest, Arrival, EditResult, Hello, RequestError, RoundReport
-from persona_sim.proto import persona_pb2 as pb
-from persona_sim.proto import persona_pb2_grpc as pb_grpc
+from persona_sim.sim.cloud_engine import CloudEngine
+from persona_sim.wire.codec import channel_options
+from persona_sim.wire.messages import AdaptRequest, Arrival, EditResult, Hello, RequestError, RoundReport
+from persona_sim.wire.proto import persona_pb2 as pb
+from persona_sim.wire.proto import persona_pb2_grpc as pb_grpc
 
 ADAPT = f"/{SERVICE_NAME}/Adapt"
 

@@ -1,0 +1,249 @@
+"""The persona-sim command line. The only place that prints errors and picks exit codes.
+
+    persona-sim run SCENARIO [--out DIR] [--seed N] [--set KEY=VALUE] [--transport grpc|inproc] [--shards N]
+    persona-sim eval SCENARIO [--out DIR] [--seeds N] [--set KEY=VALUE]
+    persona-sim validate SCENARIO
+    persona-sim report RUN_DIR
+    persona-sim compare RUN_DIR RUN_DIR ...
+    persona-sim calibrate SCENARIO [--out FILE] [--repeats N]
+    persona-sim data list|info|fetch|convert ...   (cli_data)
+    persona-sim cloud ...      (from the cloud_node package)
+    persona-sim devices ...    (from the device_node package)
+
+The node commands are found through the ``persona_sim.commands`` entry-point
+group, so the core never imports the node packages.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from ..errors import BundleError, DatasetError, NodeError, PersonaSimError, ScenarioError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    from ..scenario.files import parse_assignment
+
+    out = dict(parse_assignment(text) for text in args.set or [])
+    if getattr(args, "seed", None) is not None:
+        out["seed"] = args.seed
+    return out
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from ..data.dataset import load_dataset
+    from ..scenario.files import load_variants
+
+    variants = load_variants(args.scenario, _overrides(args))
+    scenario = variants[0].scenario
+    dataset = load_dataset(scenario.dataset, scenario.seed)
+    sweep = f", a sweep of {len(variants)} variants" if len(variants) > 1 else ""
+    print(f"{args.scenario}: ok — scenario {scenario.name!r}{sweep}, methods {', '.join(scenario.methods)}, "
+          f"{scenario.devices.count} devices, dataset {dataset.name} ({dataset.num_users} users, "
+          f"{dataset.num_items} items, {dataset.num_interactions} interactions)")
+    return EXIT_OK
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from ..data.dataset import load_dataset
+    from ..jobs.calibrate import fit, measure
+    from ..progress import stage_progress
+    from ..scenario.files import load_scenario
+    from ..train.bundle import ensure_bundle, load_bundle, reproducible_torch
+
+    scenario = load_scenario(args.scenario, _overrides(args))
+    dataset = load_dataset(scenario.dataset, scenario.seed)
+    path, _ = ensure_bundle(scenario, dataset, stage_progress(args.quiet))
+    with reproducible_torch():          # one thread, as the cloud node computes
+        rows = measure(scenario, load_bundle(path), repeats=max(1, args.repeats))
+    result = fit(rows)
+    print(f"{'method':<16}{'batch':>6}{'P':>4}{'median ms':>11}{'fitted ms':>11}")
+    for r in rows:
+        print(f"{r['method']:<16}{r['batch']:>6}{r['prototypes']:>4}{r['ms_median']:>11.4f}{r['ms_fitted']:>11.4f}")
+    print(f"\nfit (largest error {result['max_relative_error']:.0%}); for the scenario:\n"
+          f"cloud: {{compute: model, base_ms: {result['base_ms']}, per_request_ms: {result['per_request_ms']}, "
+          f"per_prototype_ms: {result['per_prototype_ms']}}}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"scenario": scenario.name, "fit": result, "measurements": rows}, indent=2))
+        print(f"written: {args.out}")
+    return EXIT_OK
+
+
+def _fresh_out(out: Path, force: bool, *markers: str) -> None:
+    if any((out / m).exists() for m in markers) and not force:
+        raise ScenarioError(str(out), [("--out", "this directory already holds results; choose another "
+                                                 "--out or pass --force to replace them", str(out))])
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from ..jobs.offline import run_eval
+    from ..progress import stage_progress
+    from ..report.eval_report import render
+    from ..scenario.files import load_variants
+
+    if args.seeds < 1:
+        raise ScenarioError("--seeds", [("--seeds", "must be at least 1", args.seeds)])
+    variants = load_variants(args.scenario, _overrides(args))
+    base = variants[0].scenario
+    out = args.out or Path("runs") / f"{base.name}-eval-{time.strftime('%Y%m%d-%H%M%S')}"
+    _fresh_out(out, args.force, "summary.json")
+    seeds = [base.seed + i for i in range(args.seeds)]
+    summary = run_eval(variants, seeds, out, stage_progress(args.quiet), {"command": " ".join(sys.argv[1:])})
+    print(render(summary))
+    print(f"eval directory: {out}  (report.md, summary.json)")
+    return EXIT_OK
+
+
+def _slug(settings: dict) -> str:
+    text = "_".join(f"{k}-{v}" for k, v in settings.items())
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in text)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ..jobs.runner import run
+    from ..progress import stage_progress
+    from ..report.compare import render_compare, write_compare
+    from ..report.markdown import render_table
+    from ..scenario.files import load_variants
+
+    variants = load_variants(args.scenario, _overrides(args))
+    base = variants[0].scenario
+    out = args.out or Path("runs") / f"{base.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if len(variants) == 1:
+        _fresh_out(out, args.force, "results.sqlite", "summary.json")
+        summary = run(base, out, args.transport, args.shards, args.quiet, stage_progress(args.quiet))
+        print(render_table(summary))
+        print(f"\nrun directory: {out}  (report.md, summary.json, results.sqlite)")
+        return EXIT_OK
+    _fresh_out(out, args.force, "compare.json")       # a sweep: one run directory per variant, then a comparison
+    dirs = [out / _slug(v.settings) for v in variants]
+    for v, d in zip(variants, dirs):
+        print(f"== {v.label} -> {d}", flush=True)
+        _fresh_out(d, args.force, "results.sqlite", "summary.json")
+        run(v.scenario, d, args.transport, args.shards, args.quiet, stage_progress(args.quiet))
+    print(render_compare(write_compare(out, dirs, [v.label for v in variants])))
+    print(f"sweep directory: {out}  (compare.md, compare.json, one run directory per variant)")
+    return EXIT_OK
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from ..report.compare import compare_runs, render_compare
+
+    data = compare_runs(args.run_dirs)
+    print(json.dumps(data, indent=2) if args.json else render_compare(data))
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ..report.rundir import write_summary
+    from ..scenario.files import load_scenario
+
+    run_dir = args.run_dir
+    summary_file = run_dir / "summary.json"
+    if not (run_dir / "results.sqlite").exists() and summary_file.exists() and "variants" in summary_file.read_text():
+        from ..report.eval_report import render  # an eval directory: its report is made from summary.json
+        (run_dir / "report.md").write_text(render(json.loads(summary_file.read_text())))
+        print(f"rebuilt {run_dir / 'report.md'}")
+        return EXIT_OK
+    if not (run_dir / "results.sqlite").exists():
+        raise NodeError(f"{run_dir}: no results.sqlite (is this a finished run directory?)")
+    scenario = load_scenario(run_dir / "scenario.yaml")
+    old = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    write_summary(run_dir, scenario, int(old.get("shards", 1)),
+                  {k: old[k] for k in ("transport", "wall_seconds") if k in old})
+    print(f"rebuilt {run_dir / 'summary.json'} and {run_dir / 'report.md'}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="persona-sim", description="Device-cloud simulator for Persona "
+                                     "(prototype-based parameter editing) over real gRPC and a SimPy clock.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a scenario end to end and write a run directory (one per variant of a sweep)")
+    p.add_argument("scenario", help="scenario YAML file")
+    p.add_argument("--out", type=Path, help="run directory (default runs/<name>-<time>)")
+    p.add_argument("--seed", type=int, help="override the scenario's seed")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a scenario key, e.g. model.arch=gru4rec")
+    p.add_argument("--transport", choices=("grpc", "inproc"), default="grpc",
+                   help="grpc: cloud and device nodes as processes over loopback gRPC (default); "
+                        "inproc: one process, no sockets; same results")
+    p.add_argument("--shards", type=int, default=1, help="device-node processes (default 1)")
+    p.add_argument("--force", action="store_true", help="replace results already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("eval", help="the paper's offline protocol (leave-one-out) over seeds and sweeps")
+    p.add_argument("scenario", help="scenario YAML file (may hold a sweep)")
+    p.add_argument("--out", type=Path, help="output directory (default runs/<name>-eval-<time>)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds to train and test, from the scenario's seed up (default 1)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a scenario key, e.g. model.arch=gru4rec")
+    p.add_argument("--force", action="store_true", help="replace results already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_cmd_eval)
+
+    p = sub.add_parser("validate", help="check a scenario file (and that its dataset is found)")
+    p.add_argument("scenario", help="scenario YAML file")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a scenario key")
+    p.set_defaults(handler=_cmd_validate)
+
+    p = sub.add_parser("report", help="rebuild the report of a run directory (from results.sqlite) or an eval directory")
+    p.add_argument("run_dir", type=Path)
+    p.set_defaults(handler=_cmd_report)
+
+    p = sub.add_parser("compare", help="put finished runs side by side (accuracy, round trip by stage, bytes)")
+    p.add_argument("run_dirs", type=Path, nargs="+")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=_cmd_compare)
+
+    p = sub.add_parser("calibrate", help="fit the cloud's `model` compute cost to timings of the real editor",
+                       description="Time the real batched edit computation of the scenario's adaptive methods at "
+                                   "several batch sizes on this machine, and fit cloud.base_ms, per_request_ms and "
+                                   "per_prototype_ms to the medians.")
+    p.add_argument("scenario", help="scenario YAML file (its model bundle is trained or reused)")
+    p.add_argument("--out", type=Path, help="also write the measurements and the fit as JSON here")
+    p.add_argument("--repeats", type=int, default=7, help="timings per batch size (default 7; the median is used)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a scenario key")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_cmd_calibrate)
+
+    from .data import add_parsers
+    add_parsers(sub)
+    for ep in sorted(entry_points(group="persona_sim.commands"), key=lambda e: e.name):
+        ep.load()(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "shards", 1) < 1:
+        parser.error(f"--shards must be at least 1, got {args.shards}")
+    try:
+        return args.handler(args)
+    except ScenarioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (DatasetError, BundleError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_DATA
+    except PersonaSimError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:            # output piped into e.g. `head`, which closed early
+        sys.stderr.close()
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

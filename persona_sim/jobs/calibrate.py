@@ -1,0 +1,71 @@
+"""`persona-sim calibrate`: fit the `model` compute cost to measurements of the real editor.
+
+For each adaptive method of a scenario and each batch size B, the real batched
+computation the cloud would run (``adaptation.adapt`` on B windows) is timed
+``repeats`` times after a warm-up; the median is one measurement. The cost model
+
+    t(B, P) = base_ms + B · (per_request_ms + P · per_prototype_ms)
+
+(P: prototype editors a request evaluates: 1, or N_M for the group methods) is
+fitted to them by least squares with non-negative coefficients. The result is
+printed as the `cloud:` keys to paste into a scenario, and written as JSON with
+every measurement and the fit's error on each.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import torch
+
+from ..model.adaptation import adapt
+from ..scenario.schema import ADAPTIVE_METHODS, GROUP_METHODS, Scenario
+from ..train.bundle import Bundle
+
+BATCHES = (1, 2, 4, 8, 16, 32, 64)
+
+
+def measure(scenario: Scenario, bundle: Bundle, batches=BATCHES, repeats: int = 7) -> list[dict]:
+    rng = np.random.default_rng(scenario.seed)
+    rows = []
+    for method in (m for m in scenario.methods if m in ADAPTIVE_METHODS):
+        prototypes = scenario.persona.prototypes if method in GROUP_METHODS else 1
+        for b in batches:
+            windows = torch.from_numpy(rng.integers(1, bundle.num_items + 1, (b, scenario.persona.window)))
+            with torch.no_grad():
+                adapt(bundle.models, method, windows)                   # warm-up
+                times = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter_ns()
+                    adapt(bundle.models, method, windows)
+                    times.append((time.perf_counter_ns() - t0) / 1e6)
+            rows.append({"method": method, "batch": b, "prototypes": prototypes,
+                         "ms_median": round(float(np.median(times)), 4), "ms_min": round(min(times), 4)})
+    return rows
+
+
+def fit(rows: list[dict]) -> dict:
+    """Non-negative least squares over the three coefficients (every subset of them, best fit kept)."""
+    b = np.asarray([r["batch"] for r in rows], dtype=np.float64)
+    p = np.asarray([r["prototypes"] for r in rows], dtype=np.float64)
+    y = np.asarray([r["ms_median"] for r in rows])
+    columns = np.stack([np.ones_like(b), b, b * p], axis=1)
+    best = None
+    for k in range(1, 4):
+        for subset in itertools.combinations(range(3), k):
+            coef, *_ = np.linalg.lstsq(columns[:, subset], y, rcond=None)
+            if (coef < 0).any():
+                continue
+            full = np.zeros(3)
+            full[list(subset)] = coef
+            err = float(np.sum((columns @ full - y) ** 2))
+            if best is None or err < best[1]:
+                best = (full, err)
+    coef = best[0]
+    predicted = columns @ coef
+    for r, pred in zip(rows, predicted):
+        r["ms_fitted"] = round(float(pred), 4)
+    return {"base_ms": round(float(coef[0]), 4), "per_request_ms": round(float(coef[1]), 4),
+            "per_prototype_ms": round(float(coef[2]), 4),
+            "max_relative_error": round(float(np.max(np.abs(predicted - y) / y)), 3)}

@@ -1,0 +1,99 @@
+"""``persona-sim eval``: the paper's offline protocol, over seeds and sweep variants.
+
+For every variant and seed: train (or reuse) the leave-one-out bundle, then
+rank every user's last item against sampled negatives with each method the
+scenario lists. Seeds change the initialisation, the training order and the
+sampled negatives; the data split is the same for all (it has no randomness).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..data.dataset import Dataset, load_dataset
+from ..data.split import training_data
+from ..model.metrics import METRICS
+from ..scenario.files import Variant
+from ..train.bundle import ensure_bundle, load_bundle
+from ..train.evaluation import TEST_PURPOSE, build_cases, evaluate, mean_metrics
+
+PROTOCOL = "leave-one-out"
+Progress = Callable[[str, int, int], None]
+
+
+def eval_seed(variant: Variant, seed: int, dataset: Dataset, progress: Progress) -> dict:
+    """Train (or reuse) and test one variant at one seed -> {method: metrics}, plus timings."""
+    scenario = variant.scenario.with_seed(seed)
+    t0 = time.perf_counter()
+    path, trained = ensure_bundle(scenario, dataset, progress, PROTOCOL)
+    bundle = load_bundle(path)
+    t1 = time.perf_counter()
+    test = build_cases(dataset, training_data(dataset, scenario, PROTOCOL).test, scenario, TEST_PURPOSE)
+    methods = {}
+    for method in scenario.methods:
+        start = time.perf_counter()
+        per_case = evaluate(bundle.models, method, test, scenario.model.max_len)
+        seconds = time.perf_counter() - start
+        counts = np.bincount(per_case["prototype"], minlength=max(1, scenario.persona.prototypes))
+        methods[method] = dict(mean_metrics(per_case), cases=len(test.windows),
+                               ms_per_case=round(1000 * seconds / len(test.windows), 4),
+                               prototype_share=[round(float(c) / len(test.windows), 4) for c in counts])
+    return {"seed": seed, "bundle": bundle.signature, "trained": trained,
+            "train_seconds": round(t1 - t0, 2), "test_seconds": round(time.perf_counter() - t1, 2),
+            "methods": methods}
+
+
+def aggregate(per_seed: list[dict], methods: list[str]) -> dict:
+    """Mean and sample standard deviation over seeds, per method and metric."""
+    out = {}
+    for method in methods:
+        rows = [r["methods"][method] for r in per_seed]
+        entry = {m: round(float(np.mean([r[m] for r in rows])), 6) for m in METRICS}
+        entry["std"] = {m: round(float(np.std([r[m] for r in rows], ddof=1)) if len(rows) > 1 else 0.0, 6)
+                        for m in METRICS}
+        entry["cases"] = rows[0]["cases"]
+        entry["ms_per_case"] = round(float(np.median([r["ms_per_case"] for r in rows])), 4)
+        out[method] = entry
+    return out
+
+
+def run_eval(variants: list[Variant], seeds: list[int], out: Path, progress: Progress,
+             facts: dict | None = None) -> dict:
+    """Evaluate every variant at every seed; write summary.json and report.md to ``out``."""
+    from ..report.eval_report import plot_sweeps, render
+
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    datasets: dict[str, Dataset] = {}
+    results = []
+    total, done = len(variants) * len(seeds), 0
+    progress("eval", 0, total)
+    for variant in variants:
+        spec = variant.scenario.dataset
+        key = spec.model_dump_json()
+        if key not in datasets:
+            datasets[key] = load_dataset(spec, variant.scenario.seed)
+        per_seed = []
+        for seed in seeds:
+            per_seed.append(eval_seed(variant, seed, datasets[key], progress))
+            done += 1
+            progress("eval", done, total)
+        results.append({"label": variant.label, "settings": variant.settings,
+                        "methods": aggregate(per_seed, variant.scenario.methods), "per_seed": per_seed})
+    first = variants[0].scenario
+    summary = {
+        "scenario": first.name, "protocol": PROTOCOL, "seeds": seeds, "dataset": first.dataset.name,
+        "model": first.model.model_dump(mode="json"), "negatives": first.eval.negatives,
+        "variants": results, **(facts or {}),
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+    }
+    if len(results) == 1:
+        summary["methods"] = results[0]["methods"]   # the same top-level shape as a run's summary.json
+    summary["plots"] = plot_sweeps(out, summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "report.md").write_text(render(summary))
+    return summary

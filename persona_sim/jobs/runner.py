@@ -1,0 +1,107 @@
+"""`persona-sim run`: the whole job on one machine.
+
+Trains (or reuses) the model bundle, then either starts the cloud node and the
+device node(s) as separate processes talking real gRPC on a free loopback port
+(transport ``grpc``, the default), or runs the same cloud and device logic in
+this process (``inproc``). Both give identical simulated results.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..data.dataset import load_dataset
+from ..errors import NodeError
+from ..progress import Callback
+from ..report.rundir import describe, finalize, prepare
+from ..scenario.schema import Scenario
+from ..sim.cloud_engine import CloudEngine
+from ..sim.lockstep import Lockstep
+from ..train.bundle import ensure_bundle, load_bundle, reproducible_torch, signature_of
+from ..wire.messages import Hello
+from .shard import run_shard
+from .transport import InprocTransport
+
+CLOUD_START_TIMEOUT_S = 120
+
+
+def _tail(path: Path, n: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _run_grpc(scenario_file: Path, bundle_path: Path, out: Path, shards: int, quiet: bool) -> None:
+    port_file, cloud_log = out / ".cloud-port", out / "cloud.log"
+    port_file.unlink(missing_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    common = ["--scenario", str(scenario_file), "--bundle", str(bundle_path)] + (["--quiet"] if quiet else [])
+    with cloud_log.open("w") as log:
+        cloud = subprocess.Popen([sys.executable, "-m", "cloud_node", *common, "--listen", "127.0.0.1:0",
+                                  "--port-file", str(port_file)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + CLOUD_START_TIMEOUT_S
+        while not port_file.exists():
+            if cloud.poll() is not None:
+                raise NodeError(f"the cloud node exited with code {cloud.returncode} before serving:\n{_tail(cloud_log)}")
+            if time.monotonic() > deadline:
+                raise NodeError(f"the cloud node did not start within {CLOUD_START_TIMEOUT_S} s; see {cloud_log}")
+            time.sleep(0.05)
+        target = f"127.0.0.1:{port_file.read_text().strip()}"
+        nodes = [subprocess.Popen([sys.executable, "-m", "device_node", *common, "--cloud", target,
+                                   "--shard", f"{i}/{shards}", "--out", str(out), "--no-finalize"],
+                                  stdout=subprocess.DEVNULL, env=env) for i in range(shards)]
+        codes = [n.wait() for n in nodes]
+        bad = [(i, c) for i, c in enumerate(codes) if c != 0]
+        if bad:
+            raise NodeError(f"device node shard(s) failed: {', '.join(f'{i}/{shards} exit {c}' for i, c in bad)}"
+                            f"; cloud log: {cloud_log}")
+    finally:
+        _stop(cloud)
+        port_file.unlink(missing_ok=True)
+
+
+async def _run_inproc(scenario: Scenario, bundle_path: Path, dataset, out: Path, shards: int,
+                      progress: Callback) -> None:
+    bundle = load_bundle(bundle_path)
+    lockstep = Lockstep(CloudEngine(scenario, bundle, bundle_path.stat().st_size, cloud_id="inproc"))
+    await asyncio.gather(*(
+        run_shard(scenario, bundle, dataset, InprocTransport(lockstep, Hello("inproc", bundle.signature, i, shards)),
+                  out, i, shards, progress=progress, finalize_when_complete=False)
+        for i in range(shards)))
+
+
+def run(scenario: Scenario, out: Path, transport: str, shards: int, quiet: bool,
+        progress: Callback) -> dict:
+    """Run the scenario into ``out``; return the summary."""
+    t0 = time.perf_counter()
+    dataset = load_dataset(scenario.dataset, scenario.seed)
+    bundle_path, trained = ensure_bundle(scenario, dataset, progress)
+    signature = signature_of(bundle_path.read_bytes())
+    prepare(out, scenario, describe(scenario, dataset, signature, transport=transport, shards=shards,
+                                    bundle_trained_now=trained))
+    if transport == "grpc":
+        _run_grpc(out / "scenario.yaml", bundle_path, out, shards, quiet)
+    else:
+        with reproducible_torch():   # the same kernels and thread count as the node processes
+            asyncio.run(_run_inproc(scenario, bundle_path, dataset, out, shards, progress))
+    summary = finalize(out, scenario, shards, {"transport": transport,
+                                               "wall_seconds": round(time.perf_counter() - t0, 2)})
+    assert summary is not None, "every shard ran, so the run is complete"
+    return summary

@@ -1,0 +1,87 @@
+"""report.md (and sweep plots) of ``persona-sim eval``, laid out like the paper's tables.
+
+Table 1's columns (AUC, NDCG@5, HR@5, NDCG@10, HR@10, time), one row per
+method, mean ± std over seeds. A sweep gets one row per variant and method
+(Tables 3–5), and a plot per numeric swept key (Figure 5).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..train.evaluation import CHUNK
+
+COLUMNS = (("auc", "AUC"), ("ndcg@5", "NDCG@5"), ("hr@5", "HR@5"), ("ndcg@10", "NDCG@10"), ("hr@10", "HR@10"))
+NAMES = {"static": "– (static)", "persona-s": "Persona (s)", "persona-m": "Persona (m)",
+         "group-finetune": "Group Fine-tuning"}
+
+
+def _cell(m: dict, key: str, seeds: int) -> str:
+    return f"{m[key]:.4f} ± {m['std'][key]:.4f}" if seeds > 1 else f"{m[key]:.4f}"
+
+
+def _rows(methods: dict, seeds: int, prefix: list[str]) -> list[str]:
+    return ["| " + " | ".join(prefix + [NAMES.get(name, name)] + [_cell(m, k, seeds) for k, _ in COLUMNS]
+                              + [f"{m['ms_per_case']:.3f}"]) + " |" for name, m in methods.items()]
+
+
+def render(summary: dict) -> str:
+    seeds = len(summary["seeds"])
+    model = summary["model"]
+    arch = {"sasrec": "SASRec", "gru4rec": "GRU4Rec"}[model["arch"]]
+    variants = summary["variants"]
+    swept = list(variants[0]["settings"])
+    lines = [f"# persona-sim eval: {summary['scenario']}", "",
+             f"- dataset `{summary['dataset']}`, protocol **{summary['protocol']}** (each user's last item against "
+             f"{summary['negatives']} sampled negatives; second-to-last item for model selection)",
+             f"- model **{arch}** (hidden {model['hidden']}, {model['blocks']} block(s), head of "
+             f"{model['head_layers']} layers, last {model['adaptive_layers']} adaptive)",
+             f"- seeds {', '.join(map(str, summary['seeds']))}; cells are the mean" + (" ± sample std" if seeds > 1 else ""),
+             f"- wall time {summary['wall_seconds']:.1f} s", ""]
+    head = [s for s in swept] + ["Method"] + [c for _, c in COLUMNS] + ["ms / case"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for v in variants:
+        lines += _rows(v["methods"], seeds, [str(v["settings"][k]) for k in swept])
+    lines += ["", "ms / case: wall time of the whole method (shared layers, editors, scoring) per test case, batched "
+              f"{CHUNK} cases at a time, on this machine; the median over seeds.", ""]
+    for plot in summary.get("plots", []):
+        lines += [f"![{plot}]({plot})", ""]
+    shares = [(v["label"], name, r["methods"][name]["prototype_share"]) for v in variants
+              for r in v["per_seed"][:1] for name in r["methods"] if name in ("persona-m", "group-finetune")]
+    if shares:
+        lines += ["## Prototype assignment (first seed: share of test cases per group)", ""]
+        lines += [f"- {(label + ': ') if label else ''}{NAMES[name]}: " + ", ".join(f"{s:.2f}" for s in share)
+                  for label, name, share in shares]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_sweeps(out: Path, summary: dict) -> list[str]:
+    """One PNG per numeric swept key when it is the only key swept: NDCG@5/10 and AUC against its values."""
+    variants = summary["variants"]
+    keys = list(variants[0]["settings"])
+    if len(keys) != 1 or not all(isinstance(v["settings"][keys[0]], (int, float)) and
+                                 not isinstance(v["settings"][keys[0]], bool) for v in variants):
+        return []
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = keys[0]
+    xs = [v["settings"][key] for v in variants]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), constrained_layout=True)
+    for ax, metric in zip(axes, ("ndcg@5", "ndcg@10", "auc")):
+        for method in variants[0]["methods"]:
+            ys = [v["methods"][method][metric] for v in variants]
+            err = [v["methods"][method]["std"][metric] for v in variants]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=NAMES.get(method, method))
+        ax.set_xscale("log" if min(xs) > 0 and max(xs) / min(xs) >= 10 else "linear")
+        ax.set_xlabel(key)
+        ax.set_title(metric.upper().replace("@", "@"))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    name = f"sweep-{key.replace('.', '-')}.png"
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return [name]
+
+

@@ -1,0 +1,143 @@
+"""PNG plots of a run, from its summary and results.sqlite: accuracy over virtual time (shifts marked) and
+around shifts, the round-trip CDF, bytes per device, and prototype assignment over time."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ..scenario.schema import Scenario  # noqa: E402
+from .recovery import time_edges  # noqa: E402
+
+ACCURACY_PNG = "accuracy-over-time.png"
+SHIFTS_PNG = "accuracy-around-shifts.png"
+
+
+def plot_accuracy_over_time(summary: dict, scenario: Scenario, out: Path) -> str | None:
+    series = summary.get("accuracy_over_time", {})
+    if not series.get("t_s"):
+        return None
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for method, values in series["methods"].items():
+        ax.plot(series["t_s"], [float("nan") if v is None else v for v in values], label=method, marker=".")
+    starts: dict[float, list[str]] = {}
+    for d in scenario.drift:
+        starts.setdefault(d.at_s, []).append(f"{d.kind} ({d.fraction:.0%})")
+    for at_s, labels in starts.items():
+        ax.axvline(at_s, color="grey", linestyle="--", linewidth=1)
+        ax.annotate(" + ".join(labels), (at_s, 0.98), xycoords=("data", "axes fraction"),
+                    rotation=90, va="top", ha="right", fontsize=8, color="dimgrey")
+    ax.set_xlabel("virtual time (s)")
+    ax.set_ylabel("NDCG@10 (mean per bin)")
+    ax.set_title(f"{summary.get('scenario')}: accuracy over virtual time")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / ACCURACY_PNG, dpi=110)
+    plt.close(fig)
+    return ACCURACY_PNG
+
+
+def plot_around_shifts(summary: dict, out: Path) -> str | None:
+    drift = summary.get("drift")
+    if not drift:
+        return None
+    kinds = list(drift["recovery"])
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3.4), squeeze=False, sharey=True)
+    for ax, kind in zip(axes[0], kinds):
+        for method, rec in drift["recovery"][kind].items():
+            c = rec["curve"]
+            ax.plot(c["offsets"], [float("nan") if v is None else v for v in c["mean"]], label=method, marker=".")
+        ax.axvline(-0.5, color="grey", linestyle="--", linewidth=1)
+        ax.set_title(f"{kind} ({drift['shifts'][kind]['count']} shifts)")
+        ax.set_xlabel("interactions since the shift")
+    axes[0][0].set_ylabel("NDCG@10 (pooled)")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / SHIFTS_PNG, dpi=110)
+    plt.close(fig)
+    return SHIFTS_PNG
+
+
+RTT_PNG = "rtt-cdf.png"
+PROTOTYPES_PNG = "prototypes-over-time.png"
+BYTES_PNG = "bytes-per-device.png"
+
+
+def plot_rtt_cdf(con: sqlite3.Connection, out: Path) -> str | None:
+    rows = con.execute("SELECT method, applied_us - issued_us FROM adaptations WHERE status='ok'").fetchall()
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for method in sorted({m for m, _ in rows}):
+        rtt = np.sort([r / 1000 for m, r in rows if m == method])
+        ax.plot(rtt, np.arange(1, len(rtt) + 1) / len(rtt), label=method)
+    spread = max(r for _, r in rows) / max(1, min(r for _, r in rows))
+    if spread > 20:                                  # slow links and queues: a long tail reads better on a log axis
+        ax.set_xscale("log")
+    ax.set_xlabel("round trip, request issued to edit applied (ms, virtual)")
+    ax.set_ylabel("fraction of adaptations")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / RTT_PNG, dpi=110)
+    plt.close(fig)
+    return RTT_PNG
+
+
+def plot_prototypes(con: sqlite3.Connection, out: Path, bins: int = 30) -> str | None:
+    """Share of each prototype among the edits applied per virtual-time bin (Persona (m)'s assignment)."""
+    present = {m for (m,) in con.execute("SELECT DISTINCT method FROM adaptations WHERE status='ok'")}
+    method = next((m for m in ("persona-m", "group-finetune") if m in present), None)
+    if method is None:
+        return None
+    rows = np.asarray(con.execute("SELECT applied_us, prototype_id FROM adaptations WHERE status='ok' AND method=?",
+                                  (method,)).fetchall(), dtype=np.float64).reshape(-1, 2)
+    edges = time_edges(rows[:, 0], bins)
+    which = np.clip(np.searchsorted(edges, rows[:, 0], side="right") - 1, 0, bins - 1)
+    protos = rows[:, 1].astype(int)
+    counts = np.zeros((protos.max() + 1, bins))
+    np.add.at(counts, (protos, which), 1)
+    shares = counts / np.maximum(counts.sum(0), 1)
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.stackplot((edges[:-1] + edges[1:]) / 2e6, shares, labels=[f"prototype {p}" for p in range(len(shares))])
+    ax.set_xlabel("virtual time (s)")
+    ax.set_ylabel(f"share of {method}'s edits")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="upper right", ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / PROTOTYPES_PNG, dpi=110)
+    plt.close(fig)
+    return PROTOTYPES_PNG
+
+
+def plot_bytes_per_device(con: sqlite3.Connection, out: Path) -> str | None:
+    rows = con.execute("SELECT method, device_id, SUM(bytes_up + bytes_down) FROM adaptations "
+                       "GROUP BY method, device_id").fetchall()
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for method in sorted({m for m, _, _ in rows}):
+        ax.hist([b / 1024 for m, _, b in rows if m == method], bins=30, alpha=0.6, label=method)
+    ax.set_xlabel("bytes per device, up + down (KiB)")
+    ax.set_ylabel("devices")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / BYTES_PNG, dpi=110)
+    plt.close(fig)
+    return BYTES_PNG
+
+
+def write_plots(summary: dict, scenario: Scenario, out: Path) -> list[str]:
+    """Every plot this run has data for; returns the file names (in out)."""
+    made = [plot_accuracy_over_time(summary, scenario, out), plot_around_shifts(summary, out)]
+    con = sqlite3.connect(out / "results.sqlite")
+    try:
+        made += [plot_rtt_cdf(con, out), plot_bytes_per_device(con, out), plot_prototypes(con, out)]
+    finally:
+        con.close()
+    return [p for p in made if p]

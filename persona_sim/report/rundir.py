@@ -1,0 +1,120 @@
+"""The run directory: scenario.yaml, manifest.json, results.sqlite, summary.json, report.md.
+
+Device-node shards each write ``shard-I-of-N.sqlite``; whichever shard finds
+all N present merges them and writes the summary and report, so a run split
+over several processes or machines ends with the same files as one.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from ..data.dataset import Dataset
+from ..scenario.schema import Scenario
+from .html import write_html
+from .markdown import render_markdown
+from .plots import write_plots
+from .results import merge_results
+from .summary import build_summary
+
+PACKAGES = ("persona-sim", "torch", "numpy", "simpy", "grpcio", "protobuf", "pydantic")
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def shard_file(out: Path, index: int, count: int) -> Path:
+    return out / f"shard-{index}-of-{count}.sqlite"
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+
+
+def describe(scenario: Scenario, dataset: Dataset, bundle_signature: str, **extra) -> dict:
+    """The manifest facts every entry point records."""
+    return {
+        "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(), "users": dataset.num_users,
+                    "items": dataset.num_items, "interactions": dataset.num_interactions},
+        "bundle": {"signature": bundle_signature, "training_key": scenario.training_key()},
+        "compute_mode": scenario.cloud.compute,
+        **extra,
+    }
+
+
+def network_label(scenario: Scenario) -> str:
+    n = scenario.network
+    text = n.profile + (f" (trace {Path(n.trace).name})" if n.trace else "")
+    if n.cell:
+        text += f", cells of {n.cell.devices} ({n.cell.uplink_mbps:g}/{n.cell.downlink_mbps:g} Mbit/s)"
+    return text
+
+
+def cloud_label(scenario: Scenario) -> str:
+    c = scenario.cloud
+    links = "/".join("unlimited" if v is None else f"{v:g}" for v in (c.ingress_mbps, c.egress_mbps))
+    return f"{c.workers} worker(s), batches of up to {c.max_batch}, ingress/egress {links} Mbit/s"
+
+
+def prepare(out: Path, scenario: Scenario, facts: dict) -> None:
+    """Create the directory and write the resolved scenario and the manifest."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scenario.yaml").write_text(yaml.safe_dump(scenario.resolved(), sort_keys=False))
+    manifest = {
+        "scenario": scenario.name,
+        "seed": scenario.seed,
+        "created_unix": int(time.time()),
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {p: _version(p) for p in PACKAGES},
+        **facts,
+    }
+    write_json(out / "manifest.json", manifest)
+
+
+def write_summary(out: Path, scenario: Scenario, shard_count: int, facts: dict) -> dict:
+    """Write summary.json and report.md from results.sqlite."""
+    summary = build_summary(out / "results.sqlite", list(scenario.methods), {
+        "scenario": scenario.name, "seed": scenario.seed, "compute_mode": scenario.cloud.compute,
+        "network": network_label(scenario), "cloud": cloud_label(scenario),
+        "devices": scenario.devices.count, "shards": shard_count, **facts})
+    write_json(out / "summary.json", summary)
+    manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").exists() else {}
+    plots = write_plots(summary, scenario, out)
+    markdown = render_markdown(summary, manifest, plots)
+    (out / "report.md").write_text(markdown)
+    write_html(out, markdown, f"persona-sim run: {scenario.name}")
+    return summary
+
+
+def finalize(out: Path, scenario: Scenario, shard_count: int, facts: dict) -> dict | None:
+    """Once every shard is present: merge them into results.sqlite, then write the summary and report."""
+    shards = [shard_file(out, i, shard_count) for i in range(shard_count)]
+    if not all(s.exists() for s in shards):
+        return None
+    merge_results(shards, out / "results.sqlite")
+    for s in shards:
+        s.unlink()
+    return write_summary(out, scenario, shard_count, facts)

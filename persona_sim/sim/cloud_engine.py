@@ -1,0 +1,112 @@
+"""Cloud logic: validate adaptation requests and answer them with edits.
+
+Transport-agnostic: the gRPC servicer in ``cloud_node`` and the in-process
+transport both call ``CloudEngine``. Nothing a client sends can make it raise
+past ``adapt``: a bad request becomes a ``RequestError`` for that request only.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+
+from ..errors import BundleError, ProtocolError
+from ..model.adaptation import adapt
+from ..scenario.schema import ADAPTIVE_METHODS, Scenario
+from ..train.bundle import Bundle
+from ..wire.messages import PROTOCOL_VERSION, AdaptRequest, CloudInfo, EditResult, Hello, RequestError, device_index
+
+MAX_WINDOW_FACTOR = 4   # a window may be at most this many times persona.window long
+
+
+class CloudEngine:
+    def __init__(self, scenario: Scenario, bundle: Bundle, model_bytes: int, cloud_id: str | None = None):
+        if bundle.meta.get("training_key") != scenario.training_key():   # also rules out a bundle without groups
+            raise BundleError(f"the model bundle {bundle.signature} was trained for another scenario "
+                              f"(training key {bundle.meta.get('training_key')}, this scenario's is "
+                              f"{scenario.training_key()})")
+        self.scenario = scenario
+        self.bundle = bundle
+        self.cloud_id = cloud_id or f"cloud-{os.getpid()}"
+        self.model_bytes = model_bytes
+        self.max_frame_bytes = int(scenario.cloud.max_frame_mb * 1024 * 1024)
+        self._last_seq: dict[tuple[str, str], int] = {}
+        self._max_window = scenario.persona.window * MAX_WINDOW_FACTOR
+
+    def info(self) -> CloudInfo:
+        return CloudInfo(self.cloud_id, self.bundle.signature, self.model_bytes, self.scenario.name,
+                         tuple(self.scenario.methods), self.max_frame_bytes, self.scenario.devices.count)
+
+    def check_hello(self, hello: Hello) -> None:
+        if hello.protocol_version != PROTOCOL_VERSION:
+            raise ProtocolError("BAD_FRAME", f"Hello.protocol_version {hello.protocol_version} is not supported "
+                                             f"(this cloud speaks {PROTOCOL_VERSION})")
+        if hello.model_signature != self.bundle.signature:
+            raise ProtocolError("MODEL_MISMATCH", f"Hello.model_signature {hello.model_signature!r} does not match "
+                                                  f"the cloud's model {self.bundle.signature!r}; fetch it with FetchModel")
+        if "FLOAT32" not in hello.codecs:
+            raise ProtocolError("BAD_FRAME", f"Hello.codecs {list(hello.codecs)} lacks FLOAT32, the only codec served")
+
+    def check_method(self, method: str, device_id: str = "", seq: int = 0) -> None:
+        if method not in ADAPTIVE_METHODS or method not in self.scenario.methods:
+            raise ProtocolError("BAD_REQUEST", f"method {method!r} is not served; this cloud adapts with "
+                                               f"{[m for m in self.scenario.methods if m in ADAPTIVE_METHODS]}",
+                                device_id, seq)
+
+    def forget_sequences(self, method: str) -> None:
+        """A new run of ``method`` starts: its devices count their requests from 0 again."""
+        self._last_seq = {k: v for k, v in self._last_seq.items() if k[0] != method}
+
+    def _check(self, req: AdaptRequest, hello: Hello) -> None:
+        idx = device_index(req.device_id)
+        n = self.scenario.devices.count
+        if idx is None or idx >= n:
+            raise ProtocolError("UNKNOWN_DEVICE", f"unknown device {req.device_id!r}: this scenario has devices "
+                                                  f"dev-000000..{n - 1:06d}", req.device_id, req.seq)
+        if self.scenario.shard_of(idx, hello.shard_count) != hello.shard_index:
+            raise ProtocolError("UNKNOWN_DEVICE", f"device {req.device_id!r} is not in shard "
+                                                  f"{hello.shard_index}/{hello.shard_count}", req.device_id, req.seq)
+        self.check_method(req.method, req.device_id, req.seq)
+        if not 1 <= len(req.window) <= self._max_window:
+            raise ProtocolError("BAD_REQUEST", f"window has {len(req.window)} items; expected 1..{self._max_window}",
+                                req.device_id, req.seq)
+        bad = [i for i in req.window if not 1 <= i <= self.bundle.num_items]
+        if bad:
+            raise ProtocolError("BAD_REQUEST", f"window item id {bad[0]} is outside 1..{self.bundle.num_items}",
+                                req.device_id, req.seq)
+        last = self._last_seq.get((req.method, req.device_id), -1)
+        if req.seq <= last:
+            raise ProtocolError("BAD_REQUEST", f"seq {req.seq} is not above the last seen {last} for "
+                                               f"{req.device_id}", req.device_id, req.seq)
+
+    def adapt(self, requests: list[AdaptRequest], hello: Hello) -> tuple[list[EditResult], list[RequestError]]:
+        """Edits for the valid requests; one RequestError per invalid one."""
+        valid, errors = [], []
+        for req in requests:
+            try:
+                self._check(req, hello)
+            except ProtocolError as exc:
+                errors.append(RequestError(req.device_id, req.seq, exc.code, str(exc)))
+                continue
+            self._last_seq[(req.method, req.device_id)] = req.seq
+            valid.append(req)
+        edits = []
+        for req in valid:
+            try:
+                edits.append(self._edit_one(req))
+            except Exception as exc:  # a bug must cost one request, not the server
+                errors.append(RequestError(req.device_id, req.seq, "INTERNAL", f"{exc.__class__.__name__}: {exc}"))
+        return edits, errors
+
+    @torch.no_grad()
+    def _edit_one(self, req: AdaptRequest) -> EditResult:
+        # One request at a time: a batched matmul may round differently with the batch's
+        # size, and then results would depend on which devices shared a frame (shards,
+        # streams). All of Persona (m)'s group editors still run in one batched call.
+        t0 = time.perf_counter_ns()
+        out = adapt(self.bundle.models, req.method, torch.tensor([req.window], dtype=torch.long))
+        params = {k: v[0].numpy().astype(np.float32) for k, v in out.params.items()}
+        return EditResult(req.device_id, req.seq, int(out.prototype[0]), params, float(out.edit_norm[0]),
+                          time.perf_counter_ns() - t0)

@@ -1,0 +1,164 @@
+"""The cloud in virtual time: a shared ingress, a batch server with workers, a shared egress.
+
+    arrival (the request's last byte leaves the device's access link)
+      → ingress   the cloud's inbound capacity, shared max-min fairly by the requests crossing it
+      → queue     first come, first served
+      → compute   a free worker takes up to ``max_batch`` queued requests (all that reached the queue by
+                  that instant) and computes them as one batch
+      → egress    the cloud's outbound capacity, shared fairly by the replies crossing it
+      → departure (the reply starts down the device's access link)
+
+Each link is crossed store-and-forward: a message enters the next link once it
+has left the previous one.
+
+Every shard's requests meet here, so this runs once, in the cloud node, and the
+device shards advance in lockstep with it (``persona_sim.sim.lockstep``). Lockstep
+needs the clock to answer exactly with partial knowledge, which the cost floor
+gives: no batch computes in under ``lookahead_us``. Knowing every arrival before
+H therefore fixes every batch that starts before H, hence every compute end
+before H + lookahead_us, hence every departure before H + lookahead_us. The
+clock keeps two SimPy environments for that: ``front`` (ingress, queue,
+workers) runs to H, ``back`` (egress) to H + lookahead_us; a batch's start in
+the front schedules its replies' egress in the back.
+
+Compute time of a batch of B requests that each evaluate P prototype editors:
+  model      base_ms + B · (per_request_ms + P · per_prototype_ms)
+  measured   base_ms + the measured wall time of its requests' real computation
+  replay     base_ms + the times a logged run measured for the same requests
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import simpy
+
+from ..scenario.schema import CloudSpec
+from .netsim import SharedLink
+
+
+@dataclass
+class Job:
+    """One request inside the cloud; the stage times are filled in as it goes."""
+
+    device_id: str
+    seq: int
+    method: str
+    arrived_us: int
+    up_bytes: int
+    down_bytes: int
+    prototypes: int            # editors one request evaluates (1; N_M for group methods)
+    measured_ns: int           # wall time of its real computation (measured and replay modes)
+    enqueued_us: int = -1
+    start_us: int = -1
+    end_us: int = -1
+    departed_us: int = -1
+
+    @property
+    def key(self) -> tuple[int, str, int]:
+        return self.arrived_us, self.device_id, self.seq
+
+
+def run_until(env: simpy.Environment, t: float) -> None:
+    """Process every event before ``t``; the clock then reads ``t`` (or stays, if already there)."""
+    if t == math.inf:
+        env.run()
+    elif t > env.now:
+        env.run(until=t)
+        env.step()   # SimPy re-queues the event that stopped run() at `now`; pop it
+
+
+class BatchCost:
+    """A batch's compute time in µs, and the least any batch can take (the lockstep lookahead)."""
+
+    def __init__(self, spec: CloudSpec, replayed_ns: Callable[[Job], int] | None = None):
+        self.spec, self.replayed_ns = spec, replayed_ns
+        self.lookahead_us = max(1, int(round(spec.base_ms * 1000)))
+
+    def __call__(self, batch: list[Job]) -> int:
+        s = self.spec
+        if s.compute == "model":
+            ms = s.base_ms + sum(s.per_request_ms + j.prototypes * s.per_prototype_ms for j in batch)
+            return max(self.lookahead_us, int(round(ms * 1000)))
+        per_job = self.replayed_ns if s.compute == "replay" else (lambda j: j.measured_ns)
+        return self.lookahead_us + sum(per_job(j) for j in batch) // 1000
+
+
+class CloudClock:
+    def __init__(self, spec: CloudSpec, cost: BatchCost):
+        self.spec, self.cost = spec, cost
+        self.front, self.back = simpy.Environment(), simpy.Environment()
+        self.ingress = SharedLink(self.front, spec.ingress_mbps * 1e6) if spec.ingress_mbps else None
+        self.egress = SharedLink(self.back, spec.egress_mbps * 1e6) if spec.egress_mbps else None
+        self.queue: list[Job] = []
+        self.idle = spec.workers
+        self.dispatching = False
+        self.departed: list[Job] = []
+
+    @property
+    def lookahead_us(self) -> int:
+        return self.cost.lookahead_us
+
+    def add(self, jobs: list[Job]) -> None:
+        """Requests arriving at or after the front's clock (every arrival before it is known already)."""
+        for job in sorted(jobs, key=lambda j: j.key):
+            if job.arrived_us < self.front.now:
+                raise ValueError(f"{job.device_id} seq {job.seq} arrives at {job.arrived_us} µs, before the "
+                                 f"cloud's clock ({self.front.now} µs)")
+            self.front.process(self._arrive(job))
+
+    def advance(self, horizon_us: float) -> list[Job]:
+        """Every arrival before ``horizon_us`` has been added: run, and return the jobs that departed
+        before horizon_us + lookahead_us (in order), each once."""
+        run_until(self.front, horizon_us)
+        run_until(self.back, horizon_us + self.lookahead_us)
+        out, self.departed = self.departed, []
+        return sorted(out, key=lambda j: (j.departed_us, j.device_id, j.seq))
+
+    # ---- front: ingress, queue, workers ---------------------------------------------------
+
+    @staticmethod
+    def _cross(env: simpy.Environment, at_us: int, link: SharedLink | None, nbytes: int):
+        """From ``at_us``, through ``link`` (if any); returns the time the last byte is through."""
+        yield env.timeout(at_us - env.now)
+        if link is not None:
+            yield link.transmit(nbytes * 8, link.per_us * 1e6)
+        return int(env.now)
+
+    def _arrive(self, job: Job):
+        job.enqueued_us = yield from self._cross(self.front, job.arrived_us, self.ingress, job.up_bytes)
+        self.queue.append(job)
+        self._dispatch_soon()
+
+    def _dispatch_soon(self) -> None:
+        """Dispatch once everything else due at this instant has happened, so requests that reach the
+        queue at the same time share a batch."""
+        if not self.dispatching:
+            self.dispatching = True
+            self.front.process(self._dispatch())
+
+    def _dispatch(self):
+        yield self.front.timeout(0)
+        self.dispatching = False
+        while self.idle and self.queue:
+            batch, self.queue = self.queue[: self.spec.max_batch], self.queue[self.spec.max_batch:]
+            self.idle -= 1
+            self.front.process(self._compute(batch))
+
+    def _compute(self, batch: list[Job]):
+        env = self.front
+        start = int(env.now)
+        took = self.cost(batch)
+        for job in batch:
+            job.start_us, job.end_us = start, start + took
+            self.back.process(self._depart(job))   # job.end_us >= back's clock: see the module docstring
+        yield env.timeout(took)
+        self.idle += 1
+        self._dispatch_soon()
+
+    # ---- back: egress -----------------------------------------------------------------------
+
+    def _depart(self, job: Job):
+        job.departed_us = yield from self._cross(self.back, job.end_us, self.egress, job.down_bytes)
+        self.departed.append(job)

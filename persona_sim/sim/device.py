@@ -1,0 +1,138 @@
+"""Device logic: what one simulated device knows, predicts and applies.
+
+A device replays one held-out user's sequence. Its shared layers Θb are fixed,
+so their output before every prediction event is computed once, up front, one
+device at a time (a device's numbers never depend on which other devices share
+its process). At each event the device runs its adaptive layers Θc (the
+prototype's, or the last edit it applied) and ranks the true next item against
+sampled negatives.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..data.sequences import Dataset
+from ..model.adaptation import adapt
+from ..model.batching import pad_right
+from ..model.metrics import sample_negatives
+from ..scenario.schema import Scenario
+from ..train.bundle import Bundle
+from ..wire.messages import device_id
+from .arrivals import Arrivals
+from .drift import DriftContext, Shift, inject
+
+
+@dataclass
+class DevicePlan:
+    """Everything about one device fixed before the simulation starts."""
+
+    index: int
+    device_id: str
+    user: int
+    items: np.ndarray          # the replayed sequence
+    positions: np.ndarray      # (E,) index into items of each prediction event's target
+    times_us: np.ndarray       # (E,) virtual time of each interaction
+    negatives: np.ndarray      # (E, K) sampled negatives per event
+    h: np.ndarray              # (E, D) shared-layer output before each event
+    shifts: list[Shift]        # injected distribution shifts, in event order
+
+    def window_after(self, event: int, w: int) -> tuple[int, ...]:
+        """The device's last w items once it has seen event ``event``'s item."""
+        t = int(self.positions[event]) + 1
+        return tuple(int(i) for i in self.items[max(0, t - w): t])
+
+
+def device_rng(seed: int, index: int, purpose: int) -> np.random.Generator:
+    """Independent, reproducible stream per (seed, device, purpose)."""
+    return np.random.default_rng([seed, index, purpose])
+
+
+@torch.no_grad()
+def shared_outputs(bundle: Bundle, items: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Θb's output after each prefix items[:t] for t in positions -> (E, D) float32."""
+    L = bundle.model_spec.max_len
+    out = np.empty((len(positions), bundle.model_spec.hidden), dtype=np.float32)
+    short = positions <= L
+    if short.any():
+        upto = int(positions[short].max())
+        h = bundle.shared(torch.from_numpy(items[:upto][None]))[0]            # (upto, D): causal, so every prefix at once
+        out[short] = h[torch.from_numpy(positions[short] - 1)].numpy()
+    for j in np.flatnonzero(~short):                                           # longer than max_len: the last L items
+        t = int(positions[j])
+        out[j] = bundle.shared(torch.from_numpy(items[t - L: t][None]))[0, -1].numpy()
+    return out
+
+
+@torch.no_grad()
+def cluster_labels(bundle: Bundle, dataset: Dataset, users: np.ndarray, window: int) -> np.ndarray | None:
+    """A cluster per user, so a takeover can prefer a user of another cluster: the Persona (m) group whose
+    k-means centre is nearest to the global editor's edit of the user's last window (Eq. 9's partition),
+    else the user's dominant item category, else None."""
+    if bundle.models.groups is not None:
+        windows = pad_right([dataset.sequences[int(u)][-window:] for u in users], window)
+        return adapt(bundle.models, "group-finetune", windows).prototype.numpy()
+    if dataset.item_category is not None:
+        cats = dataset.item_category
+        return np.asarray([np.bincount(cats[dataset.sequences[int(u)]]).argmax() for u in users])
+    return None
+
+
+def plan_device(index: int, user: int, dataset: Dataset, scenario: Scenario, bundle: Bundle,
+                drift: DriftContext | None = None, injectors: list = ()) -> DevicePlan:
+    """The device's replayed stream (with its injected shifts), event times, negatives and Θb outputs."""
+    context = scenario.split.context
+    own_ts = dataset.timestamps[user][context:] if dataset.timestamps is not None else None
+    arrivals = Arrivals(scenario.devices.arrivals, scenario.seed, index, own_ts)
+    items, shifts = dataset.sequences[user], []
+    if injectors:
+        items, shifts = inject(items, int(user), index, list(injectors), scenario, drift, arrivals.event_times)
+    positions = np.arange(context, len(items))
+    times = arrivals.event_times(len(positions))
+    negatives = sample_negatives(device_rng(scenario.seed, index, 2), dataset.num_items, items,
+                                 len(positions), scenario.eval.negatives)
+    return DevicePlan(index, device_id(index), int(user), items, positions, times, negatives,
+                      shared_outputs(bundle, items, positions), shifts)
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    # Exact (erf) GELU, as torch.nn.functional.gelu computes it.
+    return 0.5 * x * (1.0 + _erf(x / np.sqrt(2.0)))
+
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+@dataclass
+class DeviceState:
+    """The device's adaptive layers and adaptation bookkeeping during one method's run."""
+
+    params: dict[str, np.ndarray]
+    edit_seq: int = 0                 # seq of the edit in use (0: the prototype's own Θc)
+    prototype_id: int = 0
+    next_seq: int = 1
+    in_flight: bool = False
+    busy_until: int = 0               # the device's processor is busy (predicting, applying) until then
+
+    def user_vector(self, h: np.ndarray) -> np.ndarray:
+        """Run Θc on one shared-layer output h (D,) -> u (D,): GELU between layers, as models.adaptive_forward."""
+        layers = sorted((k[: -len(".weight")] for k in self.params if k.endswith(".weight")),
+                        key=lambda name: int(name.rpartition(".")[2]))
+        x = h.astype(np.float64)
+        for i, name in enumerate(layers):
+            x = x @ self.params[f"{name}.weight"] + self.params[f"{name}.bias"]
+            if i < len(layers) - 1:
+                x = _gelu(x)
+        return x
+
+    def scores(self, plan: DevicePlan, event: int, item_emb: np.ndarray) -> np.ndarray:
+        """(1 + K,) scores of the true item (first) and the event's negatives."""
+        cands = np.concatenate([[plan.items[plan.positions[event]]], plan.negatives[event]])
+        return item_emb[cands].astype(np.float64) @ self.user_vector(plan.h[event])
+
+
+def prototype_params(bundle: Bundle) -> dict[str, np.ndarray]:
+    return {k: v[0].numpy().astype(np.float64) for k, v in bundle.models.head.items()}

@@ -1,0 +1,163 @@
+"""Lockstep rounds: the device shards' clocks and the cloud's advance together.
+
+The cloud's queue and links are shared by every shard's devices, so no shard
+can simulate its devices' time at the cloud alone. Instead, every shard runs
+its SimPy clock to a common round time ``until``, then reports:
+
+  - every request that reached the cloud (its last byte left the device's link)
+    since its last report, with that virtual time;
+  - ``next_arrival_us``: no further request of its devices can reach the cloud
+    before this (a lower bound from its pending uploads and its devices' next
+    adaptation triggers).
+
+Once every shard has reported, the cloud computes the edits, feeds the arrivals
+to its clock (``persona_sim.sim.cloudsim``) and runs it to H = max(until, every
+shard's next_arrival_us): every arrival before H is known, so every reply that
+leaves the cloud before H + lookahead is known exactly. Those go back to their
+shards with the next round's time, H + lookahead. When no shard expects another
+arrival, the cloud runs to the end and the shards run to theirs.
+
+The rounds' times are a function of every device's bound, not of how devices are
+spread over shards, so any sharding simulates exactly the same thing. Results
+never depend on wall-clock speed.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+from ..errors import ProtocolError
+from ..scenario.schema import GROUP_METHODS
+from ..wire.codec import edit_to_pb, edit_wire_bytes, request_wire_bytes
+from ..wire.messages import Hello, RequestError, RoundReply, RoundReport
+from .cloud_engine import CloudEngine
+from .cloudsim import BatchCost, CloudClock, Job
+from .replay import replayed_times
+
+
+class _Session:
+    """One method's simulation across all shards."""
+
+    def __init__(self, method: str, shards: int, clock: CloudClock, prototypes: int):
+        self.method, self.shards, self.clock, self.prototypes = method, shards, clock, prototypes
+        self.until = 0                        # the round time every shard reports at
+        self.front = 0                        # the cloud has every arrival before this
+        self.reports: dict[int, tuple[Hello, RoundReport, int]] = {}
+        self.waiting: dict[int, asyncio.Future] = {}
+        self.in_cloud: dict[tuple[str, int], tuple[int, object]] = {}   # (device, seq) -> (shard, edit)
+
+
+class Lockstep:
+    def __init__(self, engine: CloudEngine):
+        self.engine = engine
+        self.cost = BatchCost(engine.scenario.cloud, replayed_times(engine.scenario))
+        self.sessions: dict[str, _Session] = {}
+        self.connected: dict[tuple[int, int], int] = {}       # (shard, shards) -> open streams
+
+    async def submit(self, hello: Hello, report: RoundReport) -> RoundReply:
+        """One shard's report; returns once every shard has reported this round."""
+        session = self._session(hello, report)
+        if hello.shard_index in session.reports:
+            raise ProtocolError("BAD_FRAME", f"shard {hello.shard_index}/{hello.shard_count} reported round "
+                                             f"{report.until_us} µs of {report.method!r} twice")
+        future = asyncio.get_running_loop().create_future()
+        session.reports[hello.shard_index] = (hello, report, time.perf_counter_ns())
+        session.waiting[hello.shard_index] = future
+        if len(session.reports) == session.shards:
+            try:
+                self._round(session)
+            except Exception as exc:          # a bug must end this run for every shard, not hang them
+                self.sessions.pop(session.method, None)
+                for waiting in session.waiting.values():
+                    if not waiting.done():
+                        waiting.set_exception(ProtocolError(
+                            "INTERNAL", f"the cloud failed on the round at {session.until} µs of "
+                                        f"{session.method!r}: {exc.__class__.__name__}: {exc}"))
+        return await future
+
+    def join(self, hello: Hello) -> None:
+        """A shard's stream is open (streams of a shard are counted, so a stray duplicate leaving is harmless)."""
+        key = (hello.shard_index, hello.shard_count)
+        self.connected[key] = self.connected.get(key, 0) + 1
+
+    def leave(self, hello: Hello) -> None:
+        """A shard's stream ended. If no other stream serves that shard, a run it belongs to cannot finish:
+        fail the other shards' waits (they get ABORTED) instead of leaving them hanging."""
+        key = (hello.shard_index, hello.shard_count)
+        self.connected[key] -= 1
+        if self.connected[key]:
+            return
+        del self.connected[key]
+        for method, session in list(self.sessions.items()):
+            if session.shards != hello.shard_count:
+                continue
+            del self.sessions[method]
+            for future in session.waiting.values():
+                if not future.done():
+                    future.set_exception(ProtocolError(
+                        "ABORTED", f"shard {hello.shard_index}/{hello.shard_count} left the run of {method!r} "
+                                   f"at virtual time {session.until} µs"))
+
+    def _session(self, hello: Hello, report: RoundReport) -> _Session:
+        session = self.sessions.get(report.method)
+        if session is None:
+            if report.until_us != 0:
+                raise ProtocolError("BAD_FRAME", f"no run of {report.method!r} is in progress, so the first "
+                                                 f"report must be at until_us 0, got {report.until_us}")
+            self.engine.check_method(report.method)
+            self.engine.forget_sequences(report.method)
+            prototypes = self.engine.scenario.persona.prototypes if report.method in GROUP_METHODS else 1
+            session = _Session(report.method, hello.shard_count, CloudClock(self.engine.scenario.cloud, self.cost),
+                               prototypes)
+            self.sessions[report.method] = session
+        if hello.shard_count != session.shards:
+            raise ProtocolError("BAD_FRAME", f"shard {hello.shard_index}/{hello.shard_count} joined a run of "
+                                             f"{session.shards} shards")
+        if report.until_us != session.until:
+            raise ProtocolError("BAD_FRAME", f"report at until_us {report.until_us}, but the round of "
+                                             f"{report.method!r} is at {session.until}")
+        return session
+
+    def _round(self, session: _Session) -> None:
+        t0 = time.perf_counter_ns()
+        results: dict[int, list] = {i: [] for i in session.reports}
+        jobs = []
+        for i, (hello, report, _) in sorted(session.reports.items()):
+            valid = []
+            for a in report.arrivals:
+                r = a.request
+                if r.method != session.method or not (max(session.front, r.issued_us) <= a.arrived_us < session.until):
+                    results[i].append(RequestError(r.device_id, r.seq, "BAD_REQUEST", (
+                        f"method {r.method!r} arrived_us {a.arrived_us} issued_us {r.issued_us}: a report of "
+                        f"{session.method!r} carries arrivals in [{session.front}, {session.until}) after issue")))
+                else:
+                    valid.append(a)
+            edits, errors = self.engine.adapt([a.request for a in valid], hello)
+            results[i].extend(errors)                 # refused on arrival: handed back at once
+            arrived = {(a.request.device_id, a.request.seq): a for a in valid}
+            for edit in edits:
+                a = arrived[(edit.device_id, edit.seq)]
+                session.in_cloud[(edit.device_id, edit.seq)] = (i, edit)
+                jobs.append(Job(edit.device_id, edit.seq, session.method, a.arrived_us, request_wire_bytes(a.request),
+                                edit_wire_bytes(edit_to_pb(edit)), session.prototypes, edit.compute_ns))
+        session.clock.add(jobs)
+        bounds = [r.next_arrival_us for _, r, _ in session.reports.values() if r.next_arrival_us is not None]
+        horizon = max(session.until, min(bounds)) if bounds else math.inf
+        for job in session.clock.advance(horizon):
+            i, edit = session.in_cloud.pop((job.device_id, job.seq))
+            edit.enqueued_us, edit.compute_start_us = job.enqueued_us, job.start_us
+            edit.compute_end_us, edit.departed_us = job.end_us, job.departed_us
+            results[i].append(edit)
+        finished = horizon == math.inf
+        assert not (finished and session.in_cloud), "the clock ran to the end, so every reply has left"
+        session.front = horizon
+        session.until = None if finished else int(horizon) + session.clock.lookahead_us
+        server_ns = time.perf_counter_ns() - t0
+        reports, waiting = session.reports, session.waiting
+        session.reports, session.waiting = {}, {}
+        if finished:
+            del self.sessions[session.method]
+        for i, future in waiting.items():
+            if not future.done():
+                future.set_result(RoundReply(results[i], session.until, server_ns, t0 - reports[i][2]))

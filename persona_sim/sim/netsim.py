@@ -1,0 +1,245 @@
+"""The network in virtual time: each device's own link, shared cells, bandwidth traces and loss.
+
+One transfer (an upload or a download of the real serialized bytes):
+
+    propagation delay + uniform jitter, then transmission through the device's access link:
+      exclusive   bits / capacity, or integrated over a bandwidth trace from the device's offset
+      in a cell   the cell's capacity split max-min fairly among the transfers in progress on it,
+                  none above its own link's capacity (a fluid model, recomputed at every start and end)
+    a lost attempt (probability ``loss`` each) waits ``rto`` and is transmitted again.
+
+Times are integer microseconds, rounded up. Named profiles draw each device's
+capacities and delay from a log-normal around the profile's medians, from a
+generator spawned from (seed, device), so a device's link never depends on
+which process simulates it. The profile figures are typical values chosen for
+illustration, not measurements; use ``fixed`` or a trace to model a known link.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import simpy
+
+from ..errors import DatasetError
+from ..scenario.schema import NetworkSpec
+
+MAX_LOSSES = 16      # lost attempts per transfer, at most
+
+
+@dataclass(frozen=True)
+class Profile:
+    up_mbps: float       # medians
+    down_mbps: float
+    delay_ms: float
+    jitter_ms: float
+    loss: float
+    spread: float = 0.6  # σ of log(capacity)
+
+
+PROFILES = {
+    "wifi": Profile(20.0, 60.0, 8.0, 3.0, 0.001, 0.5),
+    "5g": Profile(30.0, 150.0, 12.0, 4.0, 0.002, 0.6),
+    "4g": Profile(8.0, 30.0, 35.0, 10.0, 0.005, 0.7),
+    "3g": Profile(0.8, 3.0, 100.0, 40.0, 0.02, 0.7),
+}
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A repeating piecewise-constant capacity: segment i runs from starts_s[i] to the next start."""
+
+    starts_s: np.ndarray
+    mbps: np.ndarray
+    period_s: float
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Trace":
+        path = Path(path)
+        rows = []
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as exc:
+            raise DatasetError(f"network.trace {path}: cannot read ({exc.strerror})") from None
+        for lineno, line in enumerate(lines, 1):
+            parts = line.split("#")[0].split()
+            if not parts:
+                continue
+            try:
+                t, mbps = float(parts[0]), float(parts[1])
+            except (ValueError, IndexError):
+                raise DatasetError(f"{path}:{lineno}: expected 'time_s Mbps', got {line.strip()!r}") from None
+            if mbps < 0 or (rows and t <= rows[-1][0]):
+                raise DatasetError(f"{path}:{lineno}: times must increase and Mbps be >= 0, got {line.strip()!r}")
+            rows.append((t, mbps))
+        if not rows or not any(m > 0 for _, m in rows):
+            raise DatasetError(f"{path}: a trace needs at least one line with capacity above 0")
+        starts = np.asarray([t for t, _ in rows]) - rows[0][0]
+        step = starts[-1] - starts[-2] if len(starts) > 1 else 1.0
+        return cls(starts, np.asarray([m for _, m in rows]), float(starts[-1] + step))
+
+    def transmit_s(self, bits: float, start_s: float) -> float:
+        """Seconds to send ``bits`` starting at ``start_s`` (trace time, wraps around)."""
+        t, pos = 0.0, start_s % self.period_s
+        i = int(np.searchsorted(self.starts_s, pos, side="right")) - 1
+        while True:
+            end = self.starts_s[i + 1] if i + 1 < len(self.starts_s) else self.period_s
+            bps = self.mbps[i] * 1e6
+            if bps > 0 and bits <= (end - pos) * bps:
+                return t + bits / bps
+            bits -= (end - pos) * bps
+            t += end - pos
+            i, pos = (i + 1, end) if i + 1 < len(self.starts_s) else (0, 0.0)
+
+
+@dataclass(frozen=True)
+class DeviceLink:
+    up_bps: float
+    down_bps: float
+    delay_us: int
+    jitter_us: int
+    loss: float
+    rto_us: int
+    trace: Trace | None = None
+    trace_offset_s: float = 0.0
+
+    def bps(self, up: bool) -> float:
+        return self.up_bps if up else self.down_bps
+
+    def tx_us(self, nbytes: int, up: bool, now_us: int) -> int:
+        """Transmission alone on the exclusive link."""
+        if self.trace is not None:
+            return math.ceil(self.trace.transmit_s(nbytes * 8, self.trace_offset_s + now_us / 1e6) * 1e6 - 1e-6)
+        return math.ceil(nbytes * 8 * 1e6 / self.bps(up))
+
+    def propagation_us(self, rng: np.random.Generator) -> int:
+        return self.delay_us + (int(rng.integers(0, self.jitter_us + 1)) if self.jitter_us else 0)
+
+    def lost_attempts(self, rng: np.random.Generator) -> int:
+        n = 0
+        if self.loss > 0:
+            while n < MAX_LOSSES and rng.random() < self.loss:
+                n += 1
+        return n
+
+    def min_upload_us(self, min_bytes: int) -> int:
+        """A lower bound on any upload of at least ``min_bytes`` (no jitter, no loss, no sharing)."""
+        return self.delay_us + (0 if self.trace is not None else math.ceil(min_bytes * 8 * 1e6 / self.up_bps))
+
+
+def device_link(spec: NetworkSpec, seed: int, index: int, trace: Trace | None = None) -> DeviceLink:
+    rto = int(round(spec.rto_ms * 1000))
+    offset = 0.0
+    if trace is not None:
+        offset = float(np.random.default_rng([seed, index, 5]).uniform(0, trace.period_s))
+    if spec.profile == "fixed":
+        return DeviceLink(spec.uplink_mbps * 1e6, spec.downlink_mbps * 1e6, int(round(spec.delay_ms * 1000)),
+                          int(round(spec.jitter_ms * 1000)), spec.loss or 0.0, rto, trace, offset)
+    p = PROFILES[spec.profile]
+    z = np.random.default_rng([seed, index, 4]).standard_normal(3)
+    delay_ms = max(0.3 * p.delay_ms, p.delay_ms * math.exp(0.3 * z[2]))
+    return DeviceLink(p.up_mbps * 1e6 * math.exp(p.spread * z[0]), p.down_mbps * 1e6 * math.exp(p.spread * z[1]),
+                      int(round(delay_ms * 1000)), int(round(p.jitter_ms * 1000)),
+                      p.loss if spec.loss is None else spec.loss, rto, trace, offset)
+
+
+class SharedLink:
+    """A bottleneck whose capacity is shared max-min fairly by the transfers in progress (fluid model)."""
+
+    def __init__(self, env: simpy.Environment, bps: float):
+        self.env, self.per_us = env, bps / 1e6              # bits per µs
+        self.active: dict[int, list] = {}                  # id -> [remaining bits, cap bits/µs, done event]
+        self.rates: dict[int, float] = {}
+        self.last = env.now
+        self.next_id = 0
+        self.generation = 0
+
+    def transmit(self, bits: float, cap_bps: float) -> simpy.Event:
+        self._advance()
+        done = self.env.event()
+        self.active[self.next_id] = [float(bits), cap_bps / 1e6, done]
+        self.next_id += 1
+        self._reschedule()
+        return done
+
+    def _advance(self) -> None:
+        elapsed = self.env.now - self.last
+        self.last = self.env.now
+        if elapsed:
+            for key, flow in self.active.items():
+                flow[0] -= self.rates[key] * elapsed
+
+    def _fair_rates(self) -> dict[int, float]:
+        """Water-filling: every flow gets an equal share, flows capped below it keep their cap."""
+        rates, left, flows = {}, self.per_us, sorted(self.active.items(), key=lambda kv: (kv[1][1], kv[0]))
+        for n, (key, flow) in enumerate(flows):
+            share = left / (len(flows) - n)
+            rates[key] = min(flow[1], share)
+            left -= rates[key]
+        return rates
+
+    def _reschedule(self) -> None:
+        for key in [k for k, f in self.active.items() if f[0] <= 1e-6]:
+            self.active.pop(key)[2].succeed()
+        self.rates = self._fair_rates()
+        if not self.active:
+            return
+        self.generation += 1
+        wait = min(math.ceil(f[0] / self.rates[k] - 1e-9) for k, f in self.active.items())
+        self.env.process(self._wake(max(1, wait), self.generation))
+
+    def _wake(self, wait: int, generation: int):
+        yield self.env.timeout(wait)
+        if generation == self.generation:                   # no start or end since: this is the next end
+            self._advance()
+            self._reschedule()
+
+
+class Network:
+    """Transfers of one simulation run: each device's link, and the cells devices share."""
+
+    def __init__(self, env: simpy.Environment, spec: NetworkSpec):
+        self.env, self.spec = env, spec
+        self.cells: dict[tuple[int, bool], SharedLink] = {}
+
+    def _cell(self, index: int, up: bool) -> SharedLink:
+        key = (index // self.spec.cell.devices, up)
+        if key not in self.cells:
+            bps = (self.spec.cell.uplink_mbps if up else self.spec.cell.downlink_mbps) * 1e6
+            self.cells[key] = SharedLink(self.env, bps)
+        return self.cells[key]
+
+    def transfer(self, link: DeviceLink, index: int, nbytes: int, up: bool, rng: np.random.Generator,
+                 on_start: Callable[[int], None] | None = None):
+        """A SimPy process body: one upload (up) or download of nbytes for device ``index``.
+
+        ``on_start`` is told, once the transfer's delay and losses are drawn, a time it cannot end
+        before (exact on a link of its own)."""
+        env = self.env
+        delay, lost = link.propagation_us(rng), link.lost_attempts(rng)
+        if on_start is not None:
+            on_start(self._earliest_end(link, nbytes, up, delay, lost))
+        yield env.timeout(delay)
+        for attempt in range(lost + 1):
+            if self.spec.cell is not None:
+                cap = link.bps(up) if link.trace is None else nbytes * 8 * 1e6 / max(1, link.tx_us(nbytes, up, env.now))
+                yield self._cell(index, up).transmit(nbytes * 8, cap)
+            else:
+                yield env.timeout(link.tx_us(nbytes, up, env.now))
+            if attempt < lost:
+                yield env.timeout(link.rto_us)
+
+    def _earliest_end(self, link: DeviceLink, nbytes: int, up: bool, delay: int, lost: int) -> int:
+        t = int(self.env.now) + delay
+        if self.spec.cell is None:     # exact: the same steps as transfer()
+            for attempt in range(lost + 1):
+                t += link.tx_us(nbytes, up, t) + (link.rto_us if attempt < lost else 0)
+            return t
+        t += lost * link.rto_us
+        if link.trace is None:         # alone in the cell at best
+            cell_bps = (self.spec.cell.uplink_mbps if up else self.spec.cell.downlink_mbps) * 1e6
+            t += (lost + 1) * int(nbytes * 8 * 1e6 / min(link.bps(up), cell_bps))
+        return t

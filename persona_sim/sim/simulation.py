@@ -1,0 +1,207 @@
+"""The SimPy simulation of one shard's devices, under any transport.
+
+Virtual time is SimPy's, in integer microseconds; no wall clock enters the
+results. A device predicts at each replayed interaction (its processor busy for
+``infer``), and every ``policy.every`` interactions asks the cloud for an edit:
+
+    issued → upload over its link (and cell) → [the cloud: ingress, queue, batch compute, egress]
+           → download over its link (and cell) → apply (waits for the processor) → applied
+
+The cloud's part is simulated by the cloud, for every shard at once; this
+shard's clock advances in lockstep rounds with it (``persona_sim.sim.lockstep``):
+run every event before the round time, report the requests that reached the
+cloud and a lower bound on the next one, receive the replies that leave the
+cloud before the next round time. Replies are applied in virtual-time order by
+SimPy, never in wall-clock arrival order, so results depend neither on how fast
+the cloud answers nor on how devices are spread over processes.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+import simpy
+
+from ..errors import ProtocolError
+from ..model.metrics import rank_metrics
+from ..scenario.schema import ADAPTIVE_METHODS, Scenario
+from ..train.bundle import Bundle, item_matrix
+from ..wire.codec import request_wire_bytes
+from ..wire.messages import AdaptRequest, Arrival, EditResult, RequestError, RoundReply, RoundReport
+from .cloudsim import run_until
+from .device import DevicePlan, DeviceState, device_rng, prototype_params
+from .device_compute import DeviceCompute, device_compute
+from .netsim import DeviceLink, Network, Trace, device_link
+
+MIN_REQUEST_BYTES = 16  # no AdaptRequest frame is smaller: device id, seq, time, method, one item
+
+
+class Transport(Protocol):
+    async def round(self, report: RoundReport) -> RoundReply:
+        """Report one lockstep round to the cloud; return its reply once every shard has reported."""
+
+
+@dataclass
+class Recorder:
+    """Rows of simulated results, kept apart from wall-clock diagnostics."""
+
+    predictions: list[tuple] = field(default_factory=list)   # see results.PREDICTION_COLUMNS
+    adaptations: list[tuple] = field(default_factory=list)   # see results.ADAPTATION_COLUMNS
+    wall: list[tuple] = field(default_factory=list)          # see results.WALL_COLUMNS
+    rounds: list[tuple] = field(default_factory=list)        # see results.ROUND_COLUMNS
+
+
+def device_links(scenario: Scenario, plans: list[DevicePlan]) -> dict[int, DeviceLink]:
+    spec = scenario.network
+    trace = Trace.load(spec.trace) if spec.trace else None
+    return {p.index: device_link(spec, scenario.seed, p.index, trace) for p in plans}
+
+
+class MethodRun:
+    """One method over one shard's devices in a fresh SimPy environment."""
+
+    def __init__(self, scenario: Scenario, bundle: Bundle, plans: list[DevicePlan], method: str,
+                 recorder: Recorder, adaptive: bool, links: dict[int, DeviceLink]):
+        self.scenario, self.plans, self.method, self.rec = scenario, plans, method, recorder
+        self.adaptive, self.links = adaptive, links
+        self.env = simpy.Environment()
+        self.net = Network(self.env, scenario.network)
+        self.item_emb = item_matrix(bundle)
+        self.proto = prototype_params(bundle)
+        self.compute: dict[int, DeviceCompute] = {
+            p.index: device_compute(scenario.devices.compute, scenario.seed, p.index) for p in plans}
+        self.arrived: list[Arrival] = []                          # reached the cloud since the last round
+        self.waiting: dict[tuple[str, int], simpy.Event] = {}     # (device, seq) at the cloud -> its reply
+        self.upload_bound: dict[int, int] = {}                    # device -> earliest end of its upload
+        self.events_done = 0
+        self._triggers()
+        for plan in plans:
+            self.env.process(self._device(plan))
+
+    def _triggers(self) -> None:
+        """Every interaction that may issue a request, by time, with the earliest its request could reach
+        the cloud (suffix minima, so one lookup bounds every trigger from a time on)."""
+        every = self.scenario.devices.policy.every
+        times, bounds = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+        for p in self.plans:
+            t = p.times_us[every - 1:: every].astype(np.int64)
+            times.append(t)
+            bounds.append(t + self.links[p.index].min_upload_us(MIN_REQUEST_BYTES))
+        t, b = np.concatenate(times), np.concatenate(bounds)
+        order = np.argsort(t, kind="stable")
+        self.trigger_t = t[order]
+        self.trigger_bound = np.minimum.accumulate(b[order][::-1])[::-1]
+
+    def next_arrival_us(self) -> int | None:
+        """No request of this shard reaches the cloud before this (None: none will)."""
+        i = int(np.searchsorted(self.trigger_t, self.env.now, side="left"))
+        bounds = list(self.upload_bound.values()) + ([int(self.trigger_bound[i])] if i < len(self.trigger_t) else [])
+        nxt = self.env.peek()
+        if not bounds or nxt == math.inf:
+            return None
+        return max(int(nxt), min(bounds))     # an arrival is an event, so never before the next one
+
+    def _device(self, plan: DevicePlan):
+        env, every = self.env, self.scenario.devices.policy.every
+        state = DeviceState(dict(self.proto))
+        infer_us = self.compute[plan.index].infer_us
+        net_rng = device_rng(self.scenario.seed, plan.index, 3)
+        for e in range(len(plan.positions)):
+            yield env.timeout(int(plan.times_us[e]) - env.now)
+            m = rank_metrics(state.scores(plan, e, self.item_emb)[None])
+            state.busy_until = max(state.busy_until, int(env.now)) + infer_us
+            self.rec.predictions.append((
+                self.method, plan.device_id, e, int(env.now), int(plan.items[plan.positions[e]]), state.edit_seq,
+                int(m["rank"][0]), float(m["hr@5"][0]), float(m["hr@10"][0]), float(m["ndcg@5"][0]),
+                float(m["ndcg@10"][0]), float(m["auc"][0])))
+            self.events_done += 1
+            if self.adaptive and (e + 1) % every == 0 and not state.in_flight:   # one request in flight at most
+                env.process(self._adapt(plan, state, e, net_rng))
+
+    def _adapt(self, plan: DevicePlan, state: DeviceState, event: int, net_rng: np.random.Generator):
+        env = self.env
+        state.in_flight = True
+        req = AdaptRequest(plan.device_id, state.next_seq, int(env.now), self.method,
+                           plan.window_after(event, self.scenario.persona.window))
+        state.next_seq += 1
+        issued, bytes_up, link = int(env.now), request_wire_bytes(req), self.links[plan.index]
+
+        def bound(t: int) -> None:
+            self.upload_bound[plan.index] = t
+        yield env.process(self.net.transfer(link, plan.index, bytes_up, True, net_rng, on_start=bound))
+        del self.upload_bound[plan.index]
+        upload_done = int(env.now)
+        reply = env.event()
+        self.waiting[(req.device_id, req.seq)] = reply
+        self.arrived.append(Arrival(req, upload_done))
+        reply = yield reply
+        if isinstance(reply, RequestError):
+            self.rec.adaptations.append((self.method, plan.device_id, req.seq, "error:" + reply.code, -1, issued,
+                                         upload_done, None, None, None, None, None, None, bytes_up, 0, None))
+            state.in_flight = False
+            return
+        yield env.timeout(reply.departed_us - env.now)
+        yield env.process(self.net.transfer(link, plan.index, reply.wire_bytes, False, net_rng))
+        download_done = int(env.now)
+        state.busy_until = max(state.busy_until, download_done) + self.compute[plan.index].apply_us
+        yield env.timeout(state.busy_until - env.now)
+        applied = int(env.now)
+        state.params = {k: v.astype(np.float64) for k, v in reply.params.items()}
+        state.edit_seq, state.prototype_id, state.in_flight = req.seq, reply.prototype_id, False
+        self.rec.adaptations.append((self.method, plan.device_id, req.seq, "ok", reply.prototype_id, issued,
+                                     upload_done, reply.enqueued_us, reply.compute_start_us, reply.compute_end_us,
+                                     reply.departed_us, download_done, applied, bytes_up, reply.wire_bytes,
+                                     reply.edit_norm))
+        self.rec.wall.append((self.method, plan.device_id, req.seq, reply.compute_ns))
+
+    def _deliver(self, reply: RoundReply) -> None:
+        for r in reply.results:
+            event = self.waiting.pop((r.device_id, r.seq), None)
+            if event is None:
+                raise ProtocolError("BAD_FRAME", f"the cloud replied for {r.device_id} seq {r.seq}, which is not "
+                                                 "waiting for a reply")
+            if isinstance(r, EditResult) and not self.env.now <= r.departed_us < (reply.until_us or math.inf):
+                raise ProtocolError("BAD_FRAME", f"the cloud's reply for {r.device_id} seq {r.seq} departs at "
+                                                 f"{r.departed_us} µs, outside this round [{self.env.now}, "
+                                                 f"{reply.until_us})")
+            event.succeed(r)
+
+    async def run(self, transport: Transport | None, progress: Callable[[int], None] | None = None) -> None:
+        env, until = self.env, 0
+        while self.adaptive and until is not None:
+            report = RoundReport(self.method, until, self.next_arrival_us(), tuple(self.arrived))
+            self.arrived = []
+            t0 = time.perf_counter_ns()
+            reply = await transport.round(report)
+            self.rec.rounds.append((self.method, until, len(report.arrivals), len(reply.results),
+                                    time.perf_counter_ns() - t0, reply.codec_ns, reply.server_ns, reply.wait_ns))
+            self._deliver(reply)
+            until = reply.until_us
+            run_until(env, math.inf if until is None else until)
+            if progress is not None:
+                progress(self.events_done)
+        run_until(env, math.inf)
+        if self.waiting:
+            raise ProtocolError("BAD_FRAME", f"the cloud ended the run of {self.method!r} with {len(self.waiting)} "
+                                             f"request(s) unanswered, e.g. {min(self.waiting)}")
+        if progress is not None:
+            progress(self.events_done)
+
+
+async def simulate(scenario: Scenario, bundle: Bundle, plans: list[DevicePlan], transport: Transport | None,
+                   progress: Callable[[str, int, int], None] | None = None) -> Recorder:
+    """Run every method of the scenario over these devices; return the recorded rows."""
+    rec = Recorder()
+    links = device_links(scenario, plans)
+    total = sum(len(p.positions) for p in plans)
+    for method in scenario.methods:
+        adaptive = method in ADAPTIVE_METHODS
+        if adaptive and transport is None:
+            raise ValueError(f"method {method!r} needs a transport to the cloud")
+        run = MethodRun(scenario, bundle, plans, method, rec, adaptive, links)
+        cb = (lambda done, m=method: progress(m, done, total)) if progress else None
+        await run.run(transport if adaptive else None, cb)
+    return rec

@@ -1,0 +1,268 @@
+"""The trained model bundle: what the cloud serves and every device runs.
+
+One file (``bundle.pt``) holds the shared layers Θb, the global prototype's
+Θc, the global Parameter Editor, Persona (m)'s groups when the scenario uses
+them, the training config and validation metrics. Its signature is the hash
+of its bytes; bundles are cached by the scenario's training key.
+
+Training runs in stages (prototype -> editor -> groups), each cached under a
+key of only the settings it depends on. A sweep over the clip threshold T
+retrains editors but reuses the prototype; a sweep over N_M reuses both.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.dataset import Dataset
+from ..data.split import training_data
+from ..errors import BundleError
+from ..model.adaptation import Groups, PersonaModels
+from ..model.editor import EditorBank
+from ..model.networks import PrototypeModel, SharedLayers, adaptive_shapes
+from ..scenario.schema import TRAINING_CODE_VERSION, ModelSpec, PersonaSpec, Scenario
+from .evaluation import VALID_PURPOSE, build_cases
+from .groups import train_groups
+from .training import Progress, editor_samples, stacked, train_editor, train_prototype
+
+CACHE_ENV = "PERSONA_SIM_CACHE"
+FORMAT = 2
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "persona-sim")
+
+
+def signature_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle, ready for inference (eval mode, no gradients)."""
+
+    signature: str
+    num_items: int
+    model_spec: ModelSpec
+    persona_spec: PersonaSpec
+    models: PersonaModels
+    meta: dict
+
+    @property
+    def shared(self) -> SharedLayers:
+        return self.models.shared
+
+    @property
+    def item_emb(self) -> torch.Tensor:
+        return self.models.item_emb
+
+
+# ---- stage keys -------------------------------------------------------------------------
+
+_STAGE_SETTINGS = {   # stage -> settings (section.key) it depends on, beyond the previous stage's
+    "prototype": ["seed", "dataset", "split", "model", "train.epochs", "train.batch_size", "train.lr",
+                  "train.sampled_negatives", "train.patience"],
+    "editor": ["persona.window", "persona.clip", "persona.editor_hidden", "persona.clkt", "persona.rank",
+               "train.editor_epochs", "train.editor_lr", "eval.negatives"],
+    "groups": ["persona.prototypes", "persona.group_prototypes", "persona.assignment", "train.group_epochs",
+               "train.group_lr", "train.kmeans_samples"],
+}
+STAGES = list(_STAGE_SETTINGS)
+
+
+def stage_key(scenario: Scenario, dataset: Dataset, protocol: str, stage: str) -> str:
+    """Content hash of the data and the settings that determine ``stage`` and the stages before it."""
+    resolved = scenario.resolved()
+    relevant: dict = {"protocol": protocol, "code_version": TRAINING_CODE_VERSION, "data": dataset.fingerprint()}
+    for name in STAGES[: STAGES.index(stage) + 1]:
+        for setting in _STAGE_SETTINGS[name]:
+            section, _, key = setting.partition(".")
+            relevant[setting] = resolved[section][key] if key else resolved[section]
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _save(obj: dict) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def _load(data: bytes, origin: str) -> dict:
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a corrupt file
+        raise BundleError(f"{origin}: not a readable model bundle ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else "?"
+        raise BundleError(f"{origin}: unsupported bundle format {found} (this version reads {FORMAT}); retrain it")
+    return payload
+
+
+# ---- loading ----------------------------------------------------------------------------
+
+def _frozen(module: torch.nn.Module) -> torch.nn.Module:
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def load_bundle_bytes(data: bytes, origin: str = "<bytes>") -> Bundle:
+    payload = _load(data, origin)
+    model_spec = ModelSpec.model_validate(payload["model_spec"])
+    persona_spec = PersonaSpec.model_validate(payload["persona_spec"])
+    shared = SharedLayers(payload["num_items"], model_spec, torch.Generator())
+    shared.load_state_dict(payload["shared"])
+    shapes = adaptive_shapes(model_spec)
+    editor = EditorBank(model_spec.hidden, shapes, persona_spec, 1)
+    editor.load_state_dict(payload["editor"])
+    groups = None
+    if payload["groups"] is not None:
+        g = payload["groups"]
+        bank = EditorBank(model_spec.hidden, shapes, persona_spec, len(g["centres"]))
+        bank.load_state_dict(g["editor"])
+        groups = Groups(g["heads"], _frozen(bank), g["centres"])
+    models = PersonaModels(_frozen(shared), payload["head"], _frozen(editor), groups, persona_spec.assignment)
+    meta = dict(payload["meta"], training_key=payload["training_key"], protocol=payload["protocol"],
+                dataset_fingerprint=payload["dataset_fingerprint"])
+    return Bundle(signature_of(data), payload["num_items"], model_spec, persona_spec, models, meta)
+
+
+def load_bundle(path: Path) -> Bundle:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read model bundle ({exc.strerror})") from None
+    return load_bundle_bytes(data, str(path))
+
+
+def bundle_path(scenario: Scenario, dataset: Dataset, protocol: str = "holdout") -> Path:
+    """Cached by training key and data: a synthetic dataset changes with the seed it is generated with."""
+    return cache_dir() / "bundles" / f"{scenario.training_key(protocol)}-{dataset.fingerprint()}" / "bundle.pt"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+@contextmanager
+def reproducible_torch():
+    """One intra-op thread and deterministic kernels while training.
+
+    With two threads, embedding gradients accumulate in a run-dependent order,
+    and the thread count changes reduction order: either makes the trained
+    weights (and so every simulated result) differ between runs and machines.
+    Measured on the development machine, one thread trains as fast as two.
+    """
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+class _Stages:
+    """Trains or loads each stage of one scenario's bundle, in order."""
+
+    def __init__(self, scenario: Scenario, dataset: Dataset, protocol: str, progress: Progress):
+        self.scenario, self.dataset, self.protocol, self.progress = scenario, dataset, protocol, progress
+        self.data = training_data(dataset, scenario, protocol)
+        self.valid = build_cases(dataset, self.data.valid, scenario, VALID_PURPOSE)
+        self._samples = None
+        self.trained: list[str] = []
+
+    def cached(self, stage: str, train) -> dict:
+        path = cache_dir() / "stages" / f"{stage}-{stage_key(self.scenario, self.dataset, self.protocol, stage)}.pt"
+        if path.exists():
+            return _load(path.read_bytes(), str(path))
+        t0 = time.perf_counter()
+        payload = dict(train(), format=FORMAT)
+        payload["meta"]["train_seconds"] = round(time.perf_counter() - t0, 2)
+        write_atomic(path, _save(payload))
+        self.trained.append(stage)
+        return payload
+
+    def samples(self, shared: SharedLayers):
+        if self._samples is None:
+            self._samples = editor_samples(shared, self.data.sequences, self.scenario)
+        return self._samples
+
+    def prototype(self) -> dict:
+        def train() -> dict:
+            model, meta = train_prototype(self.data.sequences, self.dataset.num_items, self.valid, self.scenario,
+                                          self.progress)
+            return {"shared": model.shared.state_dict(), "head": stacked(model.head_params()), "meta": meta}
+        return self.cached("prototype", train)
+
+    def build(self) -> tuple[PersonaModels, dict]:
+        sc = self.scenario
+        proto = self.prototype()
+        model = PrototypeModel(self.dataset.num_items, sc.model, sc.seed)
+        model.shared.load_state_dict(proto["shared"])
+        shared = _frozen(model.shared)
+        head = proto["head"]
+
+        def train_global_editor() -> dict:
+            model.head.load_state_dict({k.replace(".", "_"): v[0] for k, v in head.items()})
+            editor, meta = train_editor(model, self.samples(shared), self.valid, sc, self.progress)
+            return {"editor": editor.state_dict(), "meta": meta}
+
+        stage = self.cached("editor", train_global_editor)
+        editor = EditorBank(sc.model.hidden, adaptive_shapes(sc.model), sc.persona, 1)
+        editor.load_state_dict(stage["editor"])
+        models = PersonaModels(shared, head, _frozen(editor), None, sc.persona.assignment)
+        meta = {"prototype": proto["meta"], "editor": stage["meta"]}
+        if sc.needs_groups:
+            def train() -> dict:
+                groups, gmeta = train_groups(models, self.samples(shared), self.valid, sc, self.progress)
+                return {"heads": groups.heads, "editor": groups.editor.state_dict(), "centres": groups.centres,
+                        "meta": gmeta}
+            g = self.cached("groups", train)
+            bank = EditorBank(sc.model.hidden, adaptive_shapes(sc.model), sc.persona, sc.persona.prototypes)
+            bank.load_state_dict(g["editor"])
+            models.groups = Groups(g["heads"], _frozen(bank), g["centres"])
+            meta["groups"] = g["meta"]
+        return models, meta
+
+
+def ensure_bundle(scenario: Scenario, dataset: Dataset, progress: Progress,
+                  protocol: str = "holdout") -> tuple[Path, bool]:
+    """Return the cached bundle for this scenario, training what is missing first; (path, trained_now)."""
+    path = bundle_path(scenario, dataset, protocol)
+    if path.exists():
+        return path, False
+    with reproducible_torch():
+        stages = _Stages(scenario, dataset, protocol, progress)
+        models, meta = stages.build()
+    groups = models.groups
+    payload = {
+        "format": FORMAT, "training_key": scenario.training_key(protocol), "protocol": protocol,
+        "num_items": dataset.num_items, "model_spec": scenario.model.model_dump(mode="json"),
+        "persona_spec": scenario.persona.model_dump(mode="json"), "dataset_fingerprint": dataset.fingerprint(),
+        "shared": models.shared.state_dict(), "head": models.head, "editor": models.editor.state_dict(),
+        "groups": None if groups is None else {"heads": groups.heads, "editor": groups.editor.state_dict(),
+                                               "centres": groups.centres},
+        "meta": dict(meta, train_cases=len(stages.data.sequences), valid_cases=len(stages.data.valid)),
+    }
+    write_atomic(path, _save(payload))
+    return path, bool(stages.trained)
+
+
+def item_matrix(bundle: Bundle) -> np.ndarray:
+    """Item embeddings as a float32 array (num_items + 1, D) for fast on-device scoring."""
+    return bundle.item_emb.detach().numpy().astype(np.float32, copy=True)

@@ -1,0 +1,215 @@
+"""The one place that converts between protobuf messages and core types.
+
+Decoding validates: a frame with the wrong tensor dtype, a shape that does not
+match its bytes, or a missing field raises ``ProtocolError`` naming the message
+and field. Sizes charged to the simulated network are the real serialized
+sizes of what a device would send or receive on its own, i.e. a frame carrying
+just its message plus gRPC's 5-byte message prefix.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ProtocolError
+from .messages import AdaptRequest, Arrival, CloudInfo, EditResult, Hello, RequestError, RoundReply, RoundReport
+from .proto import persona_pb2 as pb
+
+GRPC_PREFIX_BYTES = 5
+FRAME_SLACK = 64 * 1024   # gRPC's cap sits this far above max_frame_bytes: room for framing
+_NP_DTYPE = {pb.FLOAT32: np.dtype("<f4"), pb.FLOAT16: np.dtype("<f2"), pb.FLOAT64: np.dtype("<f8"),
+             pb.INT64: np.dtype("<i8")}
+
+
+# ---- tensors -------------------------------------------------------------------------
+
+def tensor_to_pb(name: str, array: np.ndarray, dtype: int = pb.FLOAT32) -> pb.Tensor:
+    arr = np.ascontiguousarray(array, dtype=_NP_DTYPE[dtype])
+    return pb.Tensor(name=name, dtype=dtype, shape=list(arr.shape), data=arr.tobytes())
+
+
+def tensor_from_pb(t: pb.Tensor, where: str) -> np.ndarray:
+    if t.dtype not in _NP_DTYPE:
+        raise ProtocolError("BAD_FRAME", f"{where}: tensor '{t.name}' has unsupported dtype {t.dtype}")
+    dt = _NP_DTYPE[t.dtype]
+    shape = tuple(int(s) for s in t.shape)
+    if any(s < 0 for s in shape):
+        raise ProtocolError("BAD_FRAME", f"{where}: tensor '{t.name}' has a negative dimension in shape {shape}")
+    expected = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    if expected != len(t.data):
+        raise ProtocolError("BAD_FRAME", f"{where}: tensor '{t.name}' shape {shape} needs {expected} bytes, "
+                                         f"got {len(t.data)}")
+    return np.frombuffer(t.data, dtype=dt).reshape(shape).astype(np.float32)
+
+
+# ---- requests ------------------------------------------------------------------------
+
+def request_to_pb(req: AdaptRequest) -> pb.AdaptRequest:
+    return pb.AdaptRequest(device_id=req.device_id, seq=req.seq, issued_us=req.issued_us,
+                           method=req.method, window=list(req.window))
+
+
+def request_from_pb(msg: pb.AdaptRequest) -> AdaptRequest:
+    if not msg.device_id:
+        raise ProtocolError("BAD_REQUEST", "AdaptRequest.device_id is empty", "", msg.seq)
+    return AdaptRequest(msg.device_id, int(msg.seq), int(msg.issued_us), msg.method, tuple(int(i) for i in msg.window))
+
+
+def request_wire_bytes(req: AdaptRequest) -> int:
+    """Upload size of this request sent alone: DeviceFrame{RequestBatch{[req]}} + gRPC prefix."""
+    frame = pb.DeviceFrame(requests=pb.RequestBatch(requests=[request_to_pb(req)]))
+    return frame.ByteSize() + GRPC_PREFIX_BYTES
+
+
+def report_frames(frame_id: int, report: RoundReport, max_bytes: int) -> list[pb.DeviceFrame]:
+    """One round's report as RequestBatch frames of at most ``max_bytes`` each; the last is final."""
+    def batch() -> pb.RequestBatch:
+        return pb.RequestBatch(frame_id=frame_id, method=report.method, until_us=report.until_us,
+                               next_arrival_us=-1 if report.next_arrival_us is None else report.next_arrival_us)
+    frames, current, size = [], batch(), 0
+    budget = max_bytes - 128
+    for a in report.arrivals:
+        msg = request_to_pb(a.request)
+        msg.arrived_us = a.arrived_us
+        n = msg.ByteSize() + 8
+        if size + n > budget and current.requests:
+            frames.append(current)
+            current, size = batch(), 0
+        current.requests.append(msg)
+        size += n
+    frames.append(current)
+    frames[-1].final = True
+    return [pb.DeviceFrame(requests=f) for f in frames]
+
+
+def report_from_pb(parts: list[pb.RequestBatch]) -> tuple[RoundReport, list[RequestError]]:
+    """A round's report from its frames; a request that does not decode is an error for it alone."""
+    last = parts[-1]
+    if any(p.method != last.method or p.until_us != last.until_us for p in parts):
+        raise ProtocolError("BAD_FRAME", "the parts of one RequestBatch report disagree on method or until_us")
+    if last.until_us < 0 or last.next_arrival_us < -1:
+        raise ProtocolError("BAD_FRAME", f"RequestBatch: until_us {last.until_us} / next_arrival_us "
+                                         f"{last.next_arrival_us} out of range")
+    arrivals, errors = [], []
+    for part in parts:
+        for msg in part.requests:
+            try:
+                arrivals.append(Arrival(request_from_pb(msg), int(msg.arrived_us)))
+            except ProtocolError as exc:
+                errors.append(RequestError(msg.device_id, msg.seq, exc.code, str(exc)))
+    bound = None if last.next_arrival_us == -1 else int(last.next_arrival_us)
+    return RoundReport(last.method, int(last.until_us), bound, tuple(arrivals)), errors
+
+
+# ---- edits ---------------------------------------------------------------------------
+
+def edit_to_pb(edit: EditResult, dtype: int = pb.FLOAT32) -> pb.EditPush:
+    return pb.EditPush(
+        device_id=edit.device_id, seq=edit.seq, prototype_id=edit.prototype_id,
+        tensors=[tensor_to_pb(name, edit.params[name], dtype) for name in sorted(edit.params)],
+        edit_norm=edit.edit_norm, compute_ns=edit.compute_ns,
+        stages=pb.CloudStages(enqueued_us=edit.enqueued_us, compute_start_us=edit.compute_start_us,
+                              compute_end_us=edit.compute_end_us, departed_us=edit.departed_us),
+    )
+
+
+def edit_wire_bytes(msg: pb.EditPush) -> int:
+    """Download size of this edit sent alone, excluding the wall-clock diagnostic field.
+
+    compute_ns is a measured time whose varint length varies run to run; leaving
+    it out keeps the charged bytes (and so the virtual times) reproducible. The
+    cloud's stage times are bookkeeping of the simulation, not payload.
+    """
+    canonical = pb.EditPush()
+    canonical.CopyFrom(msg)
+    canonical.ClearField("compute_ns")
+    canonical.ClearField("stages")
+    frame = pb.CloudFrame(edits=pb.EditBatch(final=True, edits=[canonical]))
+    return frame.ByteSize() + GRPC_PREFIX_BYTES
+
+
+def edit_from_pb(msg: pb.EditPush) -> EditResult:
+    where = f"EditPush(device_id={msg.device_id!r}, seq={msg.seq})"
+    params = {t.name: tensor_from_pb(t, where) for t in msg.tensors}
+    st = msg.stages
+    return EditResult(msg.device_id, int(msg.seq), int(msg.prototype_id), params, float(msg.edit_norm),
+                      int(msg.compute_ns), edit_wire_bytes(msg), int(st.enqueued_us), int(st.compute_start_us),
+                      int(st.compute_end_us), int(st.departed_us))
+
+
+def error_to_pb(err: RequestError) -> pb.Error:
+    return pb.Error(code=pb.ErrorCode.Value(err.code), message=err.message, device_id=err.device_id, seq=err.seq)
+
+
+def error_from_pb(msg: pb.Error) -> RequestError:
+    return RequestError(msg.device_id, int(msg.seq), pb.ErrorCode.Name(msg.code), msg.message)
+
+
+def reply_frames(frame_id: int, reply: RoundReply, max_bytes: int) -> list[pb.CloudFrame]:
+    """One round's reply as EditBatch frames of at most ``max_bytes`` each; the last is final and carries
+    the round's times."""
+    frames, current, size = [], pb.EditBatch(frame_id=frame_id), 0
+    budget = max_bytes - 128   # room for the frame header and the round's fields
+    errors = [r for r in reply.results if isinstance(r, RequestError)]
+    for edit in (r for r in reply.results if isinstance(r, EditResult)):
+        msg = edit_to_pb(edit)
+        n = msg.ByteSize() + 8
+        if n > budget:
+            errors.append(RequestError(edit.device_id, edit.seq, "INTERNAL",
+                                       f"its edit ({n} bytes) exceeds the frame cap of {max_bytes} bytes; "
+                                       "raise cloud.max_frame_mb"))
+            continue
+        if size + n > budget and current.edits:
+            frames.append(current)
+            current, size = pb.EditBatch(frame_id=frame_id), 0
+        current.edits.append(msg)
+        size += n
+    current.errors.extend(error_to_pb(e) for e in errors)
+    frames.append(current)
+    last = frames[-1]
+    last.final = True
+    last.until_us = -1 if reply.until_us is None else reply.until_us
+    last.server_ns, last.wait_ns = reply.server_ns, reply.wait_ns
+    return [pb.CloudFrame(edits=f) for f in frames]
+
+
+def reply_from_pb(parts: list[pb.EditBatch]) -> RoundReply:
+    results: list = []
+    for part in parts:
+        results.extend(edit_from_pb(e) for e in part.edits)
+        results.extend(error_from_pb(e) for e in part.errors)
+    last = parts[-1]
+    return RoundReply(results, None if last.until_us == -1 else int(last.until_us), int(last.server_ns),
+                      int(last.wait_ns))
+
+
+# ---- control -------------------------------------------------------------------------
+
+def hello_to_pb(h: Hello) -> pb.DeviceFrame:
+    return pb.DeviceFrame(hello=pb.Hello(
+        protocol_version=h.protocol_version, node_id=h.node_id, model_signature=h.model_signature,
+        codecs=[pb.DType.Value(c) for c in h.codecs], shard_index=h.shard_index, shard_count=h.shard_count))
+
+
+def hello_from_pb(msg: pb.Hello) -> Hello:
+    if msg.shard_count == 0 or msg.shard_index >= msg.shard_count:
+        raise ProtocolError("BAD_FRAME", f"Hello: shard {msg.shard_index}/{msg.shard_count} is not a valid shard")
+    return Hello(msg.node_id, msg.model_signature, int(msg.shard_index), int(msg.shard_count),
+                 int(msg.protocol_version), tuple(pb.DType.Name(c) for c in msg.codecs) or ("FLOAT32",))
+
+
+def info_to_pb(info: CloudInfo) -> pb.CloudInfo:
+    return pb.CloudInfo(protocol_version=info.protocol_version, cloud_id=info.cloud_id,
+                        model_signature=info.model_signature, model_bytes=info.model_bytes,
+                        scenario_name=info.scenario_name, methods=list(info.methods),
+                        max_frame_bytes=info.max_frame_bytes, device_count=info.device_count)
+
+
+def info_from_pb(msg: pb.CloudInfo) -> CloudInfo:
+    return CloudInfo(msg.cloud_id, msg.model_signature, int(msg.model_bytes), msg.scenario_name,
+                     tuple(msg.methods), int(msg.max_frame_bytes), int(msg.device_count), int(msg.protocol_version))
+
+
+def channel_options(max_frame_bytes: int) -> list[tuple[str, int]]:
+    """gRPC channel/server options that cap message size on both ends."""
+    limit = max_frame_bytes + FRAME_SLACK
+    return [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
