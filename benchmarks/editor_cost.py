@@ -2,7 +2,7 @@
 
     python benchmarks/editor_cost.py [--hidden 64] [--editor-hidden 64] [--repeats 5] [--out benchmarks/results]
 
-Times ``persona_sim.model.adaptation.adapt`` (what the cloud node runs per request):
+Times ``persona_sim.methods.adapt`` (what the cloud node runs per request):
 the window's item embeddings, every group editor in one batched call, the
 edit norms, the argmin and the edited layers. Persona (s) is one prototype;
 Persona (m) evaluates N_M. Weights are random: the cost does not depend on
@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from results_file import write_result  # benchmarks/ is on sys.path when a script here runs
 
-from persona_sim.model.adaptation import Groups, PersonaModels, adapt
+from persona_sim.methods import adapt
+from persona_sim.model.adaptation import Groups, PersonaModels
 from persona_sim.model.editor import EditorBank
 from persona_sim.model.networks import SharedLayers, adaptive_shapes
 from persona_sim.scenario.schema import ModelSpec, PersonaSpec

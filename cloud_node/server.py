@@ -14,9 +14,8 @@ from grpc_reflection.v1alpha import reflection
 from persona_sim.errors import NodeError
 from persona_sim.sim.cloud_engine import CloudEngine
 from persona_sim.sim.lockstep import Lockstep
+from persona_sim.wire import pb, pb_grpc
 from persona_sim.wire.codec import channel_options
-from persona_sim.wire.proto import persona_pb2 as pb
-from persona_sim.wire.proto import persona_pb2_grpc as pb_grpc
 
 from .servicer import PersonaCloudServicer
 

@@ -17,10 +17,8 @@ import grpc
 from persona_sim.errors import ProtocolError
 from persona_sim.sim.cloud_engine import CloudEngine
 from persona_sim.sim.lockstep import Lockstep
-from persona_sim.wire import codec
+from persona_sim.wire import codec, pb, pb_grpc
 from persona_sim.wire.messages import PROTOCOL_VERSION
-from persona_sim.wire.proto import persona_pb2 as pb
-from persona_sim.wire.proto import persona_pb2_grpc as pb_grpc
 
 log = logging.getLogger("persona_sim.sim.cloud_engine")
 MODEL_CHUNK_BYTES = 1 << 20

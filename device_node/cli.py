@@ -18,9 +18,9 @@ from persona_sim.report.markdown import render_table
 from persona_sim.report.rundir import describe, prepare
 from persona_sim.scenario.files import load_scenario
 from persona_sim.train.bundle import load_bundle_bytes
+from persona_sim.wire import pb_grpc
 from persona_sim.wire.codec import channel_options
 from persona_sim.wire.messages import Hello
-from persona_sim.wire.proto import persona_pb2_grpc as pb_grpc
 
 from .client import GrpcTransport, fetch_model, get_info
 

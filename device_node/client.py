@@ -12,10 +12,8 @@ import grpc
 
 from persona_sim.errors import NodeError, ProtocolError
 from persona_sim.train.bundle import cache_dir, signature_of, write_atomic
-from persona_sim.wire import codec
+from persona_sim.wire import codec, pb, pb_grpc
 from persona_sim.wire.messages import CloudInfo, Hello, RoundReply, RoundReport
-from persona_sim.wire.proto import persona_pb2 as pb
-from persona_sim.wire.proto import persona_pb2_grpc as pb_grpc
 
 
 def _rpc_error(what: str, target: str, exc: grpc.RpcError) -> NodeError:

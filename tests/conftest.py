@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,16 @@ def tiny_world(tiny_scenario):
     split = split_users(dataset, tiny_scenario)
     path, _ = ensure_bundle(tiny_scenario, dataset, lambda *a: None)
     return tiny_scenario, dataset, split, path, load_bundle(path)
+
+
+@pytest.fixture(scope="session")
+def grpc_run(tmp_path_factory, _isolated_cache):
+    """TINY run once by ``persona-sim run`` over real gRPC: (scenario file, run directory, the process)."""
+    root = tmp_path_factory.mktemp("grpc")
+    scenario = root / "tiny.yaml"
+    scenario.write_text(yaml.safe_dump(TINY))
+    out = root / "run"
+    proc = subprocess.run([sys.executable, "-m", "persona_sim.cli", "run", str(scenario), "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    return scenario, out, proc

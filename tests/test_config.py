@@ -10,6 +10,7 @@ from persona_sim.cli import main
 from persona_sim.errors import ScenarioError
 from persona_sim.scenario.files import load_scenario, load_variants
 from persona_sim.scenario.schema import parse_scenario
+from persona_sim.train.bundle import training_key
 
 SCENARIOS = sorted((Path(__file__).resolve().parent.parent / "scenarios").glob("*.yaml"))
 
@@ -59,9 +60,9 @@ def test_relative_dataset_path_resolves_against_the_scenario_file(tmp_path, tiny
 def test_training_key_ignores_runtime_settings_but_not_model_settings(tiny_dict):
     base = parse_scenario(tiny_dict)
     tiny_dict["network"]["delay_ms"] = 50
-    assert parse_scenario(tiny_dict).training_key() == base.training_key()
+    assert training_key(parse_scenario(tiny_dict)) == training_key(base)
     tiny_dict["persona"]["clip"] = 0.5
-    assert parse_scenario(tiny_dict).training_key() != base.training_key()
+    assert training_key(parse_scenario(tiny_dict)) != training_key(base)
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.name)

@@ -33,19 +33,6 @@ def metrics_only(s: dict) -> dict:
     return {"methods": s["methods"], "results_digest": s["results_digest"]}
 
 
-@pytest.fixture(scope="module")
-def grpc_run(tmp_path_factory, _isolated_cache):
-    from tests.conftest import TINY
-
-    root = tmp_path_factory.mktemp("grpc")
-    scenario = root / "tiny.yaml"
-    scenario.write_text(yaml.safe_dump(TINY))
-    out = root / "run"
-    proc = cli("run", str(scenario), "--out", str(out), "--quiet")
-    assert proc.returncode == 0, proc.stderr
-    return scenario, out, proc
-
-
 def test_run_over_grpc_writes_every_file(grpc_run):
     _, out, proc = grpc_run
     for name in RUN_FILES:

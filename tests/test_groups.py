@@ -5,7 +5,8 @@ import copy
 
 import torch
 
-from persona_sim.model.adaptation import Groups, PersonaModels, adapt
+from persona_sim.methods import adapt
+from persona_sim.model.adaptation import Groups, PersonaModels
 from persona_sim.model.editor import EditorBank, apply_edits, edit_norm
 from persona_sim.model.networks import SharedLayers, adaptive_shapes
 from persona_sim.scenario.schema import ModelSpec, PersonaSpec, parse_scenario

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from persona_sim.model.adaptation import adapt
+from persona_sim.methods import adapt
 from persona_sim.model.networks import PrototypeModel, adaptive_forward, head_layer_names
 from persona_sim.scenario.schema import ModelSpec
 from persona_sim.train.bundle import load_bundle_bytes

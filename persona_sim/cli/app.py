@@ -6,7 +6,7 @@
     persona-sim report RUN_DIR
     persona-sim compare RUN_DIR RUN_DIR ...
     persona-sim calibrate SCENARIO [--out FILE] [--repeats N]
-    persona-sim data list|info|fetch|convert ...   (cli_data)
+    persona-sim data list|info|fetch|convert ...   (cli.data)
     persona-sim cloud ...      (from the cloud_node package)
     persona-sim devices ...    (from the device_node package)
 
@@ -76,16 +76,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _fresh_out(out: Path, force: bool, *markers: str) -> None:
-    if any((out / m).exists() for m in markers) and not force:
-        raise ScenarioError(str(out), [("--out", "this directory already holds results; choose another "
-                                                 "--out or pass --force to replace them", str(out))])
-
-
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ..jobs.offline import run_eval
     from ..progress import stage_progress
     from ..report.eval_report import render
+    from ..report.rundir import check_fresh
     from ..scenario.files import load_variants
 
     if args.seeds < 1:
@@ -93,7 +88,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     variants = load_variants(args.scenario, _overrides(args))
     base = variants[0].scenario
     out = args.out or Path("runs") / f"{base.name}-eval-{time.strftime('%Y%m%d-%H%M%S')}"
-    _fresh_out(out, args.force, "summary.json")
+    check_fresh(out, args.force, "summary.json")
     seeds = [base.seed + i for i in range(args.seeds)]
     summary = run_eval(variants, seeds, out, stage_progress(args.quiet), {"command": " ".join(sys.argv[1:])})
     print(render(summary))
@@ -111,22 +106,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from ..progress import stage_progress
     from ..report.compare import render_compare, write_compare
     from ..report.markdown import render_table
+    from ..report.rundir import check_fresh
     from ..scenario.files import load_variants
 
     variants = load_variants(args.scenario, _overrides(args))
     base = variants[0].scenario
     out = args.out or Path("runs") / f"{base.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if len(variants) == 1:
-        _fresh_out(out, args.force, "results.sqlite", "summary.json")
+        check_fresh(out, args.force, "results.sqlite", "summary.json")
         summary = run(base, out, args.transport, args.shards, args.quiet, stage_progress(args.quiet))
         print(render_table(summary))
         print(f"\nrun directory: {out}  (report.md, summary.json, results.sqlite)")
         return EXIT_OK
-    _fresh_out(out, args.force, "compare.json")       # a sweep: one run directory per variant, then a comparison
+    check_fresh(out, args.force, "compare.json")       # a sweep: one run directory per variant, then a comparison
     dirs = [out / _slug(v.settings) for v in variants]
     for v, d in zip(variants, dirs):
         print(f"== {v.label} -> {d}", flush=True)
-        _fresh_out(d, args.force, "results.sqlite", "summary.json")
+        check_fresh(d, args.force, "results.sqlite", "summary.json")
         run(v.scenario, d, args.transport, args.shards, args.quiet, stage_progress(args.quiet))
     print(render_compare(write_compare(out, dirs, [v.label for v in variants])))
     print(f"sweep directory: {out}  (compare.md, compare.json, one run directory per variant)")

@@ -19,8 +19,8 @@ import time
 import numpy as np
 import torch
 
-from ..model.adaptation import adapt
-from ..scenario.schema import ADAPTIVE_METHODS, GROUP_METHODS, Scenario
+from .. import methods
+from ..scenario.schema import Scenario
 from ..train.bundle import Bundle
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
@@ -29,18 +29,18 @@ BATCHES = (1, 2, 4, 8, 16, 32, 64)
 def measure(scenario: Scenario, bundle: Bundle, batches=BATCHES, repeats: int = 7) -> list[dict]:
     rng = np.random.default_rng(scenario.seed)
     rows = []
-    for method in (m for m in scenario.methods if m in ADAPTIVE_METHODS):
-        prototypes = scenario.persona.prototypes if method in GROUP_METHODS else 1
+    for method in (methods.get(m) for m in scenario.methods if methods.get(m).asks_cloud):
+        prototypes = method.prototypes(scenario.persona)
         for b in batches:
             windows = torch.from_numpy(rng.integers(1, bundle.num_items + 1, (b, scenario.persona.window)))
             with torch.no_grad():
-                adapt(bundle.models, method, windows)                   # warm-up
+                method.adapt(bundle.models, windows)                    # warm-up
                 times = []
                 for _ in range(repeats):
                     t0 = time.perf_counter_ns()
-                    adapt(bundle.models, method, windows)
+                    method.adapt(bundle.models, windows)
                     times.append((time.perf_counter_ns() - t0) / 1e6)
-            rows.append({"method": method, "batch": b, "prototypes": prototypes,
+            rows.append({"method": method.name, "batch": b, "prototypes": prototypes,
                          "ms_median": round(float(np.median(times)), 4), "ms_min": round(min(times), 4)})
     return rows
 

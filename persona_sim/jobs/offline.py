@@ -16,6 +16,7 @@ import numpy as np
 
 from ..data.dataset import Dataset, load_dataset
 from ..data.split import training_data
+from ..methods import METHODS
 from ..model.metrics import METRICS
 from ..scenario.files import Variant
 from ..train.bundle import ensure_bundle, load_bundle
@@ -33,18 +34,18 @@ def eval_seed(variant: Variant, seed: int, dataset: Dataset, progress: Progress)
     bundle = load_bundle(path)
     t1 = time.perf_counter()
     test = build_cases(dataset, training_data(dataset, scenario, PROTOCOL).test, scenario, TEST_PURPOSE)
-    methods = {}
+    results = {}
     for method in scenario.methods:
         start = time.perf_counter()
-        per_case = evaluate(bundle.models, method, test, scenario.model.max_len)
+        per_case = evaluate(bundle.models, METHODS[method].adapt, test, scenario.model.max_len)
         seconds = time.perf_counter() - start
         counts = np.bincount(per_case["prototype"], minlength=max(1, scenario.persona.prototypes))
-        methods[method] = dict(mean_metrics(per_case), cases=len(test.windows),
+        results[method] = dict(mean_metrics(per_case), cases=len(test.windows),
                                ms_per_case=round(1000 * seconds / len(test.windows), 4),
                                prototype_share=[round(float(c) / len(test.windows), 4) for c in counts])
     return {"seed": seed, "bundle": bundle.signature, "trained": trained,
             "train_seconds": round(t1 - t0, 2), "test_seconds": round(time.perf_counter() - t1, 2),
-            "methods": methods}
+            "methods": results}
 
 
 def aggregate(per_seed: list[dict], methods: list[str]) -> dict:

@@ -1,20 +1,16 @@
-"""Persona's inference on the cloud: a device's window -> its new adaptive layers.
+"""Persona's inference: a device's window -> its new adaptive layers.
 
-    static      the global prototype's Θc, never edited
-    persona-s   the global PE edits the global PM (Eq. 6)
-    persona-m   every group PE edits its group PM on the same window in one
-                batched call (Eq. 11); the device gets the group whose edit is
-                smallest (Eq. 12), or, as an option, the group whose k-means
-                centre is nearest to the global PE's edit (Eq. 9's partition)
-    group-finetune  the group PM of the nearest centre, unedited (the paper's
-                "Group Fine-tuning" of Table 3)
-
-The cloud node, the offline evaluation and model selection all call ``adapt``,
-so the numbers they report come from one implementation.
+The trained models (``PersonaModels``) and four primitives over them, each
+(B, W) windows -> ``Adapted``: ``unedited``, ``edit_global`` (Eq. 6),
+``edit_groups`` (Eqs. 11-12) and ``nearest_group``. The methods package binds
+them to method names; the cloud node, the offline evaluation and model
+selection all call these, so the numbers they report come from one
+implementation.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -55,6 +51,9 @@ class Adapted:
     edit_norm: torch.Tensor                # (B,) Frobenius norm of the applied clipped edit
 
 
+AdaptFn = Callable[[PersonaModels, torch.Tensor], Adapted]   # (models, windows (B, W)) -> each device's layers
+
+
 def sq_dist(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     """x (B, F), centres (P, F) -> (B, P) squared Euclidean distances."""
     return (x.pow(2).sum(1, keepdim=True) - 2 * x @ centres.T + centres.pow(2).sum(1)[None]).clamp(min=0)
@@ -65,33 +64,53 @@ def nearest_centre(edits: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     return sq_dist(edits, centres).argmin(1)
 
 
+def _window_inputs(models: PersonaModels, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """windows (B, W) -> their item embeddings (B, W, D) and the mask of real items (B, W)."""
+    return models.item_emb[windows], windows > 0
+
+
+def _groups(models: PersonaModels) -> Groups:
+    if models.groups is None:
+        raise ValueError("this method needs a bundle trained with group prototypes")
+    return models.groups
+
+
 @torch.no_grad()
-def adapt(models: PersonaModels, method: str, windows: torch.Tensor) -> Adapted:
-    """windows (B, W) item ids, left-aligned, 0-padded -> the adaptive layers ``method`` gives each device."""
+def unedited(models: PersonaModels, windows: torch.Tensor) -> Adapted:
+    """The global prototype's Θc for every device, never edited."""
     B = len(windows)
-    zeros = torch.zeros(B, dtype=torch.long)
-    if method == "static":
-        params = {k: v[0].expand(B, *v.shape[1:]) for k, v in models.head.items()}
-        return Adapted(params, zeros, torch.zeros(B))
-    emb, mask = models.item_emb[windows], windows > 0                          # (B, W, D), (B, W)
-    if method == "persona-s":
-        edits = models.editor.edits(emb, mask)                                 # each (1, B, ...)
-        params = {k: v[0] for k, v in apply_edits(models.head, edits).items()}
-        return Adapted(params, zeros, edit_norm(edits)[0])
-    groups = models.groups
-    if method not in ("persona-m", "group-finetune"):
-        raise ValueError(f"unknown method {method!r}")
-    if groups is None:
-        raise ValueError(f"{method} needs a bundle trained with group prototypes")
-    if method == "group-finetune":
-        chosen = nearest_centre(flat_edits(models.editor.edits(emb, mask))[0], groups.centres)
-        return Adapted({k: v[chosen] for k, v in groups.heads.items()}, chosen, torch.zeros(B))
+    params = {k: v[0].expand(B, *v.shape[1:]) for k, v in models.head.items()}
+    return Adapted(params, torch.zeros(B, dtype=torch.long), torch.zeros(B))
+
+
+@torch.no_grad()
+def edit_global(models: PersonaModels, windows: torch.Tensor) -> Adapted:
+    """The global PE's clipped edit of the global PM (Eq. 6)."""
+    edits = models.editor.edits(*_window_inputs(models, windows))             # each (1, B, ...)
+    params = {k: v[0] for k, v in apply_edits(models.head, edits).items()}
+    return Adapted(params, torch.zeros(len(windows), dtype=torch.long), edit_norm(edits)[0])
+
+
+@torch.no_grad()
+def nearest_group(models: PersonaModels, windows: torch.Tensor) -> Adapted:
+    """The group PM whose k-means centre is nearest to the global PE's edit, unedited."""
+    groups = _groups(models)
+    chosen = nearest_centre(flat_edits(models.editor.edits(*_window_inputs(models, windows)))[0], groups.centres)
+    return Adapted({k: v[chosen] for k, v in groups.heads.items()}, chosen, torch.zeros(len(windows)))
+
+
+@torch.no_grad()
+def edit_groups(models: PersonaModels, windows: torch.Tensor) -> Adapted:
+    """Every group PE edits its group PM in one batched call (Eq. 11); each device gets the group whose
+    edit is smallest (Eq. 12), or, with ``assignment: nearest-centre``, the group nearest to the global PE's edit."""
+    groups = _groups(models)
+    emb, mask = _window_inputs(models, windows)                                # (B, W, D), (B, W)
     edits = groups.editor.edits(emb, mask)                                     # each (P, B, ...): all groups at once
     norms = edit_norm(edits)                                                   # (P, B)
     if models.assignment == "edit-norm":
         chosen = norms.argmin(0)                                               # (B,) Eq. 12
     else:
         chosen = nearest_centre(flat_edits(models.editor.edits(emb, mask))[0], groups.centres)
-    rows = torch.arange(B)
+    rows = torch.arange(len(windows))
     params = {k: v[chosen, rows] for k, v in apply_edits(groups.heads, edits).items()}
     return Adapted(params, chosen, norms[chosen, rows])

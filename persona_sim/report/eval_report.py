@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..methods import METHODS
 from ..train.evaluation import CHUNK
 
 COLUMNS = (("auc", "AUC"), ("ndcg@5", "NDCG@5"), ("hr@5", "HR@5"), ("ndcg@10", "NDCG@10"), ("hr@10", "HR@10"))
-NAMES = {"static": "– (static)", "persona-s": "Persona (s)", "persona-m": "Persona (m)",
-         "group-finetune": "Group Fine-tuning"}
+
+
+def _label(name: str) -> str:
+    return METHODS[name].label if name in METHODS else name
 
 
 def _cell(m: dict, key: str, seeds: int) -> str:
@@ -20,7 +23,7 @@ def _cell(m: dict, key: str, seeds: int) -> str:
 
 
 def _rows(methods: dict, seeds: int, prefix: list[str]) -> list[str]:
-    return ["| " + " | ".join(prefix + [NAMES.get(name, name)] + [_cell(m, k, seeds) for k, _ in COLUMNS]
+    return ["| " + " | ".join(prefix + [_label(name)] + [_cell(m, k, seeds) for k, _ in COLUMNS]
                               + [f"{m['ms_per_case']:.3f}"]) + " |" for name, m in methods.items()]
 
 
@@ -46,10 +49,10 @@ def render(summary: dict) -> str:
     for plot in summary.get("plots", []):
         lines += [f"![{plot}]({plot})", ""]
     shares = [(v["label"], name, r["methods"][name]["prototype_share"]) for v in variants
-              for r in v["per_seed"][:1] for name in r["methods"] if name in ("persona-m", "group-finetune")]
+              for r in v["per_seed"][:1] for name in r["methods"] if name in METHODS and METHODS[name].uses_groups]
     if shares:
         lines += ["## Prototype assignment (first seed: share of test cases per group)", ""]
-        lines += [f"- {(label + ': ') if label else ''}{NAMES[name]}: " + ", ".join(f"{s:.2f}" for s in share)
+        lines += [f"- {(label + ': ') if label else ''}{_label(name)}: " + ", ".join(f"{s:.2f}" for s in share)
                   for label, name, share in shares]
         lines.append("")
     return "\n".join(lines)
@@ -73,7 +76,7 @@ def plot_sweeps(out: Path, summary: dict) -> list[str]:
         for method in variants[0]["methods"]:
             ys = [v["methods"][method][metric] for v in variants]
             err = [v["methods"][method]["std"][metric] for v in variants]
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=NAMES.get(method, method))
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=_label(method))
         ax.set_xscale("log" if min(xs) > 0 and max(xs) / min(xs) >= 10 else "linear")
         ax.set_xlabel(key)
         ax.set_title(metric.upper().replace("@", "@"))

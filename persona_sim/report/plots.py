@@ -11,6 +11,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..methods import METHODS  # noqa: E402
 from ..scenario.schema import Scenario  # noqa: E402
 from .recovery import time_edges  # noqa: E402
 
@@ -92,7 +93,7 @@ def plot_rtt_cdf(con: sqlite3.Connection, out: Path) -> str | None:
 def plot_prototypes(con: sqlite3.Connection, out: Path, bins: int = 30) -> str | None:
     """Share of each prototype among the edits applied per virtual-time bin (Persona (m)'s assignment)."""
     present = {m for (m,) in con.execute("SELECT DISTINCT method FROM adaptations WHERE status='ok'")}
-    method = next((m for m in ("persona-m", "group-finetune") if m in present), None)
+    method = next((m for m, spec in METHODS.items() if spec.uses_groups and m in present), None)
     if method is None:
         return None
     rows = np.asarray(con.execute("SELECT applied_us, prototype_id FROM adaptations WHERE status='ok' AND method=?",

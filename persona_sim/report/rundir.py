@@ -16,7 +16,9 @@ from pathlib import Path
 import yaml
 
 from ..data.dataset import Dataset
+from ..errors import ScenarioError
 from ..scenario.schema import Scenario
+from ..train.bundle import training_key
 from .html import write_html
 from .markdown import render_markdown
 from .plots import write_plots
@@ -42,6 +44,13 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def check_fresh(out: Path, force: bool, *markers: str) -> None:
+    """Refuse to write into a directory that already holds results (one of ``markers``) unless forced."""
+    if any((out / m).exists() for m in markers) and not force:
+        raise ScenarioError(str(out), [("--out", "this directory already holds results; choose another "
+                                                 "--out or pass --force to replace them", str(out))])
+
+
 def shard_file(out: Path, index: int, count: int) -> Path:
     return out / f"shard-{index}-of-{count}.sqlite"
 
@@ -57,7 +66,7 @@ def describe(scenario: Scenario, dataset: Dataset, bundle_signature: str, **extr
     return {
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(), "users": dataset.num_users,
                     "items": dataset.num_items, "interactions": dataset.num_interactions},
-        "bundle": {"signature": bundle_signature, "training_key": scenario.training_key()},
+        "bundle": {"signature": bundle_signature, "training_key": training_key(scenario)},
         "compute_mode": scenario.cloud.compute,
         **extra,
     }

@@ -7,21 +7,15 @@ bad value. The rest of the core receives a typed, fully-defaulted ``Scenario``.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ScenarioError
 
+# The names a scenario may list; what each method does lives in persona_sim.methods (a test keeps the two equal).
 METHODS = ("static", "persona-s", "persona-m", "group-finetune")
-ADAPTIVE_METHODS = ("persona-s", "persona-m", "group-finetune")   # methods that ask the cloud for new layers
-GROUP_METHODS = ("persona-m", "group-finetune")                   # methods that need Persona (m)'s groups
-Method = Literal["static", "persona-s", "persona-m", "group-finetune"]
-# Part of every training key: bump it when model or training code changes what a
-# scenario trains, so cached bundles from older code are not reused.
-TRAINING_CODE_VERSION = 2
+Method = Literal[METHODS]
 
 
 class _Strict(BaseModel):
@@ -292,22 +286,6 @@ class Scenario(_Strict):
     def resolved(self) -> dict[str, Any]:
         """The scenario with every default filled in, as plain data."""
         return self.model_dump(mode="json")
-
-    def training_key(self, protocol: str = "holdout") -> str:
-        """Content hash of everything that determines the trained model bundle.
-
-        ``protocol`` is the data split the bundle is trained on: ``holdout``
-        (simulated devices are users never trained on) or ``leave-one-out``
-        (the paper's offline protocol: every user's last two items held out).
-        """
-        relevant = {k: self.resolved()[k] for k in ("seed", "dataset", "split", "model", "train", "persona")}
-        relevant.update(code_version=TRAINING_CODE_VERSION, protocol=protocol, groups=self.needs_groups)
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
-
-    @property
-    def needs_groups(self) -> bool:
-        """Whether the bundle must hold Persona (m)'s group prototypes and editors."""
-        return any(m in GROUP_METHODS for m in self.methods)
 
     def shard_of(self, device_index: int, shards: int) -> int:
         """The device-node shard that simulates a device: whole cells are dealt round-robin, so devices

@@ -12,10 +12,10 @@ import time
 import numpy as np
 import torch
 
+from .. import methods
 from ..errors import BundleError, ProtocolError
-from ..model.adaptation import adapt
-from ..scenario.schema import ADAPTIVE_METHODS, Scenario
-from ..train.bundle import Bundle
+from ..scenario.schema import Scenario
+from ..train.bundle import Bundle, training_key
 from ..wire.messages import PROTOCOL_VERSION, AdaptRequest, CloudInfo, EditResult, Hello, RequestError, device_index
 
 MAX_WINDOW_FACTOR = 4   # a window may be at most this many times persona.window long
@@ -23,10 +23,10 @@ MAX_WINDOW_FACTOR = 4   # a window may be at most this many times persona.window
 
 class CloudEngine:
     def __init__(self, scenario: Scenario, bundle: Bundle, model_bytes: int, cloud_id: str | None = None):
-        if bundle.meta.get("training_key") != scenario.training_key():   # also rules out a bundle without groups
+        if bundle.meta.get("training_key") != training_key(scenario):   # also rules out a bundle without groups
             raise BundleError(f"the model bundle {bundle.signature} was trained for another scenario "
                               f"(training key {bundle.meta.get('training_key')}, this scenario's is "
-                              f"{scenario.training_key()})")
+                              f"{training_key(scenario)})")
         self.scenario = scenario
         self.bundle = bundle
         self.cloud_id = cloud_id or f"cloud-{os.getpid()}"
@@ -50,9 +50,9 @@ class CloudEngine:
             raise ProtocolError("BAD_FRAME", f"Hello.codecs {list(hello.codecs)} lacks FLOAT32, the only codec served")
 
     def check_method(self, method: str, device_id: str = "", seq: int = 0) -> None:
-        if method not in ADAPTIVE_METHODS or method not in self.scenario.methods:
-            raise ProtocolError("BAD_REQUEST", f"method {method!r} is not served; this cloud adapts with "
-                                               f"{[m for m in self.scenario.methods if m in ADAPTIVE_METHODS]}",
+        served = [m for m in self.scenario.methods if methods.get(m).asks_cloud]
+        if method not in served:
+            raise ProtocolError("BAD_REQUEST", f"method {method!r} is not served; this cloud adapts with {served}",
                                 device_id, seq)
 
     def forget_sequences(self, method: str) -> None:
@@ -106,7 +106,7 @@ class CloudEngine:
         # size, and then results would depend on which devices shared a frame (shards,
         # streams). All of Persona (m)'s group editors still run in one batched call.
         t0 = time.perf_counter_ns()
-        out = adapt(self.bundle.models, req.method, torch.tensor([req.window], dtype=torch.long))
+        out = methods.adapt(self.bundle.models, req.method, torch.tensor([req.window], dtype=torch.long))
         params = {k: v[0].numpy().astype(np.float32) for k, v in out.params.items()}
         return EditResult(req.device_id, req.seq, int(out.prototype[0]), params, float(out.edit_norm[0]),
                           time.perf_counter_ns() - t0)

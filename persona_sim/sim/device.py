@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..data.sequences import Dataset
-from ..model.adaptation import adapt
+from ..model.adaptation import nearest_group
 from ..model.batching import pad_right
 from ..model.metrics import sample_negatives
 from ..scenario.schema import Scenario
@@ -74,7 +74,7 @@ def cluster_labels(bundle: Bundle, dataset: Dataset, users: np.ndarray, window: 
     else the user's dominant item category, else None."""
     if bundle.models.groups is not None:
         windows = pad_right([dataset.sequences[int(u)][-window:] for u in users], window)
-        return adapt(bundle.models, "group-finetune", windows).prototype.numpy()
+        return nearest_group(bundle.models, windows).prototype.numpy()
     if dataset.item_category is not None:
         cats = dataset.item_category
         return np.asarray([np.bincount(cats[dataset.sequences[int(u)]]).argmax() for u in users])

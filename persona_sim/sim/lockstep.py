@@ -27,8 +27,8 @@ import asyncio
 import math
 import time
 
+from .. import methods
 from ..errors import ProtocolError
-from ..scenario.schema import GROUP_METHODS
 from ..wire.codec import edit_to_pb, edit_wire_bytes, request_wire_bytes
 from ..wire.messages import Hello, RequestError, RoundReply, RoundReport
 from .cloud_engine import CloudEngine
@@ -107,7 +107,7 @@ class Lockstep:
                                                  f"report must be at until_us 0, got {report.until_us}")
             self.engine.check_method(report.method)
             self.engine.forget_sequences(report.method)
-            prototypes = self.engine.scenario.persona.prototypes if report.method in GROUP_METHODS else 1
+            prototypes = methods.get(report.method).prototypes(self.engine.scenario.persona)
             session = _Session(report.method, hello.shard_count, CloudClock(self.engine.scenario.cloud, self.cost),
                                prototypes)
             self.sessions[report.method] = session

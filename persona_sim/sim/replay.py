@@ -14,8 +14,9 @@ from typing import Callable
 
 import numpy as np
 
+from .. import methods
 from ..errors import ScenarioError
-from ..scenario.schema import ADAPTIVE_METHODS, Scenario
+from ..scenario.schema import Scenario
 
 
 def replayed_times(scenario: Scenario) -> Callable | None:
@@ -35,7 +36,7 @@ def replayed_times(scenario: Scenario) -> Callable | None:
         con.close()
     logged = {(m, d, s): ns for m, d, s, ns in rows}
     medians = {}
-    for method in (m for m in scenario.methods if m in ADAPTIVE_METHODS):
+    for method in (m for m in scenario.methods if methods.get(m).asks_cloud):
         times = [ns for (m, _, _), ns in logged.items() if m == method]
         if not times:
             raise ScenarioError(str(db), [("cloud.replay", f"the logged run has no measured times for {method!r}",

@@ -25,9 +25,10 @@ from typing import Callable, Protocol
 import numpy as np
 import simpy
 
+from .. import methods
 from ..errors import ProtocolError
 from ..model.metrics import rank_metrics
-from ..scenario.schema import ADAPTIVE_METHODS, Scenario
+from ..scenario.schema import Scenario
 from ..train.bundle import Bundle, item_matrix
 from ..wire.codec import request_wire_bytes
 from ..wire.messages import AdaptRequest, Arrival, EditResult, RequestError, RoundReply, RoundReport
@@ -198,7 +199,7 @@ async def simulate(scenario: Scenario, bundle: Bundle, plans: list[DevicePlan], 
     links = device_links(scenario, plans)
     total = sum(len(p.positions) for p in plans)
     for method in scenario.methods:
-        adaptive = method in ADAPTIVE_METHODS
+        adaptive = methods.get(method).asks_cloud
         if adaptive and transport is None:
             raise ValueError(f"method {method!r} needs a transport to the cloud")
         run = MethodRun(scenario, bundle, plans, method, rec, adaptive, links)

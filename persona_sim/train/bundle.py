@@ -26,20 +26,37 @@ import torch
 from ..data.dataset import Dataset
 from ..data.split import training_data
 from ..errors import BundleError
+from ..methods import needs_groups
 from ..model.adaptation import Groups, PersonaModels
 from ..model.editor import EditorBank
 from ..model.networks import PrototypeModel, SharedLayers, adaptive_shapes
-from ..scenario.schema import TRAINING_CODE_VERSION, ModelSpec, PersonaSpec, Scenario
+from ..scenario.schema import ModelSpec, PersonaSpec, Scenario
 from .evaluation import VALID_PURPOSE, build_cases
 from .groups import train_groups
 from .training import Progress, editor_samples, stacked, train_editor, train_prototype
 
 CACHE_ENV = "PERSONA_SIM_CACHE"
 FORMAT = 2
+# Part of every training key: bump it when model or training code changes what a
+# scenario trains, so cached bundles from older code are not reused.
+TRAINING_CODE_VERSION = 2
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "persona-sim")
+
+
+def training_key(scenario: Scenario, protocol: str = "holdout") -> str:
+    """Content hash of everything that determines the trained model bundle.
+
+    ``protocol`` is the data split the bundle is trained on: ``holdout``
+    (simulated devices are users never trained on) or ``leave-one-out``
+    (the paper's offline protocol: every user's last two items held out).
+    """
+    resolved = scenario.resolved()
+    relevant = {k: resolved[k] for k in ("seed", "dataset", "split", "model", "train", "persona")}
+    relevant.update(code_version=TRAINING_CODE_VERSION, protocol=protocol, groups=needs_groups(scenario.methods))
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def signature_of(data: bytes) -> str:
@@ -147,7 +164,7 @@ def load_bundle(path: Path) -> Bundle:
 
 def bundle_path(scenario: Scenario, dataset: Dataset, protocol: str = "holdout") -> Path:
     """Cached by training key and data: a synthetic dataset changes with the seed it is generated with."""
-    return cache_dir() / "bundles" / f"{scenario.training_key(protocol)}-{dataset.fingerprint()}" / "bundle.pt"
+    return cache_dir() / "bundles" / f"{training_key(scenario, protocol)}-{dataset.fingerprint()}" / "bundle.pt"
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -227,7 +244,7 @@ class _Stages:
         editor.load_state_dict(stage["editor"])
         models = PersonaModels(shared, head, _frozen(editor), None, sc.persona.assignment)
         meta = {"prototype": proto["meta"], "editor": stage["meta"]}
-        if sc.needs_groups:
+        if needs_groups(sc.methods):
             def train() -> dict:
                 groups, gmeta = train_groups(models, self.samples(shared), self.valid, sc, self.progress)
                 return {"heads": groups.heads, "editor": groups.editor.state_dict(), "centres": groups.centres,
@@ -251,7 +268,7 @@ def ensure_bundle(scenario: Scenario, dataset: Dataset, progress: Progress,
         models, meta = stages.build()
     groups = models.groups
     payload = {
-        "format": FORMAT, "training_key": scenario.training_key(protocol), "protocol": protocol,
+        "format": FORMAT, "training_key": training_key(scenario, protocol), "protocol": protocol,
         "num_items": dataset.num_items, "model_spec": scenario.model.model_dump(mode="json"),
         "persona_spec": scenario.persona.model_dump(mode="json"), "dataset_fingerprint": dataset.fingerprint(),
         "shared": models.shared.state_dict(), "head": models.head, "editor": models.editor.state_dict(),

@@ -14,7 +14,7 @@ import torch
 
 from ..data.dataset import Dataset
 from ..data.split import Cases
-from ..model.adaptation import PersonaModels, adapt
+from ..model.adaptation import AdaptFn, PersonaModels
 from ..model.batching import encode_last, pad_right
 from ..model.metrics import METRICS, rank_metrics, sample_negatives
 from ..model.networks import adaptive_forward
@@ -43,15 +43,16 @@ def build_cases(dataset: Dataset, cases: Cases, scenario: Scenario, purpose: int
 
 
 @torch.no_grad()
-def evaluate(models: PersonaModels, method: str, cases: CaseSet, max_len: int) -> dict[str, np.ndarray]:
-    """Per-case metrics (HR@5/10, NDCG@5/10, AUC, rank) and the prototype each case was given."""
+def evaluate(models: PersonaModels, adapt: AdaptFn, cases: CaseSet, max_len: int) -> dict[str, np.ndarray]:
+    """Per-case metrics (HR@5/10, NDCG@5/10, AUC, rank) and the prototype each case was given by ``adapt``
+    (a method's, or one of the primitives in ``model.adaptation``)."""
     models.shared.eval()
     h = encode_last(models.shared, cases.histories, max_len)                 # (N, D)
     emb = models.item_emb
     parts, protos = [], []
     for start in range(0, len(h), CHUNK):
         sl = slice(start, start + CHUNK)
-        adapted = adapt(models, method, cases.windows[sl])
+        adapted = adapt(models, cases.windows[sl])
         u = adaptive_forward(h[sl], adapted.params)                          # (b, D)
         parts.append(torch.einsum("bd,bkd->bk", u, emb[cases.candidates[sl]]).numpy())   # (b, 1 + K)
         protos.append(adapted.prototype.numpy())

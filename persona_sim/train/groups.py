@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model.adaptation import Groups, PersonaModels, nearest_centre, sq_dist
+from ..model.adaptation import Groups, PersonaModels, edit_groups, nearest_centre, nearest_group, sq_dist
 from ..model.editor import EditorBank, flat_edits
 from ..model.networks import adaptive_forward
 from ..scenario.schema import Scenario
@@ -112,7 +112,7 @@ def train_groups(models: PersonaModels, samples: EditorSamples, valid: CaseSet, 
             groups.heads = stacked_heads()
 
         def validate_heads() -> dict[str, float]:
-            return mean_metrics(evaluate(view, "group-finetune", valid, scenario.model.max_len))
+            return mean_metrics(evaluate(view, nearest_group, valid, scenario.model.max_len))
 
         meta["group_prototypes"] = fit("group PMs", tr.group_epochs, tr.patience, head_round, validate_heads,
                                        heads, progress)
@@ -134,7 +134,7 @@ def train_groups(models: PersonaModels, samples: EditorSamples, valid: CaseSet, 
         groups.editor = EditorBank.stack(list(editors))
 
     meta["group_editors"] = fit("group PEs", tr.group_epochs, tr.patience, editor_round,
-                                lambda: mean_metrics(evaluate(view, "persona-m", valid, scenario.model.max_len)),
+                                lambda: mean_metrics(evaluate(view, edit_groups, valid, scenario.model.max_len)),
                                 editors, progress)
     groups.editor = EditorBank.stack(list(editors))
     for p in groups.editor.parameters():

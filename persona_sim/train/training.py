@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..model.adaptation import PersonaModels
+from ..model.adaptation import PersonaModels, edit_global, unedited
 from ..model.batching import encode_prefixes, length_batches, pad_right, trim
 from ..model.editor import EditorBank, apply_edits
 from ..model.networks import PrototypeModel, SharedLayers, adaptive_forward, adaptive_shapes
@@ -98,7 +98,7 @@ def train_prototype(sequences: list[np.ndarray], num_items: int, valid: CaseSet,
 
     def validate() -> dict[str, float]:
         models = PersonaModels(model.shared, stacked(model.head_params()), None)
-        return mean_metrics(evaluate(models, "static", valid, spec.max_len))
+        return mean_metrics(evaluate(models, unedited, valid, spec.max_len))
 
     meta = fit("prototype", tr.epochs, tr.patience, run_epoch, validate, model, progress)
     for p in model.parameters():
@@ -154,7 +154,7 @@ def train_editor(model: PrototypeModel, samples: EditorSamples, valid: CaseSet, 
 
     meta = fit("editor", tr.editor_epochs, tr.patience,
                lambda: editor_epoch(editor, head, samples, rows, model.shared.item_emb, opt, scenario, gen),
-               lambda: mean_metrics(evaluate(models, "persona-s", valid, scenario.model.max_len)), editor, progress)
+               lambda: mean_metrics(evaluate(models, edit_global, valid, scenario.model.max_len)), editor, progress)
     for p in editor.parameters():
         p.requires_grad_(False)
     return editor, dict(meta, samples=len(samples))

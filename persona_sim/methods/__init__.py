@@ -1,0 +1,40 @@
+"""Adaptation methods, one module each, behind one small interface (``base.Method``).
+
+The scenario names methods; everything else asks the registry here for the
+method's attributes (does it ask the cloud, does it need groups, how many
+prototypes a request costs, how it adapts) and never branches on a name.
+Adding a method = one module here + its scenario keys (``scenario.schema``) +
+tests. May import ``model``, ``scenario`` and ``errors``.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from ..model.adaptation import Adapted, PersonaModels
+from . import group_finetune, persona_m, persona_s, static
+from .base import Method
+
+METHODS: dict[str, Method] = {m.name: m for m in (static.METHOD, persona_s.METHOD, persona_m.METHOD,
+                                                    group_finetune.METHOD)}
+
+
+def get(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; valid: {', '.join(METHODS)}") from None
+
+
+def adapt(models: PersonaModels, name: str, windows: torch.Tensor) -> Adapted:
+    """windows (B, W) item ids, left-aligned, 0-padded -> the adaptive layers method ``name`` gives each device."""
+    return get(name).adapt(models, windows)
+
+
+def needs_groups(names: Iterable[str]) -> bool:
+    """Whether a bundle for these methods must hold Persona (m)'s group prototypes and editors."""
+    return any(get(n).uses_groups for n in names)
+
+
+__all__ = ["METHODS", "Method", "adapt", "get", "needs_groups"]

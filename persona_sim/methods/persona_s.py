@@ -1,0 +1,5 @@
+"""Persona (s): the global Parameter Editor edits the global prototype model (Eq. 6), clipped (Eq. 8)."""
+from ..model.adaptation import edit_global
+from .base import Method
+
+METHOD = Method(name="persona-s", label="Persona (s)", asks_cloud=True, uses_groups=False, adapt=edit_global)

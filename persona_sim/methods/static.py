@@ -1,0 +1,5 @@
+"""No adaptation: every device keeps the global prototype's adaptive layers (the paper's "–" row)."""
+from ..model.adaptation import unedited
+from .base import Method
+
+METHOD = Method(name="static", label="– (static)", asks_cloud=False, uses_groups=False, adapt=unedited)
