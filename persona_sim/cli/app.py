@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_cmd_run)
 
-    p = sub.add_parser("eval", help="the paper's offline protocol (leave-one-out) over seeds and sweeps")
+    p = sub.add_parser("eval", help="offline evaluation (eval.protocol: leave-one-out or realtime) over seeds and sweeps")
     p.add_argument("scenario", help="scenario YAML file (may hold a sweep)")
     p.add_argument("--out", type=Path, help="output directory (default runs/<name>-eval-<time>)")
     p.add_argument("--seeds", type=int, default=1, help="seeds to train and test, from the scenario's seed up (default 1)")

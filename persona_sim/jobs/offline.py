@@ -1,9 +1,17 @@
-"""``persona-sim eval``: the paper's offline protocol, over seeds and sweep variants.
+"""``persona-sim eval``: an offline protocol (``eval.protocol``), over seeds and sweep variants.
 
-For every variant and seed: train (or reuse) the leave-one-out bundle, then
-rank every user's last item against sampled negatives with each method the
-scenario lists. Seeds change the initialisation, the training order and the
-sampled negatives; the data split is the same for all (it has no randomness).
+For every variant and seed: train (or reuse) the bundle for the protocol, then
+rank each test event's item against sampled negatives with each method the
+scenario lists; every method sees the same negatives, stored with the run
+(``cases-seed-S.npz``).
+
+    leave-one-out  each user's last item (DESIGN §3, the clean default)
+    realtime       every interaction after each user's history part, with the
+                   interactions before it (``eval.realtime``); also scored per
+                   user over several positives, as the authors' code does
+
+Seeds change the initialisation, the training order and the sampled
+negatives; the data split is the same for all (it has no randomness).
 """
 from __future__ import annotations
 
@@ -17,30 +25,40 @@ import numpy as np
 from ..data.dataset import Dataset, load_dataset
 from ..data.split import training_data
 from ..methods import METHODS
-from ..model.metrics import METRICS
+from ..model.metrics import METRICS, USER_METRICS, user_metrics
 from ..scenario.files import Variant
 from ..train.bundle import ensure_bundle, load_bundle
-from ..train.evaluation import TEST_PURPOSE, build_cases, evaluate, mean_metrics
+from ..train.evaluation import TEST_PURPOSE, CaseSet, build_cases, evaluate, mean_metrics
 
-PROTOCOL = "leave-one-out"
 Progress = Callable[[str, int, int], None]
 
 
-def eval_seed(variant: Variant, seed: int, dataset: Dataset, progress: Progress) -> dict:
+def _store_cases(path: Path, cases: CaseSet, num_items: int) -> None:
+    """The test events every method was scored on: user, candidates (the true item first, then the negatives)."""
+    dtype = np.uint16 if num_items < 2**16 else np.uint32
+    np.savez_compressed(path, users=cases.users, candidates=cases.candidates.numpy().astype(dtype))
+
+
+def eval_seed(variant: Variant, seed: int, dataset: Dataset, progress: Progress, out: Path | None = None) -> dict:
     """Train (or reuse) and test one variant at one seed -> {method: metrics}, plus timings."""
     scenario = variant.scenario.with_seed(seed)
     t0 = time.perf_counter()
-    path, trained = ensure_bundle(scenario, dataset, progress, PROTOCOL)
+    protocol = scenario.eval.protocol
+    path, trained = ensure_bundle(scenario, dataset, progress, protocol)
     bundle = load_bundle(path)
     t1 = time.perf_counter()
-    test = build_cases(dataset, training_data(dataset, scenario, PROTOCOL).test, scenario, TEST_PURPOSE)
+    test = build_cases(dataset, training_data(dataset, scenario, protocol).test, scenario, TEST_PURPOSE)
+    if out is not None:
+        _store_cases(out / f"cases-seed-{seed}.npz", test, dataset.num_items)
     results = {}
     for method in scenario.methods:
         start = time.perf_counter()
         per_case = evaluate(bundle.models, METHODS[method].adapt, test, scenario.model.max_len)
         seconds = time.perf_counter() - start
         counts = np.bincount(per_case["prototype"], minlength=max(1, scenario.persona.prototypes))
-        results[method] = dict(mean_metrics(per_case), cases=len(test.windows),
+        per_user = user_metrics(test.users, per_case["scores"]) if protocol == "realtime" else {}
+        results[method] = dict(mean_metrics(per_case), **{k: float(v.mean()) for k, v in per_user.items()},
+                               cases=len(test.windows), users=len(np.unique(test.users)),
                                ms_per_case=round(1000 * seconds / len(test.windows), 4),
                                prototype_share=[round(float(c) / len(test.windows), 4) for c in counts])
     return {"seed": seed, "bundle": bundle.signature, "trained": trained,
@@ -53,10 +71,11 @@ def aggregate(per_seed: list[dict], methods: list[str]) -> dict:
     out = {}
     for method in methods:
         rows = [r["methods"][method] for r in per_seed]
-        entry = {m: round(float(np.mean([r[m] for r in rows])), 6) for m in METRICS}
+        names = [m for m in METRICS + USER_METRICS if m in rows[0]]
+        entry = {m: round(float(np.mean([r[m] for r in rows])), 6) for m in names}
         entry["std"] = {m: round(float(np.std([r[m] for r in rows], ddof=1)) if len(rows) > 1 else 0.0, 6)
-                        for m in METRICS}
-        entry["cases"] = rows[0]["cases"]
+                        for m in names}
+        entry["cases"], entry["users"] = rows[0]["cases"], rows[0]["users"]
         entry["ms_per_case"] = round(float(np.median([r["ms_per_case"] for r in rows])), 4)
         out[method] = entry
     return out
@@ -80,14 +99,16 @@ def run_eval(variants: list[Variant], seeds: list[int], out: Path, progress: Pro
             datasets[key] = load_dataset(spec, variant.scenario.seed)
         per_seed = []
         for seed in seeds:
-            per_seed.append(eval_seed(variant, seed, datasets[key], progress))
+            per_seed.append(eval_seed(variant, seed, datasets[key], progress, out if len(variants) == 1 else None))
             done += 1
             progress("eval", done, total)
         results.append({"label": variant.label, "settings": variant.settings,
                         "methods": aggregate(per_seed, variant.scenario.methods), "per_seed": per_seed})
     first = variants[0].scenario
     summary = {
-        "scenario": first.name, "protocol": PROTOCOL, "seeds": seeds, "dataset": first.dataset.name,
+        "scenario": first.name, "protocol": first.eval.protocol,
+        "realtime": first.eval.realtime.model_dump(mode="json") if first.eval.protocol == "realtime" else None,
+        "seeds": seeds, "dataset": first.dataset.name,
         "model": first.model.model_dump(mode="json"), "negatives": first.eval.negatives,
         "variants": results, **(facts or {}),
         "wall_seconds": round(time.perf_counter() - t0, 1),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 METRICS = ("hr@5", "hr@10", "ndcg@5", "ndcg@10", "auc")
+USER_METRICS = ("user_hr@5", "user_hr@10", "user_ndcg@5", "user_ndcg@10", "user_auc")
 
 
 def rank_metrics(scores: np.ndarray) -> dict[str, np.ndarray]:
@@ -27,6 +28,33 @@ def rank_metrics(scores: np.ndarray) -> dict[str, np.ndarray]:
         "ndcg@10": np.where(rank < 10, gain, 0.0),
         "auc": (neg.shape[1] - above - ties + 0.5 * ties) / neg.shape[1],
     }
+
+
+def user_metrics(users: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray]:
+    """Metrics per user over several positives, as the authors' code scores a user's real-time part.
+
+    users (N,) the user of each event; scores (N, 1 + K), column 0 the event's positive. A user's positives
+    and all their events' negatives are ranked together (ties go to positives, as in ``rank_metrics``):
+    HR@k = any positive in the top k; NDCG@k = DCG@k / IDCG@k with IDCG over min(#positives, k) ideal
+    hits; AUC = the fraction of (positive, negative) pairs with the positive above (ties one half).
+    -> arrays over users in increasing user id.
+    """
+    order = np.argsort(users, kind="stable")
+    _, starts = np.unique(users[order], return_index=True)
+    discount = 1.0 / np.log2(np.arange(10) + 2.0)
+    out = {name: np.empty(len(starts)) for name in USER_METRICS}
+    for j, rows in enumerate(np.split(order, starts[1:])):
+        pos, neg = scores[rows, 0], np.sort(scores[rows, 1:].ravel())
+        values = np.concatenate([pos, neg])
+        labels = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+        ranked = labels[np.lexsort((-labels, -values))]          # score descending, positives first on ties
+        for k in (5, 10):
+            out[f"user_hr@{k}"][j] = float(ranked[:k].any())
+            out[f"user_ndcg@{k}"][j] = (ranked[:k] * discount[: len(ranked[:k])]).sum() / discount[: min(len(pos), k)].sum()
+        below = np.searchsorted(neg, pos, side="left")
+        ties = np.searchsorted(neg, pos, side="right") - below
+        out["user_auc"][j] = (below + 0.5 * ties).sum() / (len(pos) * len(neg))
+    return out
 
 
 def _first_unique(values: np.ndarray) -> np.ndarray:

@@ -12,6 +12,19 @@ from ..methods import METHODS
 from ..train.evaluation import CHUNK
 
 COLUMNS = (("auc", "AUC"), ("ndcg@5", "NDCG@5"), ("hr@5", "HR@5"), ("ndcg@10", "NDCG@10"), ("hr@10", "HR@10"))
+USER_COLUMNS = tuple((f"user_{key}", label) for key, label in COLUMNS)
+
+
+def _protocol(summary: dict) -> str:
+    """What the test events are, in words."""
+    negatives = summary["negatives"]
+    if summary["protocol"] == "realtime":
+        r = summary["realtime"]
+        split = (f"each user's first {r['fraction']:.0%} of interactions" if r["by"] == "position" else
+                 f"each user's interactions before the {r['fraction']:.0%} time quantile")
+        return (f"{split} are history (the last of them selects models); every later interaction is a test event "
+                f"ranked against {negatives} sampled negatives, from the interactions before it")
+    return f"each user's last item against {negatives} sampled negatives; second-to-last item for model selection"
 
 
 def _label(name: str) -> str:
@@ -22,8 +35,8 @@ def _cell(m: dict, key: str, seeds: int) -> str:
     return f"{m[key]:.4f} ± {m['std'][key]:.4f}" if seeds > 1 else f"{m[key]:.4f}"
 
 
-def _rows(methods: dict, seeds: int, prefix: list[str]) -> list[str]:
-    return ["| " + " | ".join(prefix + [_label(name)] + [_cell(m, k, seeds) for k, _ in COLUMNS]
+def _rows(methods: dict, seeds: int, prefix: list[str], columns=COLUMNS) -> list[str]:
+    return ["| " + " | ".join(prefix + [_label(name)] + [_cell(m, k, seeds) for k, _ in columns]
                               + [f"{m['ms_per_case']:.3f}"]) + " |" for name, m in methods.items()]
 
 
@@ -34,8 +47,7 @@ def render(summary: dict) -> str:
     variants = summary["variants"]
     swept = list(variants[0]["settings"])
     lines = [f"# persona-sim eval: {summary['scenario']}", "",
-             f"- dataset `{summary['dataset']}`, protocol **{summary['protocol']}** (each user's last item against "
-             f"{summary['negatives']} sampled negatives; second-to-last item for model selection)",
+             f"- dataset `{summary['dataset']}`, protocol **{summary['protocol']}** ({_protocol(summary)})",
              f"- model **{arch}** (hidden {model['hidden']}, {model['blocks']} block(s), head of "
              f"{model['head_layers']} layers, last {model['adaptive_layers']} adaptive)",
              f"- seeds {', '.join(map(str, summary['seeds']))}; cells are the mean" + (" ± sample std" if seeds > 1 else ""),
@@ -44,8 +56,17 @@ def render(summary: dict) -> str:
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in variants:
         lines += _rows(v["methods"], seeds, [str(v["settings"][k]) for k in swept])
-    lines += ["", "ms / case: wall time of the whole method (shared layers, editors, scoring) per test case, batched "
-              f"{CHUNK} cases at a time, on this machine; the median over seeds.", ""]
+    lines += ["", "Cells are means over test events. ms / case: wall time of the whole method (shared layers, "
+              f"editors, scoring) per test case, batched {CHUNK} cases at a time, on this machine; the median over "
+              "seeds.", ""]
+    if summary["protocol"] == "realtime":
+        lines += ["## Per user, over several positives (how the authors' code scores the real-time part)", "",
+                  "A user's positives and all their events' negatives ranked together: HR@k = any positive in the "
+                  "top k, NDCG@k normalised by min(#positives, k) ideal hits, AUC over (positive, negative) pairs; "
+                  "the mean over users.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for v in variants:
+            lines += _rows(v["methods"], seeds, [str(v["settings"][k]) for k in swept], USER_COLUMNS)
+        lines.append("")
     for plot in summary.get("plots", []):
         lines += [f"![{plot}]({plot})", ""]
     shares = [(v["label"], name, r["methods"][name]["prototype_share"]) for v in variants

@@ -247,8 +247,18 @@ class CloudSpec(_Strict):
         return self
 
 
+class RealtimeSpec(_Strict):
+    """``eval.protocol: realtime``: each user's early interactions are history (the cloud trains on them), every
+    later one is a test event predicted from the interactions before it."""
+
+    fraction: float = Field(0.6, gt=0.0, lt=1.0)   # share of interactions that is history
+    by: Literal["position", "time"] = "position"    # per user by count, or one global time cut (needs timestamps)
+
+
 class EvalSpec(_Strict):
-    negatives: int = Field(99, ge=1)
+    protocol: Literal["leave-one-out", "realtime"] = "leave-one-out"   # what `persona-sim eval` tests on
+    negatives: int = Field(99, ge=1)               # sampled per test event, none from the user's sequence
+    realtime: RealtimeSpec = RealtimeSpec()
 
 
 class Scenario(_Strict):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..data.dataset import Dataset
-from ..data.split import training_data
+from ..data.split import protocol_id, training_data
 from ..errors import BundleError
 from ..methods import needs_groups
 from ..model.adaptation import Groups, PersonaModels
@@ -50,12 +50,13 @@ def training_key(scenario: Scenario, protocol: str = "holdout") -> str:
     """Content hash of everything that determines the trained model bundle.
 
     ``protocol`` is the data split the bundle is trained on: ``holdout``
-    (simulated devices are users never trained on) or ``leave-one-out``
-    (the paper's offline protocol: every user's last two items held out).
+    (simulated devices are users never trained on), ``leave-one-out`` (every
+    user's last two items held out, DESIGN §3) or ``realtime`` (each user's
+    later interactions held out, ``eval.realtime``).
     """
     resolved = scenario.resolved()
     relevant = {k: resolved[k] for k in ("seed", "dataset", "split", "model", "train", "persona")}
-    relevant.update(code_version=TRAINING_CODE_VERSION, protocol=protocol, groups=needs_groups(scenario.methods))
+    relevant.update(code_version=TRAINING_CODE_VERSION, protocol=protocol_id(scenario, protocol), groups=needs_groups(scenario.methods))
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -99,7 +100,7 @@ STAGES = list(_STAGE_SETTINGS)
 def stage_key(scenario: Scenario, dataset: Dataset, protocol: str, stage: str) -> str:
     """Content hash of the data and the settings that determine ``stage`` and the stages before it."""
     resolved = scenario.resolved()
-    relevant: dict = {"protocol": protocol, "code_version": TRAINING_CODE_VERSION, "data": dataset.fingerprint()}
+    relevant: dict = {"protocol": protocol_id(scenario, protocol), "code_version": TRAINING_CODE_VERSION, "data": dataset.fingerprint()}
     for name in STAGES[: STAGES.index(stage) + 1]:
         for setting in _STAGE_SETTINGS[name]:
             section, _, key = setting.partition(".")

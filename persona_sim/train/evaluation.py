@@ -1,4 +1,4 @@
-"""Ranking prediction cases, the paper's offline protocol (DESIGN §3).
+"""Ranking prediction cases: model selection and the offline protocols (DESIGN §3).
 
 Each case ranks the true next item against ``eval.negatives`` items sampled
 uniformly from those the user never interacted with (seeded per purpose), with
@@ -27,6 +27,7 @@ VALID_PURPOSE, TEST_PURPOSE = 0x7A11, 0x7E57
 
 @dataclass
 class CaseSet:
+    users: np.ndarray           # (N,) whose event each case is
     histories: list[np.ndarray]
     windows: torch.Tensor       # (N, W) the last W items of each history, left-aligned, 0-padded
     candidates: torch.Tensor    # (N, 1 + K) the true item first
@@ -39,13 +40,13 @@ def build_cases(dataset: Dataset, cases: Cases, scenario: Scenario, purpose: int
     cands[:, 0] = cases.targets
     for i, u in enumerate(cases.users):
         cands[i, 1:] = sample_negatives(rng, dataset.num_items, dataset.sequences[u], 1, K)[0]
-    return CaseSet(cases.histories, pad_right([h[-W:] for h in cases.histories], W), torch.from_numpy(cands))
+    return CaseSet(cases.users, cases.histories, pad_right([h[-W:] for h in cases.histories], W), torch.from_numpy(cands))
 
 
 @torch.no_grad()
 def evaluate(models: PersonaModels, adapt: AdaptFn, cases: CaseSet, max_len: int) -> dict[str, np.ndarray]:
-    """Per-case metrics (HR@5/10, NDCG@5/10, AUC, rank) and the prototype each case was given by ``adapt``
-    (a method's, or one of the primitives in ``model.adaptation``)."""
+    """Per-case metrics (HR@5/10, NDCG@5/10, AUC, rank), the scores (N, 1 + K) they come from, and the
+    prototype each case was given by ``adapt`` (a method's, or one of the primitives in ``model.adaptation``)."""
     models.shared.eval()
     h = encode_last(models.shared, cases.histories, max_len)                 # (N, D)
     emb = models.item_emb
@@ -56,7 +57,9 @@ def evaluate(models: PersonaModels, adapt: AdaptFn, cases: CaseSet, max_len: int
         u = adaptive_forward(h[sl], adapted.params)                          # (b, D)
         parts.append(torch.einsum("bd,bkd->bk", u, emb[cases.candidates[sl]]).numpy())   # (b, 1 + K)
         protos.append(adapted.prototype.numpy())
-    out = rank_metrics(np.concatenate(parts))
+    scores = np.concatenate(parts)
+    out = rank_metrics(scores)
+    out["scores"] = scores
     out["prototype"] = np.concatenate(protos)
     return out
 
