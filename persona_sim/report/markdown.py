@@ -15,7 +15,7 @@ def _size(n: int) -> str:
 
 def _drift_lines(drift: dict) -> list[str]:
     lines = ["", "## Distribution shifts and recovery", "",
-             f"Injected: " + ", ".join(f"{k} ×{v['count']} on {v['devices']} devices" for k, v in drift["shifts"].items())
+             "Injected: " + ", ".join(f"{k} ×{v['count']} on {v['devices']} devices" for k, v in drift["shifts"].items())
              + " (a device whose stream ends before a shift's `at_s` is not shifted)"
              + f". NDCG@10 pooled over shifts: *before* = the {drift['pre_events']} interactions before a shift, "
              f"*after* = the first {drift['window_events']} from it; *recovery* = interactions (and median virtual "

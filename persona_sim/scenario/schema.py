@@ -93,7 +93,8 @@ class TrainSpec(_Strict):
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(128, ge=1)
     lr: float = Field(1e-3, gt=0.0)
-    sampled_negatives: int = Field(128, ge=1)
+    loss: Literal["sampled-ce", "bce"] = "sampled-ce"   # bce: the authors' labelled rows (see train.training)
+    sampled_negatives: int = Field(128, ge=1)     # k negatives per step (shared by the batch for sampled-ce)
     editor_epochs: int = Field(6, ge=1)
     editor_lr: float = Field(1e-3, gt=0.0)
     group_epochs: int = Field(3, ge=1)            # Persona (m): fine-tuning epochs of group PMs, then group PEs

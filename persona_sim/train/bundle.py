@@ -94,7 +94,15 @@ _STAGE_SETTINGS = {   # stage -> settings (section.key) it depends on, beyond th
     "groups": ["persona.prototypes", "persona.group_prototypes", "persona.assignment", "train.group_epochs",
                "train.group_lr", "train.kmeans_samples"],
 }
+# Settings added after caches were filled enter a stage's key only when set away from their default, so
+# adding one never invalidates the stages already trained: stage -> {setting: default}.
+_LATER_SETTINGS = {"prototype": {"train.loss": "sampled-ce"}}
 STAGES = list(_STAGE_SETTINGS)
+
+
+def _setting(resolved: dict, setting: str):
+    section, _, key = setting.partition(".")
+    return resolved[section][key] if key else resolved[section]
 
 
 def stage_key(scenario: Scenario, dataset: Dataset, protocol: str, stage: str) -> str:
@@ -103,8 +111,10 @@ def stage_key(scenario: Scenario, dataset: Dataset, protocol: str, stage: str) -
     relevant: dict = {"protocol": protocol_id(scenario, protocol), "code_version": TRAINING_CODE_VERSION, "data": dataset.fingerprint()}
     for name in STAGES[: STAGES.index(stage) + 1]:
         for setting in _STAGE_SETTINGS[name]:
-            section, _, key = setting.partition(".")
-            relevant[setting] = resolved[section][key] if key else resolved[section]
+            relevant[setting] = _setting(resolved, setting)
+        for setting, default in _LATER_SETTINGS.get(name, {}).items():
+            if _setting(resolved, setting) != default:
+                relevant[setting] = _setting(resolved, setting)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 

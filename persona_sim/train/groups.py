@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -25,7 +24,7 @@ from ..model.editor import EditorBank, flat_edits
 from ..model.networks import adaptive_forward
 from ..scenario.schema import Scenario
 from .evaluation import CaseSet, evaluate, mean_metrics
-from .training import EditorSamples, Progress, editor_epoch, fit, sampled_ce
+from .training import EditorSamples, Progress, editor_epoch, fit, sampled_loss
 
 CHUNK = 2048
 KMEANS_ITERS = 50
@@ -75,8 +74,8 @@ def _head_epoch(head: nn.ParameterDict, samples: EditorSamples, rows: torch.Tens
                 opt: torch.optim.Optimizer, scenario: Scenario, gen: torch.Generator) -> None:
     for idx in rows[torch.randperm(len(rows), generator=gen)].split(scenario.train.batch_size):
         params = {k.replace("_", "."): v for k, v in head.items()}
-        loss = sampled_ce(adaptive_forward(samples.h[idx], params), samples.targets[idx], item_emb,
-                          scenario.train.sampled_negatives, gen)
+        loss = sampled_loss(adaptive_forward(samples.h[idx], params), samples.targets[idx], item_emb,
+                            scenario.train, gen)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -21,7 +21,7 @@ from ..model.adaptation import PersonaModels, edit_global, unedited
 from ..model.batching import encode_prefixes, length_batches, pad_right, trim
 from ..model.editor import EditorBank, apply_edits
 from ..model.networks import PrototypeModel, SharedLayers, adaptive_forward, adaptive_shapes
-from ..scenario.schema import Scenario
+from ..scenario.schema import Scenario, TrainSpec
 from .evaluation import CaseSet, evaluate, mean_metrics
 
 Progress = Callable[[str, int, int], None]   # (stage, step, total)
@@ -40,10 +40,22 @@ def training_chunks(sequences: list[np.ndarray], max_len: int) -> list[np.ndarra
     return chunks
 
 
-def sampled_ce(u: torch.Tensor, pos: torch.Tensor, item_emb: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
-    """Cross-entropy of the positive against k shared uniform negatives. u (N, D), pos (N,)."""
+def sampled_loss(u: torch.Tensor, pos: torch.Tensor, item_emb: torch.Tensor, train: TrainSpec,
+                 gen: torch.Generator) -> torch.Tensor:
+    """u (N, D) user vectors, pos (N,) their true items; k = ``train.sampled_negatives`` uniform negatives.
+
+    ``sampled-ce``: cross-entropy of the positive against k negatives shared by the batch.
+    ``bce``: binary cross-entropy of the positive (label 1) and k negatives of its own (label 0), averaged
+    over all 1 + k pairs, as the authors' code trains on labelled rows with pre-sampled negatives.
+    """
+    k = train.sampled_negatives
+    s_pos = (u * item_emb[pos]).sum(1, keepdim=True)                                       # (N, 1)
+    if train.loss == "bce":
+        neg = torch.randint(1, item_emb.shape[0], (len(u), k), generator=gen)              # (N, k)
+        s_neg = torch.einsum("nd,nkd->nk", u, item_emb[neg])                               # (N, k)
+        return (F.softplus(-s_pos).sum() + F.softplus(s_neg).sum()) / (len(u) * (1 + k))
     neg = torch.randint(1, item_emb.shape[0], (k,), generator=gen)
-    logits = torch.cat([(u * item_emb[pos]).sum(1, keepdim=True), u @ item_emb[neg].T], dim=1)   # (N, 1 + k)
+    logits = torch.cat([s_pos, u @ item_emb[neg].T], dim=1)                                 # (N, 1 + k)
     return F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long))
 
 
@@ -91,7 +103,7 @@ def train_prototype(sequences: list[np.ndarray], num_items: int, valid: CaseSet,
             inp, tgt = batch[:, :-1], batch[:, 1:]                  # (B, l) each
             u = model.user_vectors(inp)                             # (B, l, D)
             keep = tgt > 0
-            loss = sampled_ce(u[keep], tgt[keep], model.shared.item_emb, tr.sampled_negatives, gen)
+            loss = sampled_loss(u[keep], tgt[keep], model.shared.item_emb, tr, gen)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -134,8 +146,7 @@ def editor_epoch(editor: EditorBank, head: dict[str, torch.Tensor], samples: Edi
     for idx in rows[torch.randperm(len(rows), generator=gen)].split(tr.batch_size):
         w = samples.windows[idx]
         params = {k: v[0] for k, v in apply_edits(head, editor.edits(item_emb[w], w > 0)).items()}   # (B, ...)
-        loss = sampled_ce(adaptive_forward(samples.h[idx], params), samples.targets[idx], item_emb,
-                          tr.sampled_negatives, gen)
+        loss = sampled_loss(adaptive_forward(samples.h[idx], params), samples.targets[idx], item_emb, tr, gen)
         opt.zero_grad()
         loss.backward()
         opt.step()
