@@ -26,6 +26,7 @@ from ..data.dataset import Dataset, load_dataset
 from ..data.split import training_data
 from ..methods import METHODS
 from ..model.metrics import METRICS, USER_METRICS, user_metrics
+from ..report.verdict import eval_verdict
 from ..scenario.files import Variant
 from ..train.bundle import ensure_bundle, load_bundle
 from ..train.evaluation import TEST_PURPOSE, CaseSet, build_cases, evaluate, mean_metrics
@@ -103,7 +104,8 @@ def run_eval(variants: list[Variant], seeds: list[int], out: Path, progress: Pro
             done += 1
             progress("eval", done, total)
         results.append({"label": variant.label, "settings": variant.settings,
-                        "methods": aggregate(per_seed, variant.scenario.methods), "per_seed": per_seed})
+                        "methods": aggregate(per_seed, variant.scenario.methods),
+                        "verdict": eval_verdict(per_seed), "per_seed": per_seed})
     first = variants[0].scenario
     summary = {
         "scenario": first.name, "protocol": first.eval.protocol,

@@ -18,6 +18,7 @@ from .base import Method
 
 METHODS: dict[str, Method] = {m.name: m for m in (static.METHOD, persona_s.METHOD, persona_m.METHOD,
                                                     group_finetune.METHOD)}
+BASELINE = static.METHOD.name   # what the reports measure every other method against
 
 
 def get(name: str) -> Method:
@@ -37,4 +38,4 @@ def needs_groups(names: Iterable[str]) -> bool:
     return any(get(n).uses_groups for n in names)
 
 
-__all__ = ["METHODS", "Method", "adapt", "get", "needs_groups"]
+__all__ = ["BASELINE", "METHODS", "Method", "adapt", "get", "needs_groups"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..methods import METHODS
 from ..train.evaluation import CHUNK
+from .verdict import eval_verdict, verdict_sentence
 
 COLUMNS = (("auc", "AUC"), ("ndcg@5", "NDCG@5"), ("hr@5", "HR@5"), ("ndcg@10", "NDCG@10"), ("hr@10", "HR@10"))
 USER_COLUMNS = tuple((f"user_{key}", label) for key, label in COLUMNS)
@@ -51,7 +52,11 @@ def render(summary: dict) -> str:
              f"- model **{arch}** (hidden {model['hidden']}, {model['blocks']} block(s), head of "
              f"{model['head_layers']} layers, last {model['adaptive_layers']} adaptive)",
              f"- seeds {', '.join(map(str, summary['seeds']))}; cells are the mean" + (" ± sample std" if seeds > 1 else ""),
-             f"- wall time {summary['wall_seconds']:.1f} s", ""]
+             f"- wall time {summary['wall_seconds']:.1f} s", "", "## Verdict", ""]
+    labels = {name: _label(name) for name in METHODS}
+    lines += [f"- {(v['label'] + ': ') if v['label'] else ''}{verdict_sentence(v.get('verdict') or eval_verdict(v['per_seed']), labels)}"
+              for v in variants]
+    lines += ["", "## Results", ""]
     head = [s for s in swept] + ["Method"] + [c for _, c in COLUMNS] + ["ms / case"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in variants:

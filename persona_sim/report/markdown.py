@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .summary import STAGES
+from .verdict import verdict_sentence
 
 
 def _f(v, digits: int = 4) -> str:
@@ -53,6 +54,17 @@ def _wall_lines(summary: dict) -> list[str]:
     return lines + [""]
 
 
+def _verdict_table(verdict: dict | None) -> list[str]:
+    if not verdict:
+        return []
+    lines = ["| method | Δ NDCG@10 vs static | relative | RTT p50 / p99 (ms) | bytes per device |", "|---|---|---|---|---|"]
+    for name, v in verdict.items():
+        rel = "–" if v["relative"] is None else f"{v['relative']:+.1%}"
+        lines.append(f"| {name} | {v['delta']:+.4f} | {rel} | {_f(v['rtt_ms_p50'], 1)} / {_f(v['rtt_ms_p99'], 1)} | "
+                     f"{_size(int(v['bytes_per_device'] or 0))} |")
+    return lines + [""]
+
+
 def render_markdown(summary: dict, manifest: dict, plots: list[str] = ()) -> str:
     lines = [f"# persona-sim run: {summary.get('scenario', '?')}", ""]
     lines += [
@@ -64,6 +76,11 @@ def render_markdown(summary: dict, manifest: dict, plots: list[str] = ()) -> str
         f"- model bundle `{manifest.get('bundle', {}).get('signature')}`",
         f"- results digest `{summary.get('results_digest', '')[:16]}…`",
         "",
+        "## Verdict",
+        "",
+        verdict_sentence(summary.get("verdict")),
+        "",
+        *_verdict_table(summary.get("verdict")),
         "## Accuracy and adaptation cost",
         "",
         "| method | HR@5 | HR@10 | NDCG@5 | NDCG@10 | AUC | events | adaptations | RTT p50 (ms) | RTT p95 (ms) "
@@ -103,4 +120,6 @@ def render_table(summary: dict) -> str:
         rows.append(f"{name:<12}{_f(m['hr@10']):>8}{_f(m['ndcg@10']):>9}{_f(m['auc']):>8}{m['adaptations']:>7}"
                     f"{_f(m['rtt_ms_p50'], 1):>9}{_f(m['rtt_ms_p95'], 1):>8}{_f(m['rtt_ms_p99'], 1):>8}"
                     f"  {_size(m['bytes_up'])} / {_size(m['bytes_down'])}")
+    if summary.get("verdict"):
+        rows += ["", verdict_sentence(summary["verdict"]).replace("**", "")]
     return "\n".join(rows)

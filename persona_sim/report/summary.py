@@ -8,6 +8,7 @@ import numpy as np
 
 from .recovery import accuracy_over_time, drift_summary
 from .results import results_digest
+from .verdict import run_verdict
 
 STAGES = {   # stage name -> (start column, end column)
     "upload": ("issued_us", "upload_done_us"),          # the device's link (and cell)
@@ -56,6 +57,7 @@ def build_summary(results: Path, methods: list[str], facts: dict) -> dict:
     con = sqlite3.connect(results)
     try:
         summary = {"methods": {m: method_summary(con, m) for m in methods}}
+        summary["verdict"] = run_verdict(summary["methods"])
         drift = drift_summary(con, methods)
         if drift is not None:
             summary["drift"] = drift
