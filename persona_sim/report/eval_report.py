@@ -84,13 +84,19 @@ def render(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _numeric(variants: list[dict], key: str) -> bool:
+    return all(isinstance(v["settings"][key], (int, float)) and not isinstance(v["settings"][key], bool)
+               for v in variants)
+
+
 def plot_sweeps(out: Path, summary: dict) -> list[str]:
-    """One PNG per numeric swept key when it is the only key swept: NDCG@5/10 and AUC against its values."""
+    """The sweep's plots: the gain map (Δ NDCG@5 over static against one or two numeric swept keys) and, when
+    one numeric key is swept alone, NDCG@5/10 and AUC against its values."""
     variants = summary["variants"]
     keys = list(variants[0]["settings"])
-    if len(keys) != 1 or not all(isinstance(v["settings"][keys[0]], (int, float)) and
-                                 not isinstance(v["settings"][keys[0]], bool) for v in variants):
-        return []
+    plots = _plot_gain(out, variants, keys) if 1 <= len(keys) <= 2 and all(_numeric(variants, k) for k in keys) else []
+    if len(keys) != 1 or not _numeric(variants, keys[0]):
+        return plots
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -111,6 +117,41 @@ def plot_sweeps(out: Path, summary: dict) -> list[str]:
     name = f"sweep-{key.replace('.', '-')}.png"
     fig.savefig(out / name, dpi=110)
     plt.close(fig)
-    return [name]
+    return plots + [name]
+
+
+def _plot_gain(out: Path, variants: list[dict], keys: list[str]) -> list[str]:
+    """Δ NDCG@5 of each method over static (mean over seeds, ± the std of the paired per-seed differences)
+    against the first swept key; one panel per value of the second."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    verdicts = [v.get("verdict") or eval_verdict(v["per_seed"]) for v in variants]
+    if not verdicts[0]:
+        return []
+    x_key, panel_key = keys[0], (keys[1] if len(keys) == 2 else None)
+    panels = sorted({v["settings"][panel_key] for v in variants}) if panel_key else [None]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), constrained_layout=True,
+                             squeeze=False, sharey=True)
+    for ax, panel in zip(axes[0], panels):
+        rows = [(v["settings"][x_key], d) for v, d in zip(variants, verdicts)
+                if panel_key is None or v["settings"][panel_key] == panel]
+        rows.sort(key=lambda r: r[0])
+        for method in verdicts[0]:
+            ax.errorbar([x for x, _ in rows], [d[method]["delta"] for _, d in rows],
+                        yerr=[d[method]["delta_std"] or 0.0 for _, d in rows], marker="o", capsize=3,
+                        label=_label(method))
+        ax.axhline(0.0, color="grey", lw=0.8)
+        xs = [x for x, _ in rows]
+        ax.set_xscale("log" if min(xs) > 0 and max(xs) / min(xs) >= 10 else "linear")
+        ax.set_xlabel(x_key)
+        ax.set_title(f"{panel_key} = {panel}" if panel_key else "gain over static")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("Δ NDCG@5 vs static")
+    axes[0][0].legend(fontsize=8)
+    fig.savefig(out / "gain-map.png", dpi=110)
+    plt.close(fig)
+    return ["gain-map.png"]
 
 
