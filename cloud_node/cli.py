@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 from pathlib import Path
 
 import torch
@@ -28,11 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bundle", type=Path, help="serve this model bundle file instead of the cached one")
     p.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(handler=run_cloud)
+    p.set_defaults(handler=run_cloud, default_log_level="info")
 
 
 def run_cloud(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(1)
     scenario = load_scenario(args.scenario, {"seed": args.seed} if args.seed is not None else None)
     path = args.bundle

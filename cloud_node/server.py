@@ -19,7 +19,7 @@ from persona_sim.wire.codec import channel_options
 
 from .servicer import PersonaCloudServicer
 
-log = logging.getLogger("persona_sim.sim.cloud_engine")
+log = logging.getLogger("cloud_node")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PersonaCloud"].full_name
 
 

@@ -9,18 +9,16 @@ other shards (they get an ABORTED error, not a hang).
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import grpc
 
 from persona_sim.errors import ProtocolError
-from persona_sim.sim.cloud_engine import CloudEngine
 from persona_sim.sim.lockstep import Lockstep
 from persona_sim.wire import codec, pb, pb_grpc
 from persona_sim.wire.messages import PROTOCOL_VERSION
 
-log = logging.getLogger("persona_sim.sim.cloud_engine")
+log = logging.getLogger("cloud_node")
 MODEL_CHUNK_BYTES = 1 << 20
 FATAL_CODES = ("MODEL_MISMATCH", "ABORTED")
 
@@ -84,6 +82,7 @@ class PersonaCloudServicer(pb_grpc.PersonaCloudServicer):
                         return
         finally:
             if hello is not None:
+                log.info("node %s left (shard %d/%d)", hello.node_id, hello.shard_index, hello.shard_count)
                 self.lockstep.leave(hello)
 
     async def _round(self, parts: list[pb.RequestBatch], hello) -> list[pb.CloudFrame]:

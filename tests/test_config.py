@@ -102,3 +102,30 @@ def test_resolved_scenarios_read_back_identically(path):
 
     for v in load_variants(path):
         assert parse_scenario(yaml.safe_load(yaml.safe_dump(v.scenario.resolved())), "resolved") == v.scenario
+
+
+def test_progress_is_plain_lines_without_a_terminal():
+    import io
+
+    from persona_sim.progress import stage_progress
+
+    out = io.StringIO()
+    update = stage_progress(stream=out)
+    for done in range(0, 101):
+        update("persona-s", done, 100)
+    update("prototype", 0, 8)
+    update("prototype", 8, 8)
+    lines = out.getvalue().splitlines()
+    assert lines == ["persona-s: 0/100 events", "persona-s: 25/100 events", "persona-s: 50/100 events",
+                     "persona-s: 75/100 events", "persona-s: 100/100 events done",
+                     "prototype: 0/8 epochs", "prototype: 8/8 epochs done"]
+    assert "\x1b" not in out.getvalue() and "\r" not in out.getvalue()
+
+
+def test_version_and_log_options(capsys, tmp_path, tiny_file):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.startswith("persona-sim ")
+    log = tmp_path / "log.txt"
+    assert main(["validate", str(tiny_file), "--log-level", "debug", "--log-file", str(log)]) == 0
+    assert main(["--log-level", "error", "validate", str(tiny_file)]) == 0

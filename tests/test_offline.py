@@ -58,8 +58,10 @@ def test_sweep_with_extends_expands_and_plots(tiny_m, tmp_path):
     assert main(["eval", str(sweep), "--out", str(out), "--quiet", "--set", "methods=[static, persona-s]"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert [v["settings"] for v in summary["variants"]] == [{"persona.clip": 0.1}, {"persona.clip": 1.0}]
-    assert summary["plots"] == ["sweep-persona-clip.png"]
-    assert (out / "sweep-persona-clip.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert summary["plots"] == ["gain-map.png", "sweep-persona-clip.png"]
+    for plot in summary["plots"]:
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## Verdict" in (out / "report.md").read_text() and set(summary["variants"][0]["verdict"]) == {"persona-s"}
     assert main(["report", str(out)]) == 0
     # `run` takes one scenario: a sweep is refused with a message that says what to do.
     with pytest.raises(ScenarioError, match="fix each swept key with --set"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from importlib.metadata import entry_points
@@ -25,6 +26,7 @@ from pathlib import Path
 from ..errors import BundleError, DatasetError, NodeError, PersonaSimError, ScenarioError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -161,6 +163,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="persona-sim", description="Device-cloud simulator for Persona "
                                      "(prototype-based parameter editing) over real gRPC and a SimPy clock.")
+    parser.add_argument("--version", action="version", version=_version())
+    _add_logging_options(parser, default=None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run a scenario end to end and write a run directory (one per variant of a sweep)")
@@ -214,7 +218,35 @@ def build_parser() -> argparse.ArgumentParser:
     add_parsers(sub)
     for ep in sorted(entry_points(group="persona_sim.commands"), key=lambda e: e.name):
         ep.load()(sub)
+    for command in sub.choices.values():     # `persona-sim run X --log-level info` as well as before the command
+        _add_logging_options(command, default=argparse.SUPPRESS)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(pkg: str) -> str:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return "?"
+
+    return f"persona-sim {of('persona-sim')} (torch {of('torch')}, grpcio {of('grpcio')}, protobuf {of('protobuf')})"
+
+
+def _add_logging_options(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default=default,
+                        help="log messages at this level and above (default: info for `cloud`, else warning)")
+    parser.add_argument("--log-file", type=Path, default=default, help="append log messages to this file "
+                        "instead of stderr")
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = args.log_level or getattr(args, "default_log_level", "warning")
+    target = {"filename": str(args.log_file)} if args.log_file else {"stream": sys.stderr}
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True,
+                        **target)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "shards", 1) < 1:
         parser.error(f"--shards must be at least 1, got {args.shards}")
+    _configure_logging(args)
     try:
         return args.handler(args)
     except ScenarioError as exc:

@@ -24,6 +24,7 @@ never depend on wall-clock speed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 
@@ -34,6 +35,8 @@ from ..wire.messages import Hello, RequestError, RoundReply, RoundReport
 from .cloud_engine import CloudEngine
 from .cloudsim import BatchCost, CloudClock, Job
 from .replay import replayed_times
+
+log = logging.getLogger(__name__)
 
 
 class _Session:
@@ -93,6 +96,8 @@ class Lockstep:
             if session.shards != hello.shard_count:
                 continue
             del self.sessions[method]
+            log.warning("shard %d/%d left the run of %r at virtual time %d µs: run aborted", hello.shard_index,
+                        hello.shard_count, method, session.until)
             for future in session.waiting.values():
                 if not future.done():
                     future.set_exception(ProtocolError(
@@ -111,6 +116,7 @@ class Lockstep:
             session = _Session(report.method, hello.shard_count, CloudClock(self.engine.scenario.cloud, self.cost),
                                prototypes)
             self.sessions[report.method] = session
+            log.info("run of %r started (%d shard(s))", report.method, hello.shard_count)
         if hello.shard_count != session.shards:
             raise ProtocolError("BAD_FRAME", f"shard {hello.shard_index}/{hello.shard_count} joined a run of "
                                              f"{session.shards} shards")
@@ -158,6 +164,7 @@ class Lockstep:
         session.reports, session.waiting = {}, {}
         if finished:
             del self.sessions[session.method]
+            log.info("run of %r finished", session.method)
         for i, future in waiting.items():
             if not future.done():
                 future.set_result(RoundReply(results[i], session.until, server_ns, t0 - reports[i][2]))
