@@ -14,19 +14,17 @@ from grpc_reflection.v1alpha import reflection
 from persona_sim.errors import NodeError
 from persona_sim.sim.cloud_engine import CloudEngine
 from persona_sim.sim.lockstep import Lockstep
-from persona_sim.wire import pb, pb_grpc
 from persona_sim.wire.codec import channel_options
 
-from .servicer import PersonaCloudServicer
+from .servicer import SERVICE_NAME, PersonaCloudServicer, rpc_handler
 
 log = logging.getLogger("cloud_node")
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PersonaCloud"].full_name
 
 
 async def start_server(engine: CloudEngine, model_bytes: bytes, listen: str) -> tuple[grpc.aio.Server, int, object]:
     """Start serving on ``listen`` (HOST:PORT, port 0 picks a free one); return (server, port, health)."""
     server = grpc.aio.server(options=channel_options(engine.max_frame_bytes))
-    pb_grpc.add_PersonaCloudServicer_to_server(PersonaCloudServicer(Lockstep(engine), model_bytes), server)
+    server.add_generic_rpc_handlers((rpc_handler(PersonaCloudServicer(Lockstep(engine), model_bytes)),))
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(

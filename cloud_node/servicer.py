@@ -1,8 +1,10 @@
 """The PersonaCloud servicer: frames in, frames out; all decisions in persona_sim.sim.cloud_engine.
 
 A peer can send anything: a frame out of order, a request that names an
-unknown device, garbage bytes. Each becomes an Error frame (or gRPC's own
-status for undecodable or oversized messages); the server keeps serving. A
+unknown device, garbage bytes. Each becomes an Error frame; bytes that do not
+parse end their call with INVALID_ARGUMENT and one rate-limited log line (the
+methods take raw bytes, so gRPC never logs a traceback for them); an oversized
+message gets gRPC's RESOURCE_EXHAUSTED. The server keeps serving. A
 RequestBatch may come in parts; the round is reported to the lockstep once its
 final part is in. A stream that ends mid-run aborts its run's rounds for the
 other shards (they get an ABORTED error, not a hang).
@@ -10,6 +12,7 @@ other shards (they get an ABORTED error, not a hang).
 from __future__ import annotations
 
 import logging
+import time
 
 import grpc
 
@@ -21,6 +24,40 @@ from persona_sim.wire.messages import PROTOCOL_VERSION
 log = logging.getLogger("cloud_node")
 MODEL_CHUNK_BYTES = 1 << 20
 FATAL_CODES = ("MODEL_MISMATCH", "ABORTED")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PersonaCloud"].full_name
+
+
+class RateLimitedLog:
+    """At most ``burst`` warnings per ``interval_s``; the rest are counted and reported by the next that gets out."""
+
+    def __init__(self, logger: logging.Logger, burst: int = 5, interval_s: float = 10.0, clock=time.monotonic):
+        self.logger, self.burst, self.interval_s, self.clock = logger, burst, interval_s, clock
+        self.window_start, self.sent, self.suppressed = -float("inf"), 0, 0
+
+    def warning(self, msg: str, *args) -> None:
+        now = self.clock()
+        if now - self.window_start >= self.interval_s:
+            self.window_start, self.sent = now, 0
+        if self.sent >= self.burst:
+            self.suppressed += 1
+            return
+        self.sent += 1
+        if self.suppressed:
+            msg, args = msg + " (%d similar lines suppressed)", (*args, self.suppressed)
+            self.suppressed = 0
+        self.logger.warning(msg, *args)
+
+
+def rpc_handler(servicer: "PersonaCloudServicer") -> grpc.GenericRpcHandler:
+    """The service with raw request bytes in, so a frame that does not parse is the servicer's to answer."""
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, {
+        "Adapt": grpc.stream_stream_rpc_method_handler(
+            servicer.Adapt, response_serializer=pb.CloudFrame.SerializeToString),
+        "GetInfo": grpc.unary_unary_rpc_method_handler(
+            servicer.GetInfo, response_serializer=pb.CloudInfo.SerializeToString),
+        "FetchModel": grpc.unary_stream_rpc_method_handler(
+            servicer.FetchModel, response_serializer=pb.ModelChunk.SerializeToString),
+    })
 
 
 def _error_frame(exc: ProtocolError) -> pb.CloudFrame:
@@ -32,11 +69,21 @@ class PersonaCloudServicer(pb_grpc.PersonaCloudServicer):
     def __init__(self, lockstep: Lockstep, model_bytes: bytes):
         self.lockstep, self.engine = lockstep, lockstep.engine
         self.model = model_bytes
+        self.bad_frames = RateLimitedLog(log)
 
-    async def GetInfo(self, request, context):
+    async def _parse(self, message_type, raw: bytes, what: str, context):
+        try:
+            return codec.parse(message_type, raw, what)
+        except ProtocolError as exc:
+            self.bad_frames.warning("malformed frame from %s: %s", context.peer(), exc)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    async def GetInfo(self, raw, context):
+        await self._parse(pb.InfoRequest, raw, "InfoRequest", context)
         return codec.info_to_pb(self.engine.info())
 
-    async def FetchModel(self, request, context):
+    async def FetchModel(self, raw, context):
+        request = await self._parse(pb.FetchModelRequest, raw, "FetchModelRequest", context)
         if request.model_signature and request.model_signature != self.engine.bundle.signature:
             await context.abort(grpc.StatusCode.NOT_FOUND,
                                 f"FetchModelRequest.model_signature {request.model_signature!r} is not served; "
@@ -48,7 +95,8 @@ class PersonaCloudServicer(pb_grpc.PersonaCloudServicer):
     async def Adapt(self, request_iterator, context):
         hello, parts = None, []
         try:
-            async for frame in request_iterator:
+            async for raw in request_iterator:
+                frame = await self._parse(pb.DeviceFrame, raw, "DeviceFrame", context)
                 kind = frame.WhichOneof("body")
                 try:
                     if hello is None:

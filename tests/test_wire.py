@@ -196,7 +196,7 @@ def test_garbage_bytes_and_empty_frames_do_not_kill_the_server(tiny_world):
         return first, empty, beat, await _healthy(channel)
 
     first, empty, beat, healthy = serve(tiny_world, body)
-    assert first in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+    assert first == grpc.StatusCode.INVALID_ARGUMENT
     assert empty.error.code == pb.BAD_FRAME and "no body" in empty.error.message
     assert beat.heartbeat.sent_unix_ns == 42 and healthy
 
@@ -215,3 +215,48 @@ def test_oversized_frame_is_refused_and_the_server_lives(tiny_world):
 
     code, healthy = serve(tiny_world, body, max_frame_mb=0.25)
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and healthy
+
+
+def test_frames_that_do_not_parse_are_invalid_argument_with_rate_limited_one_line_logs(tiny_world, caplog):
+    async def body(channel, engine):
+        adapt = channel.stream_stream(ADAPT, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        info = channel.unary_unary(f"/{SERVICE_NAME}/GetInfo", request_serializer=lambda b: b,
+                                   response_deserializer=lambda b: b)
+        rng = np.random.default_rng(0)
+        codes, details = [], []
+        for i in range(60):
+            junk = b"\xff\xff\xff\xff" + rng.bytes(int(rng.integers(0, 64)))
+            try:
+                if i % 2:
+                    await info(junk, timeout=5)
+                else:
+                    async for _ in adapt(iter([junk]), timeout=5):
+                        pass
+            except grpc.aio.AioRpcError as exc:
+                codes.append(exc.code())
+                details.append(exc.details())
+        return codes, details, await _healthy(channel)
+
+    with caplog.at_level("WARNING"):
+        codes, details, healthy = serve(tiny_world, body)
+    assert codes == [grpc.StatusCode.INVALID_ARGUMENT] * 60 and healthy
+    assert "do not parse as persona_sim.v1.DeviceFrame" in details[0]
+    assert "do not parse as persona_sim.v1.InfoRequest" in details[1]
+    malformed = [r for r in caplog.records if "malformed frame" in r.getMessage()]
+    assert 1 <= len(malformed) <= 5                      # one line each, at most a burst per 10 s
+    assert not any(r.exc_info for r in caplog.records) and "Traceback" not in caplog.text
+
+
+def test_rate_limited_log_counts_what_it_suppressed(caplog):
+    import logging
+
+    from cloud_node.servicer import RateLimitedLog
+
+    now = [0.0]
+    limited = RateLimitedLog(logging.getLogger("t"), burst=2, interval_s=10, clock=lambda: now[0])
+    with caplog.at_level("WARNING", logger="t"):
+        for _ in range(5):
+            limited.warning("bad %d", 1)
+        now[0] = 11.0
+        limited.warning("bad %d", 2)
+    assert [r.getMessage() for r in caplog.records] == ["bad 1", "bad 1", "bad 2 (3 similar lines suppressed)"]

@@ -9,6 +9,7 @@ just its message plus gRPC's 5-byte message prefix.
 from __future__ import annotations
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from ..errors import ProtocolError
 from .messages import AdaptRequest, Arrival, CloudInfo, EditResult, Hello, RequestError, RoundReply, RoundReport
@@ -207,6 +208,15 @@ def info_to_pb(info: CloudInfo) -> pb.CloudInfo:
 def info_from_pb(msg: pb.CloudInfo) -> CloudInfo:
     return CloudInfo(msg.cloud_id, msg.model_signature, int(msg.model_bytes), msg.scenario_name,
                      tuple(msg.methods), int(msg.max_frame_bytes), int(msg.device_count), int(msg.protocol_version))
+
+
+def parse(message_type, data: bytes, what: str):
+    """Bytes off the wire -> a ``message_type`` message; bytes that do not parse are a BAD_FRAME naming ``what``."""
+    try:
+        return message_type.FromString(data)
+    except (DecodeError, RuntimeWarning, ValueError) as exc:
+        raise ProtocolError("BAD_FRAME", f"{what}: {len(data)} bytes that do not parse as "
+                                         f"{message_type.DESCRIPTOR.full_name} ({exc})") from None
 
 
 def channel_options(max_frame_bytes: int) -> list[tuple[str, int]]:
