@@ -25,7 +25,7 @@ from .jobs.runner import run as run_job
 from .progress import Callback
 from .report.results import results_digest
 from .report.rundir import check_fresh
-from .scenario.files import load_variants, set_key
+from .scenario.files import load_scenario, set_key
 from .scenario.schema import Scenario, parse_scenario
 
 
@@ -34,12 +34,7 @@ def _scenario(scenario: str | Path | dict | Scenario, overrides: dict[str, Any])
         return parse_scenario(_with(scenario.resolved(), overrides), f"<Scenario {scenario.name}>")
     if isinstance(scenario, dict):
         return parse_scenario(_with(scenario, overrides), "<scenario dict>")
-    variants = load_variants(scenario, overrides)
-    if len(variants) > 1:
-        raise ScenarioError(str(scenario), [("sweep", f"sweeps {len(variants)} variants; fix each swept key in "
-                                                      "overrides, or run the sweep with `persona-sim run`",
-                                             ScenarioError.MISSING)])
-    return variants[0].scenario
+    return load_scenario(scenario, overrides)       # a sweep must have its swept keys fixed by overrides
 
 
 def _with(data: dict, overrides: dict[str, Any]) -> dict:
