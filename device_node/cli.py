@@ -15,7 +15,7 @@ from persona_sim.errors import NodeError
 from persona_sim.jobs.shard import run_shard
 from persona_sim.progress import stage_progress
 from persona_sim.report.markdown import render_table
-from persona_sim.report.rundir import describe, prepare
+from persona_sim.report.rundir import describe, prepare, shard_file
 from persona_sim.scenario.files import load_scenario
 from persona_sim.train.bundle import load_bundle_bytes
 from persona_sim.wire import pb_grpc
@@ -64,7 +64,11 @@ def run_devices(args: argparse.Namespace) -> int:
         print(render_table(summary))
         print(f"\nrun directory: {args.out}")
     else:
-        print(f"shard {args.shard[0]}/{args.shard[1]} written to {args.out}; waiting for the other shards")
+        index, count = args.shard
+        print(f"shard {index}/{count} done: its results are in {shard_file(args.out, index, count)}. The run's "
+              f"summary and report are written when every shard's file is in one directory: by the last shard to "
+              f"finish when they share --out, else with `persona-sim merge OUT DIR ...` over the shards' --out "
+              f"directories.")
     return 0
 
 

@@ -249,3 +249,33 @@ def test_every_scenario_runs_at_tiny_scale(path, tmp_path, monkeypatch):
     else:
         assert main(["run", str(small), "--out", str(tmp_path / "run"), "--transport", "inproc", "--quiet"]) == 0
         assert summary(tmp_path / "run")["methods"]
+
+
+def test_shards_on_separate_disks_merge_into_the_single_machine_run(grpc_run, tmp_path, capsys):
+    scenario, out, _ = grpc_run
+    port_file = tmp_path / "port"
+    cloud = subprocess.Popen([sys.executable, "-m", "persona_sim.cli", "cloud", "--scenario", str(scenario),
+                              "--listen", "127.0.0.1:0", "--port-file", str(port_file), "--quiet"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not port_file.exists():
+            assert cloud.poll() is None, cloud.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        target = f"127.0.0.1:{port_file.read_text()}"
+        shards = [subprocess.Popen([sys.executable, "-m", "persona_sim.cli", "devices", "--scenario", str(scenario),
+                                    "--cloud", target, "--shard", f"{i}/2", "--out", str(tmp_path / f"disk{i}"),
+                                    "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                  for i in range(2)]
+        outputs = [s.communicate(timeout=180) for s in shards]
+        assert [s.returncode for s in shards] == [0, 0], outputs
+    finally:
+        cloud.send_signal(signal.SIGTERM)
+        cloud.wait(timeout=30)
+    assert all("done: its results are in" in o for o, _ in outputs) and not any("waiting" in o for o, _ in outputs)
+    assert main(["merge", str(tmp_path / "merged"), str(tmp_path / "disk0"), str(tmp_path / "disk1")]) == 0
+    assert metrics_only(summary(tmp_path / "merged")) == metrics_only(summary(out))
+    capsys.readouterr()
+    assert main(["merge", str(tmp_path / "half"), str(tmp_path / "disk1")]) == 2          # shard 0/2 is missing
+    assert "shard(s) 0/2 not found" in capsys.readouterr().err

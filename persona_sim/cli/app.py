@@ -5,6 +5,7 @@
     persona-sim validate SCENARIO
     persona-sim report RUN_DIR
     persona-sim compare RUN_DIR RUN_DIR ...
+    persona-sim merge OUT SHARD_DIR ...
     persona-sim calibrate SCENARIO [--out FILE] [--repeats N]
     persona-sim data list|info|fetch|convert ...   (cli.data)
     persona-sim cloud ...      (from the cloud_node package)
@@ -160,6 +161,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from ..report.markdown import render_table
+    from ..report.rundir import check_fresh, merge_shard_dirs, write_summary
+
+    check_fresh(args.out, args.force, "results.sqlite", "summary.json")
+    scenario, count = merge_shard_dirs(args.out, args.shard_dirs)
+    summary = write_summary(args.out, scenario, count, {"transport": "grpc",
+                                                         "merged_from": [str(d) for d in args.shard_dirs]})
+    print(render_table(summary))
+    print(f"\nrun directory: {args.out}  (merged {count} shards; report.md, summary.json, results.sqlite)")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="persona-sim", description="Device-cloud simulator for Persona "
                                      "(prototype-based parameter editing) over real gRPC and a SimPy clock.")
@@ -197,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="rebuild the report of a run directory (from results.sqlite) or an eval directory")
     p.add_argument("run_dir", type=Path)
     p.set_defaults(handler=_cmd_report)
+
+    p = sub.add_parser("merge", help="merge shard results that device nodes wrote to separate --out directories")
+    p.add_argument("out", type=Path, help="the run directory to write")
+    p.add_argument("shard_dirs", type=Path, nargs="+", metavar="SHARD_DIR", help="device nodes' --out directories")
+    p.add_argument("--force", action="store_true", help="replace results already in OUT")
+    p.set_defaults(handler=_cmd_merge)
 
     p = sub.add_parser("compare", help="put finished runs side by side (accuracy, round trip by stage, bytes)")
     p.add_argument("run_dirs", type=Path, nargs="+")

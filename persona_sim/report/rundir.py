@@ -118,6 +118,45 @@ def write_summary(out: Path, scenario: Scenario, shard_count: int, facts: dict) 
     return summary
 
 
+def merge_shard_dirs(out: Path, dirs: list[Path]) -> tuple[Scenario, int]:
+    """Gather the shard files that device nodes wrote into separate directories (separate machines) into one
+    run directory ``out``: the same scenario in every directory, every shard of one count exactly once."""
+    from ..scenario.files import load_scenario
+
+    found: dict[int, Path] = {}
+    counts, texts = set(), {}
+    for d in dirs:
+        if not (d / "scenario.yaml").exists():
+            raise ScenarioError(str(d), [("SHARD_DIR", "holds no scenario.yaml: not a device node's --out", str(d))])
+        texts[d] = (d / "scenario.yaml").read_text()
+        for path in sorted(d.glob("shard-*-of-*.sqlite")):
+            index, count = (int(x) for x in path.stem.removeprefix("shard-").split("-of-"))
+            if index in found:
+                raise ScenarioError(str(path), [("SHARD_DIR", f"shard {index}/{count} is also in {found[index].parent}",
+                                                 str(path))])
+            found[index] = path
+            counts.add(count)
+    first = dirs[0]
+    differ = [d for d in dirs if texts[d] != texts[first]]
+    if differ:
+        raise ScenarioError(str(differ[0]), [("scenario.yaml", f"differs from {first / 'scenario.yaml'}: the shards "
+                                                               "did not run the same scenario", str(differ[0]))])
+    if len(counts) != 1:
+        raise ScenarioError(str(first), [("SHARD_DIR", "shard files of different shard counts " + str(sorted(counts)),
+                                          sorted(counts))])
+    count = counts.pop()
+    missing = [i for i in range(count) if i not in found]
+    if missing:
+        raise ScenarioError(str(first), [("SHARD_DIR", f"shard(s) {', '.join(f'{i}/{count}' for i in missing)} "
+                                                       "not found in the directories given", [str(d) for d in dirs])])
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("scenario.yaml", "manifest.json"):
+        if (first / name).exists() and (first / name).resolve() != (out / name).resolve():
+            (out / name).write_bytes((first / name).read_bytes())
+    merge_results([found[i] for i in range(count)], out / "results.sqlite")
+    return load_scenario(out / "scenario.yaml"), count
+
+
 def finalize(out: Path, scenario: Scenario, shard_count: int, facts: dict) -> dict | None:
     """Once every shard is present: merge them into results.sqlite, then write the summary and report."""
     shards = [shard_file(out, i, shard_count) for i in range(shard_count)]
