@@ -10,7 +10,7 @@ import torch
 from persona_sim.data.dataset import load_dataset
 from persona_sim.errors import BundleError
 from persona_sim.progress import stage_progress
-from persona_sim.scenario.files import load_scenario
+from persona_sim.scenario.files import command_overrides, load_scenario
 from persona_sim.sim.cloud_engine import CloudEngine
 from persona_sim.train.bundle import ensure_bundle, load_bundle_bytes
 
@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scenario", required=True, help="scenario YAML file")
     p.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT to listen on; port 0 picks a free port")
     p.add_argument("--seed", type=int, help="override the scenario's seed")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a scenario key, e.g. cloud.workers=2")
     p.add_argument("--bundle", type=Path, help="serve this model bundle file instead of the cached one")
     p.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_cloud(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
-    scenario = load_scenario(args.scenario, {"seed": args.seed} if args.seed is not None else None)
+    scenario = load_scenario(args.scenario, command_overrides(args.set, args.seed))
     path = args.bundle
     if path is None:
         dataset = load_dataset(scenario.dataset, scenario.seed)

@@ -23,7 +23,7 @@ from persona_sim.wire.messages import PROTOCOL_VERSION
 
 log = logging.getLogger("cloud_node")
 MODEL_CHUNK_BYTES = 1 << 20
-FATAL_CODES = ("MODEL_MISMATCH", "ABORTED")
+FATAL_CODES = ("MODEL_MISMATCH", "SCENARIO_MISMATCH", "ABORTED")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PersonaCloud"].full_name
 
 

@@ -16,13 +16,13 @@ from persona_sim.jobs.shard import run_shard
 from persona_sim.progress import stage_progress
 from persona_sim.report.markdown import render_table
 from persona_sim.report.rundir import describe, prepare, shard_file
-from persona_sim.scenario.files import load_scenario
+from persona_sim.scenario.files import command_overrides, load_scenario
 from persona_sim.train.bundle import load_bundle_bytes
 from persona_sim.wire import pb_grpc
 from persona_sim.wire.codec import channel_options
 from persona_sim.wire.messages import Hello
 
-from .client import GrpcTransport, fetch_model, get_info
+from .client import GrpcTransport, check_same_scenario, fetch_model, get_info
 
 CONNECT_TIMEOUT_S = 30
 
@@ -48,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="host devices whose index mod N equals I (default 0/1: all)")
     p.add_argument("--out", type=Path, required=True, help="run directory to write results into")
     p.add_argument("--seed", type=int, help="override the scenario's seed")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a scenario key, e.g. cloud.workers=2")
     p.add_argument("--bundle", type=Path, help="use this local model bundle instead of fetching the cloud's")
     p.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT_S, metavar="S",
                    help=f"give up if the cloud is not reachable within S seconds (default {CONNECT_TIMEOUT_S})")
@@ -58,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_devices(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
-    scenario = load_scenario(args.scenario, {"seed": args.seed} if args.seed is not None else None)
+    scenario = load_scenario(args.scenario, command_overrides(args.set, args.seed))
     summary = asyncio.run(_run(args, scenario))
     if summary is not None:
         print(render_table(summary))
@@ -82,13 +83,11 @@ async def _run(args: argparse.Namespace, scenario):
             raise NodeError(f"cannot reach the cloud node at {target} within {args.connect_timeout:g} s") from None
         stub = pb_grpc.PersonaCloudStub(ch)
         stub_info = await get_info(stub, target)
-        if stub_info.scenario_name != scenario.name or stub_info.device_count != scenario.devices.count:
-            raise NodeError(f"the cloud at {target} serves scenario {stub_info.scenario_name!r} with "
-                            f"{stub_info.device_count} devices; this node has {scenario.name!r} with "
-                            f"{scenario.devices.count}")
+        check_same_scenario(stub_info, scenario, target)
         data = args.bundle.read_bytes() if args.bundle else await fetch_model(stub, stub_info, target)
         bundle = load_bundle_bytes(data, str(args.bundle or f"model from {target}"))
-        hello = Hello(f"{socket.gethostname()}-{os.getpid()}", bundle.signature, index, count)
+        hello = Hello(f"{socket.gethostname()}-{os.getpid()}", bundle.signature, index, count,
+                      scenario_hash=scenario.run_hash())
         transport = GrpcTransport(ch, target, hello, stub_info.max_frame_bytes)
         await transport.open()
         dataset = load_dataset(scenario.dataset, scenario.seed)

@@ -6,11 +6,13 @@ likewise), so per-message overhead is paid per round, not per device.
 """
 from __future__ import annotations
 
+import json
 import time
 
 import grpc
 
 from persona_sim.errors import NodeError, ProtocolError
+from persona_sim.scenario.schema import Scenario, differing_keys
 from persona_sim.train.bundle import cache_dir, signature_of, write_atomic
 from persona_sim.wire import codec, pb, pb_grpc
 from persona_sim.wire.messages import CloudInfo, Hello, RoundReply, RoundReport
@@ -25,6 +27,15 @@ async def get_info(stub: pb_grpc.PersonaCloudStub, target: str) -> CloudInfo:
         return codec.info_from_pb(await stub.GetInfo(pb.InfoRequest(), timeout=30))
     except grpc.RpcError as exc:
         raise _rpc_error("GetInfo", target, exc) from None
+
+
+def check_same_scenario(info: CloudInfo, scenario: Scenario, target: str) -> None:
+    """The node's scenario must be the cloud's (what changes a run); name the first keys that differ."""
+    diffs = differing_keys(json.loads(info.scenario_json), scenario.run_view())
+    if diffs:
+        shown = "; ".join(f"{key}: cloud {theirs!r}, this node {ours!r}" for key, theirs, ours in diffs[:5])
+        raise NodeError(f"the cloud at {target} runs another scenario ({len(diffs)} key(s) differ): {shown}"
+                        + ("; …" if len(diffs) > 5 else ""))
 
 
 async def fetch_model(stub: pb_grpc.PersonaCloudStub, info: CloudInfo, target: str) -> bytes:

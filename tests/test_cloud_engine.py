@@ -14,8 +14,12 @@ def engine(tiny_world):
     return CloudEngine(scenario, bundle, path.stat().st_size)
 
 
-def _hello(bundle, shard=0, count=1):
-    return Hello("test", bundle.signature, shard, count)
+def _hello(bundle, shard=0, count=1, scenario_hash=None):
+    from persona_sim.scenario.schema import parse_scenario
+    from tests.conftest import TINY
+
+    return Hello("test", bundle.signature, shard, count,
+                 scenario_hash=scenario_hash or parse_scenario(dict(TINY)).run_hash())
 
 
 def req(i, seq=1, window=(1, 2, 3), method="persona-s"):
@@ -49,7 +53,7 @@ def test_device_outside_the_nodes_shard_is_unknown(engine):
 
 def test_hello_with_another_model_is_refused(engine):
     with pytest.raises(ProtocolError, match="does not match") as err:
-        engine.check_hello(Hello("n", "other-signature"))
+        engine.check_hello(Hello("n", "other-signature", scenario_hash=engine.scenario_hash))
     assert err.value.code == "MODEL_MISMATCH"
 
 

@@ -79,7 +79,8 @@ def test_info_and_model_fetch(tiny_world, tmp_path, monkeypatch):
 
 def test_lockstep_rounds_over_the_stream_with_errors_for_bad_requests(tiny_world):
     async def body(channel, engine):
-        t = GrpcTransport(channel, "test", Hello("n", engine.bundle.signature), max_frame_bytes=1 << 20)
+        t = GrpcTransport(channel, "test", Hello("n", engine.bundle.signature, scenario_hash=engine.scenario_hash),
+                          max_frame_bytes=1 << 20)
         await t.open()
         first = await t.round(RoundReport("persona-s", 0, 1000))
         arrivals = tuple(Arrival(AdaptRequest(f"dev-{i:06d}", 1, 5, "persona-s", (1, 2)), 2000) for i in (0, 1, 2, 77))
@@ -103,8 +104,9 @@ def test_lockstep_rounds_over_the_stream_with_errors_for_bad_requests(tiny_world
 
 
 def _hello_frame(engine, shard=0, count=1):
-    return pb.DeviceFrame(hello=pb.Hello(protocol_version=2, node_id="n", model_signature=engine.bundle.signature,
-                                         codecs=[pb.FLOAT32], shard_index=shard, shard_count=count))
+    return pb.DeviceFrame(hello=pb.Hello(protocol_version=3, node_id="n", model_signature=engine.bundle.signature,
+                                         codecs=[pb.FLOAT32], shard_index=shard, shard_count=count,
+                                         scenario_hash=engine.scenario_hash))
 
 
 def test_reply_larger_than_the_cap_arrives_in_several_frames(tiny_world):
@@ -168,7 +170,8 @@ def test_stream_must_start_with_hello(tiny_world):
 
 def test_model_mismatch_is_refused_by_name(tiny_world):
     async def body(channel, engine):
-        t = GrpcTransport(channel, "test", Hello("n", "not-the-model"), max_frame_bytes=1 << 20)
+        t = GrpcTransport(channel, "test", Hello("n", "not-the-model", scenario_hash=engine.scenario_hash),
+                          max_frame_bytes=1 << 20)
         with pytest.raises(NodeError, match="MODEL_MISMATCH.*not-the-model"):
             await t.open()
         return await _healthy(channel)
@@ -260,3 +263,30 @@ def test_rate_limited_log_counts_what_it_suppressed(caplog):
         now[0] = 11.0
         limited.warning("bad %d", 2)
     assert [r.getMessage() for r in caplog.records] == ["bad 1", "bad 1", "bad 2 (3 similar lines suppressed)"]
+
+
+def test_a_node_with_another_scenario_is_told_which_keys_differ(tiny_world):
+    from device_node.client import check_same_scenario
+
+    scenario = tiny_world[0]
+    other = scenario.model_copy(update={"cloud": scenario.cloud.model_copy(update={"workers": 2}),
+                                        "persona": scenario.persona.model_copy(update={"clip": 0.5})})
+    moved = scenario.model_copy(update={"dataset": scenario.dataset.model_copy(update={"data_dir": "/elsewhere"}),
+                                        "eval": scenario.eval.model_copy(update={"negatives": 7})})
+
+    async def body(channel, engine):
+        info = await get_info(pb_grpc.PersonaCloudStub(channel), "test")
+        with pytest.raises(NodeError, match=r"2 key\(s\) differ\): cloud.workers: cloud 1, this node 2; "
+                                            r"persona.clip: cloud 1.0, this node 0.5"):
+            check_same_scenario(info, other, "test")
+        check_same_scenario(info, moved, "test")         # where the data lies and eval settings do not matter
+        call = pb_grpc.PersonaCloudStub(channel).Adapt()  # a node that skips the check is refused by the cloud
+        frame = _hello_frame(engine)
+        frame.hello.scenario_hash = other.run_hash()
+        await call.write(frame)
+        return await call.read(), await call.read(), await _healthy(channel)
+
+    refused, after, healthy = serve(tiny_world, body)
+    assert refused.error.code == pb.SCENARIO_MISMATCH and other.run_hash() in refused.error.message
+    assert after is grpc.aio.EOF and healthy
+    assert moved.run_hash() == scenario.run_hash() != other.run_hash()

@@ -31,12 +31,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    from ..scenario.files import parse_assignment
+    from ..scenario.files import command_overrides
 
-    out = dict(parse_assignment(text) for text in args.set or [])
-    if getattr(args, "seed", None) is not None:
-        out["seed"] = args.seed
-    return out
+    return command_overrides(args.set, getattr(args, "seed", None))
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

@@ -82,7 +82,8 @@ async def _run_inproc(scenario: Scenario, bundle_path: Path, dataset, out: Path,
     bundle = load_bundle(bundle_path)
     lockstep = Lockstep(CloudEngine(scenario, bundle, bundle_path.stat().st_size, cloud_id="inproc"))
     await asyncio.gather(*(
-        run_shard(scenario, bundle, dataset, InprocTransport(lockstep, Hello("inproc", bundle.signature, i, shards)),
+        run_shard(scenario, bundle, dataset, InprocTransport(lockstep, Hello("inproc", bundle.signature, i, shards,
+                                                                     scenario_hash=scenario.run_hash())),
                   out, i, shards, progress=progress, finalize_when_complete=False)
         for i in range(shards)))
 

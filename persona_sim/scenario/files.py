@@ -111,6 +111,14 @@ def parse_assignment(text: str) -> tuple[str, Any]:
         raise ScenarioError("--set", [(key.strip(), "the value is not valid YAML", raw)]) from None
 
 
+def command_overrides(assignments: list[str] | None, seed: int | None = None) -> dict[str, Any]:
+    """A command's ``--set KEY=VALUE`` list (and ``--seed``) as overrides for ``load_scenario``."""
+    out = dict(parse_assignment(text) for text in assignments or [])
+    if seed is not None:
+        out["seed"] = seed
+    return out
+
+
 def _sweep(data: dict, source: str) -> list[dict[str, Any]]:
     sweep = data.pop("sweep", None)
     if sweep is None:

@@ -7,6 +7,8 @@ bad value. The rest of the core receives a typed, fully-defaulted ``Scenario``.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -16,6 +18,11 @@ from ..errors import ScenarioError
 # The names a scenario may list; what each method does lives in persona_sim.methods (a test keeps the two equal).
 METHODS = ("static", "persona-s", "persona-m", "group-finetune")
 Method = Literal[METHODS]
+
+
+RUN_IRRELEVANT = ("eval",)                      # sections no run reads
+MACHINE_LOCAL = ("path", "data_dir")           # dataset keys that say where a machine keeps the data
+MISSING = "<absent>"
 
 
 class _Strict(BaseModel):
@@ -298,6 +305,16 @@ class Scenario(_Strict):
         """The scenario with every default filled in, as plain data."""
         return self.model_dump(mode="json")
 
+    def run_view(self) -> dict[str, Any]:
+        """What a run depends on: the resolved scenario less the offline ``eval`` section and where this machine
+        keeps the data (``dataset.path``, ``dataset.data_dir``). Cloud and device nodes must agree on it."""
+        view = {k: v for k, v in self.resolved().items() if k not in RUN_IRRELEVANT}
+        view["dataset"] = {k: v for k, v in view["dataset"].items() if k not in MACHINE_LOCAL}
+        return view
+
+    def run_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.run_view(), sort_keys=True).encode()).hexdigest()[:16]
+
     def shard_of(self, device_index: int, shards: int) -> int:
         """The device-node shard that simulates a device: whole cells are dealt round-robin, so devices
         sharing a cell are always simulated together and any sharding gives the same results."""
@@ -306,6 +323,16 @@ class Scenario(_Strict):
 
     def with_seed(self, seed: int) -> "Scenario":
         return self.model_copy(update={"seed": seed})
+
+
+def differing_keys(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, value in a, value in b) wherever two resolved scenarios (plain data) differ, in key order."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out += differing_keys(a.get(key, MISSING), b.get(key, MISSING), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [(prefix.rstrip("."), a, b)]
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:

@@ -6,6 +6,7 @@ past ``adapt``: a bad request becomes a ``RequestError`` for that request only.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -34,10 +35,12 @@ class CloudEngine:
         self.max_frame_bytes = int(scenario.cloud.max_frame_mb * 1024 * 1024)
         self._last_seq: dict[tuple[str, str], int] = {}
         self._max_window = scenario.persona.window * MAX_WINDOW_FACTOR
+        self.scenario_hash = scenario.run_hash()
 
     def info(self) -> CloudInfo:
         return CloudInfo(self.cloud_id, self.bundle.signature, self.model_bytes, self.scenario.name,
-                         tuple(self.scenario.methods), self.max_frame_bytes, self.scenario.devices.count)
+                         tuple(self.scenario.methods), self.max_frame_bytes, self.scenario.devices.count,
+                         scenario_json=json.dumps(self.scenario.run_view(), sort_keys=True))
 
     def check_hello(self, hello: Hello) -> None:
         if hello.protocol_version != PROTOCOL_VERSION:
@@ -46,6 +49,10 @@ class CloudEngine:
         if hello.model_signature != self.bundle.signature:
             raise ProtocolError("MODEL_MISMATCH", f"Hello.model_signature {hello.model_signature!r} does not match "
                                                   f"the cloud's model {self.bundle.signature!r}; fetch it with FetchModel")
+        if hello.scenario_hash != self.scenario_hash:
+            raise ProtocolError("SCENARIO_MISMATCH", f"Hello.scenario_hash {hello.scenario_hash!r} is not the cloud's "
+                                                     f"{self.scenario_hash!r}: the node loaded another scenario (or "
+                                                     "other --set/--seed); GetInfo's scenario_json shows the cloud's")
         if "FLOAT32" not in hello.codecs:
             raise ProtocolError("BAD_FRAME", f"Hello.codecs {list(hello.codecs)} lacks FLOAT32, the only codec served")
 

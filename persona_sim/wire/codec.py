@@ -188,26 +188,30 @@ def reply_from_pb(parts: list[pb.EditBatch]) -> RoundReply:
 def hello_to_pb(h: Hello) -> pb.DeviceFrame:
     return pb.DeviceFrame(hello=pb.Hello(
         protocol_version=h.protocol_version, node_id=h.node_id, model_signature=h.model_signature,
-        codecs=[pb.DType.Value(c) for c in h.codecs], shard_index=h.shard_index, shard_count=h.shard_count))
+        codecs=[pb.DType.Value(c) for c in h.codecs], shard_index=h.shard_index, shard_count=h.shard_count,
+        scenario_hash=h.scenario_hash))
 
 
 def hello_from_pb(msg: pb.Hello) -> Hello:
     if msg.shard_count == 0 or msg.shard_index >= msg.shard_count:
         raise ProtocolError("BAD_FRAME", f"Hello: shard {msg.shard_index}/{msg.shard_count} is not a valid shard")
     return Hello(msg.node_id, msg.model_signature, int(msg.shard_index), int(msg.shard_count),
-                 int(msg.protocol_version), tuple(pb.DType.Name(c) for c in msg.codecs) or ("FLOAT32",))
+                 int(msg.protocol_version), tuple(pb.DType.Name(c) for c in msg.codecs) or ("FLOAT32",),
+                 msg.scenario_hash)
 
 
 def info_to_pb(info: CloudInfo) -> pb.CloudInfo:
     return pb.CloudInfo(protocol_version=info.protocol_version, cloud_id=info.cloud_id,
                         model_signature=info.model_signature, model_bytes=info.model_bytes,
                         scenario_name=info.scenario_name, methods=list(info.methods),
-                        max_frame_bytes=info.max_frame_bytes, device_count=info.device_count)
+                        max_frame_bytes=info.max_frame_bytes, device_count=info.device_count,
+                        scenario_json=info.scenario_json)
 
 
 def info_from_pb(msg: pb.CloudInfo) -> CloudInfo:
     return CloudInfo(msg.cloud_id, msg.model_signature, int(msg.model_bytes), msg.scenario_name,
-                     tuple(msg.methods), int(msg.max_frame_bytes), int(msg.device_count), int(msg.protocol_version))
+                     tuple(msg.methods), int(msg.max_frame_bytes), int(msg.device_count), int(msg.protocol_version),
+                     msg.scenario_json or "{}")
 
 
 def parse(message_type, data: bytes, what: str):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,7 @@ class Hello:
     shard_count: int = 1
     protocol_version: int = PROTOCOL_VERSION
     codecs: tuple[str, ...] = ("FLOAT32",)
+    scenario_hash: str = ""          # Scenario.run_hash() of the node's scenario
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class CloudInfo:
     max_frame_bytes: int
     device_count: int
     protocol_version: int = PROTOCOL_VERSION
+    scenario_json: str = "{}"        # the cloud's Scenario.run_view(), as JSON
 
 
 def device_id(index: int) -> str:

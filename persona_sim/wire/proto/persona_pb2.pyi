@@ -24,6 +24,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_MISMATCH: _ClassVar[ErrorCode]
     INTERNAL: _ClassVar[ErrorCode]
     ABORTED: _ClassVar[ErrorCode]
+    SCENARIO_MISMATCH: _ClassVar[ErrorCode]
 DTYPE_UNSPECIFIED: DType
 FLOAT32: DType
 FLOAT16: DType
@@ -36,6 +37,7 @@ BAD_REQUEST: ErrorCode
 MODEL_MISMATCH: ErrorCode
 INTERNAL: ErrorCode
 ABORTED: ErrorCode
+SCENARIO_MISMATCH: ErrorCode
 
 class Tensor(_message.Message):
     __slots__ = ("name", "dtype", "shape", "data")
@@ -62,20 +64,22 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("protocol_version", "node_id", "model_signature", "codecs", "shard_index", "shard_count")
+    __slots__ = ("protocol_version", "node_id", "model_signature", "codecs", "shard_index", "shard_count", "scenario_hash")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     CODECS_FIELD_NUMBER: _ClassVar[int]
     SHARD_INDEX_FIELD_NUMBER: _ClassVar[int]
     SHARD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SCENARIO_HASH_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     node_id: str
     model_signature: str
     codecs: _containers.RepeatedScalarFieldContainer[DType]
     shard_index: int
     shard_count: int
-    def __init__(self, protocol_version: _Optional[int] = ..., node_id: _Optional[str] = ..., model_signature: _Optional[str] = ..., codecs: _Optional[_Iterable[_Union[DType, str]]] = ..., shard_index: _Optional[int] = ..., shard_count: _Optional[int] = ...) -> None: ...
+    scenario_hash: str
+    def __init__(self, protocol_version: _Optional[int] = ..., node_id: _Optional[str] = ..., model_signature: _Optional[str] = ..., codecs: _Optional[_Iterable[_Union[DType, str]]] = ..., shard_index: _Optional[int] = ..., shard_count: _Optional[int] = ..., scenario_hash: _Optional[str] = ...) -> None: ...
 
 class HelloAck(_message.Message):
     __slots__ = ("protocol_version", "cloud_id", "model_signature", "codec", "max_frame_bytes")
@@ -204,7 +208,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class CloudInfo(_message.Message):
-    __slots__ = ("protocol_version", "cloud_id", "model_signature", "model_bytes", "scenario_name", "methods", "max_frame_bytes", "device_count")
+    __slots__ = ("protocol_version", "cloud_id", "model_signature", "model_bytes", "scenario_name", "methods", "max_frame_bytes", "device_count", "scenario_json")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CLOUD_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +217,7 @@ class CloudInfo(_message.Message):
     METHODS_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAME_BYTES_FIELD_NUMBER: _ClassVar[int]
     DEVICE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SCENARIO_JSON_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     cloud_id: str
     model_signature: str
@@ -221,7 +226,8 @@ class CloudInfo(_message.Message):
     methods: _containers.RepeatedScalarFieldContainer[str]
     max_frame_bytes: int
     device_count: int
-    def __init__(self, protocol_version: _Optional[int] = ..., cloud_id: _Optional[str] = ..., model_signature: _Optional[str] = ..., model_bytes: _Optional[int] = ..., scenario_name: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., max_frame_bytes: _Optional[int] = ..., device_count: _Optional[int] = ...) -> None: ...
+    scenario_json: str
+    def __init__(self, protocol_version: _Optional[int] = ..., cloud_id: _Optional[str] = ..., model_signature: _Optional[str] = ..., model_bytes: _Optional[int] = ..., scenario_name: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., max_frame_bytes: _Optional[int] = ..., device_count: _Optional[int] = ..., scenario_json: _Optional[str] = ...) -> None: ...
 
 class FetchModelRequest(_message.Message):
     __slots__ = ("model_signature",)
