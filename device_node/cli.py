@@ -15,7 +15,7 @@ from persona_sim.errors import NodeError
 from persona_sim.jobs.shard import run_shard
 from persona_sim.progress import stage_progress
 from persona_sim.report.markdown import render_table
-from persona_sim.report.rundir import describe, prepare, shard_file
+from persona_sim.report.rundir import check_fresh, describe, prepare, shard_file
 from persona_sim.scenario.files import command_overrides, load_scenario
 from persona_sim.train.bundle import load_bundle_bytes
 from persona_sim.wire import pb_grpc
@@ -52,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bundle", type=Path, help="use this local model bundle instead of fetching the cloud's")
     p.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT_S, metavar="S",
                    help=f"give up if the cloud is not reachable within S seconds (default {CONNECT_TIMEOUT_S})")
+    p.add_argument("--force", action="store_true", help="replace results already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-finalize", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(handler=run_devices)
@@ -60,12 +61,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_devices(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     scenario = load_scenario(args.scenario, command_overrides(args.set, args.seed))
+    index, count = args.shard
+    check_fresh(args.out, args.force, "results.sqlite", "summary.json", shard_file(args.out, index, count).name)
     summary = asyncio.run(_run(args, scenario))
     if summary is not None:
         print(render_table(summary))
         print(f"\nrun directory: {args.out}")
     else:
-        index, count = args.shard
         print(f"shard {index}/{count} done: its results are in {shard_file(args.out, index, count)}. The run's "
               f"summary and report are written when every shard's file is in one directory: by the last shard to "
               f"finish when they share --out, else with `persona-sim merge OUT DIR ...` over the shards' --out "

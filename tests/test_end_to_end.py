@@ -279,3 +279,9 @@ def test_shards_on_separate_disks_merge_into_the_single_machine_run(grpc_run, tm
     capsys.readouterr()
     assert main(["merge", str(tmp_path / "half"), str(tmp_path / "disk1")]) == 2          # shard 0/2 is missing
     assert "shard(s) 0/2 not found" in capsys.readouterr().err
+
+
+def test_devices_refuse_a_finished_out_without_force(grpc_run, capsys):
+    scenario, out, _ = grpc_run
+    code = main(["devices", "--scenario", str(scenario), "--cloud", "127.0.0.1:1", "--out", str(out), "--quiet"])
+    assert code == 2 and "already holds results" in capsys.readouterr().err

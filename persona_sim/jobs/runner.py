@@ -65,7 +65,8 @@ def _run_grpc(scenario_file: Path, bundle_path: Path, out: Path, shards: int, qu
             time.sleep(0.05)
         target = f"127.0.0.1:{port_file.read_text().strip()}"
         nodes = [subprocess.Popen([sys.executable, "-m", "device_node", *common, "--cloud", target,
-                                   "--shard", f"{i}/{shards}", "--out", str(out), "--no-finalize"],
+                                   "--shard", f"{i}/{shards}", "--out", str(out), "--no-finalize",
+                                   "--force"],
                                   stdout=subprocess.DEVNULL, env=env) for i in range(shards)]
         codes = [n.wait() for n in nodes]
         bad = [(i, c) for i, c in enumerate(codes) if c != 0]
