@@ -4,7 +4,7 @@
     summary = persona_sim.run("scenarios/quickstart.yaml", out="runs/q", overrides={"devices.count": 50})
     run = persona_sim.load_run("runs/q")
     run.summary["methods"]["persona-s"]["ndcg@10"]
-    run.rows("adaptations")[:3]          # results.sqlite rows as dicts
+    run.rows("adaptations")[:3]          # results.sqlite rows as dicts; run.frame("predictions"): pandas
 
 ``run`` is ``persona-sim run`` for one scenario (a file, plain data as read
 from YAML, or a ``Scenario``); it raises the same typed errors the CLI reports
@@ -13,7 +13,6 @@ from YAML, or a ``Scenario``); it raises the same typed errors the CLI reports
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from .jobs.runner import run as run_job
 from .progress import Callback
 from .report.results import results_digest
 from .report.rundir import check_fresh
+from .report.tables import read_table
 from .scenario.files import load_scenario, set_key
 from .scenario.schema import Scenario, parse_scenario
 
@@ -79,15 +79,17 @@ class Run:
 
     def rows(self, table: str) -> list[dict]:
         """Every row of a results.sqlite table (predictions, adaptations, shifts, wall, rounds, meta) as dicts."""
-        con = sqlite3.connect(f"file:{self.path / 'results.sqlite'}?mode=ro", uri=True)
-        con.row_factory = sqlite3.Row
+        columns, rows = read_table(self.path / "results.sqlite", table)
+        return [dict(zip(columns, r)) for r in rows]
+
+    def frame(self, table: str):
+        """A results.sqlite table as a pandas DataFrame (pandas is an extra: pip install 'persona-sim[export]')."""
         try:
-            tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if table not in tables:
-                raise ValueError(f"{self.path / 'results.sqlite'} has no table {table!r}; it has {sorted(tables)}")
-            return [dict(r) for r in con.execute(f"SELECT * FROM {table}")]
-        finally:
-            con.close()
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Run.frame needs pandas: pip install 'persona-sim[export]'") from None
+        columns, rows = read_table(self.path / "results.sqlite", table)
+        return pd.DataFrame.from_records(rows, columns=columns)
 
     def verify(self) -> bool:
         """Whether results.sqlite still hashes to the digest its summary recorded."""

@@ -41,3 +41,33 @@ def test_load_run_names_what_is_missing(tmp_path):
 def test_rows_names_the_tables_it_has(grpc_run):
     with pytest.raises(ValueError, match="predictions"):
         persona_sim.load_run(grpc_run[1]).rows("nope")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export_round_trips_every_table(grpc_run, tmp_path, fmt, capsys):
+    import sqlite3
+
+    import pandas as pd
+
+    from persona_sim.cli import main
+
+    run_dir = grpc_run[1]
+    assert main(["export", str(run_dir), "--format", fmt, "--out", str(tmp_path / fmt)]) == 0
+    con = sqlite3.connect(run_dir / "results.sqlite")
+    tables = [n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    assert {"predictions", "adaptations", "shifts", "wall", "rounds", "meta"} <= set(tables)
+    run = persona_sim.load_run(run_dir)
+    for table in tables:
+        expected = pd.read_sql_query(f"SELECT * FROM {table}", con)
+        path = tmp_path / fmt / f"{table}.{fmt}"
+        got = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
+        assert len(got) == len(expected) and list(got.columns) == list(expected.columns), table
+        assert len(run.frame(table)) == len(expected)
+    con.close()
+    assert f"predictions.{fmt}: " in capsys.readouterr().out
+
+
+def test_export_names_a_missing_run(tmp_path, capsys):
+    from persona_sim.cli import main
+
+    assert main(["export", str(tmp_path)]) == 2 and "no results.sqlite" in capsys.readouterr().err

@@ -6,6 +6,7 @@
     persona-sim report RUN_DIR
     persona-sim compare RUN_DIR RUN_DIR ...
     persona-sim merge OUT SHARD_DIR ...
+    persona-sim export RUN_DIR [--format csv|parquet] [--out DIR]
     persona-sim calibrate SCENARIO [--out FILE] [--repeats N]
     persona-sim data list|info|fetch|convert ...   (cli.data)
     persona-sim cloud ...      (from the cloud_node package)
@@ -158,6 +159,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ..report.tables import export_run
+
+    out = args.out or args.run_dir / "export"
+    written = export_run(args.run_dir, args.format, out)
+    for table, rows in written.items():
+        print(f"{out / f'{table}.{args.format}'}: {rows} rows")
+    return EXIT_OK
+
+
 def _cmd_merge(args: argparse.Namespace) -> int:
     from ..report.markdown import render_table
     from ..report.rundir import check_fresh, merge_shard_dirs, write_summary
@@ -208,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="rebuild the report of a run directory (from results.sqlite) or an eval directory")
     p.add_argument("run_dir", type=Path)
     p.set_defaults(handler=_cmd_report)
+
+    p = sub.add_parser("export", help="write a run's results.sqlite tables as CSV or Parquet files")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    p.add_argument("--out", type=Path, help="directory for the files (default RUN_DIR/export)")
+    p.set_defaults(handler=_cmd_export)
 
     p = sub.add_parser("merge", help="merge shard results that device nodes wrote to separate --out directories")
     p.add_argument("out", type=Path, help="the run directory to write")
