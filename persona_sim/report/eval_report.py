@@ -97,9 +97,7 @@ def plot_sweeps(out: Path, summary: dict) -> list[str]:
     plots = _plot_gain(out, variants, keys) if 1 <= len(keys) <= 2 and all(_numeric(variants, k) for k in keys) else []
     if len(keys) != 1 or not _numeric(variants, keys[0]):
         return plots
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import plt, save, style  # plots selects the Agg backend before pyplot loads
 
     key = keys[0]
     xs = [v["settings"][key] for v in variants]
@@ -108,24 +106,20 @@ def plot_sweeps(out: Path, summary: dict) -> list[str]:
         for method in variants[0]["methods"]:
             ys = [v["methods"][method][metric] for v in variants]
             err = [v["methods"][method]["std"][metric] for v in variants]
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=_label(method))
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=_label(method), **style(method))
         ax.set_xscale("log" if min(xs) > 0 and max(xs) / min(xs) >= 10 else "linear")
         ax.set_xlabel(key)
         ax.set_title(metric.upper().replace("@", "@"))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    name = f"sweep-{key.replace('.', '-')}.png"
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    return plots + [name]
+    fig.suptitle(f"accuracy against {key}")
+    return plots + [save(fig, out, f"sweep-{key.replace('.', '-')}.png")]
 
 
 def _plot_gain(out: Path, variants: list[dict], keys: list[str]) -> list[str]:
     """Δ NDCG@5 of each method over static (mean over seeds, ± the std of the paired per-seed differences)
     against the first swept key; one panel per value of the second."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import plt, save, style  # plots selects the Agg backend before pyplot loads
 
     verdicts = [v.get("verdict") or eval_verdict(v["per_seed"]) for v in variants]
     if not verdicts[0]:
@@ -141,7 +135,7 @@ def _plot_gain(out: Path, variants: list[dict], keys: list[str]) -> list[str]:
         for method in verdicts[0]:
             ax.errorbar([x for x, _ in rows], [d[method]["delta"] for _, d in rows],
                         yerr=[d[method]["delta_std"] or 0.0 for _, d in rows], marker="o", capsize=3,
-                        label=_label(method))
+                        label=_label(method), **style(method))
         ax.axhline(0.0, color="grey", lw=0.8)
         xs = [x for x, _ in rows]
         ax.set_xscale("log" if min(xs) > 0 and max(xs) / min(xs) >= 10 else "linear")
@@ -150,8 +144,7 @@ def _plot_gain(out: Path, variants: list[dict], keys: list[str]) -> list[str]:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("Δ NDCG@5 vs static")
     axes[0][0].legend(fontsize=8)
-    fig.savefig(out / "gain-map.png", dpi=110)
-    plt.close(fig)
-    return ["gain-map.png"]
+    fig.suptitle("Persona's gain over the static model")
+    return [save(fig, out, "gain-map.png")]
 
 

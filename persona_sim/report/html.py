@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.3em .6em;
+table{border-collapse:collapse;margin:1em 0;font-size:.9em;display:block;max-width:100%;overflow-x:auto}
+@media (max-width:900px){table{font-size:.78em}th,td{padding:.2em .35em!important}}th,td{border:1px solid #ccc;padding:.3em .6em;
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;
 display:block;margin:1em 0;border:1px solid #eee}code{background:#f5f5f5;padding:0 .2em}"""
 

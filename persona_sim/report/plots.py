@@ -1,5 +1,6 @@
-"""PNG plots of a run, from its summary and results.sqlite: accuracy over virtual time (shifts marked) and
-around shifts, the round-trip CDF, bytes per device, and prototype assignment over time."""
+"""Plots of a run, from its summary and results.sqlite: accuracy over virtual time (shifts marked) and
+around shifts, the round-trip CDF, bytes per device, and prototype assignment over time. Each is a PNG
+(embedded in report.html) with an SVG beside it; a method keeps one colour and line style in every plot."""
 from __future__ import annotations
 
 import sqlite3
@@ -15,6 +16,25 @@ from ..methods import METHODS  # noqa: E402
 from ..scenario.schema import Scenario  # noqa: E402
 from .recovery import time_edges  # noqa: E402
 
+PALETTE = plt.get_cmap("tab10").colors
+DASHES = ("-", "--", "-.", ":")
+
+
+def style(method: str) -> dict:
+    """The colour and line style of ``method`` in every plot (by its place in the registry)."""
+    order = list(METHODS)
+    i = order.index(method) if method in order else len(order) + sum(map(ord, method))
+    return {"color": PALETTE[i % len(PALETTE)], "linestyle": DASHES[i % len(DASHES)]}
+
+
+def save(fig, out: Path, name: str) -> str:
+    """``name`` (a .png, 110 dpi) and the same figure as .svg beside it; returns ``name``."""
+    fig.savefig(out / name, dpi=110)
+    fig.savefig(out / name.replace(".png", ".svg"))
+    plt.close(fig)
+    return name
+
+
 ACCURACY_PNG = "accuracy-over-time.png"
 SHIFTS_PNG = "accuracy-around-shifts.png"
 
@@ -25,7 +45,8 @@ def plot_accuracy_over_time(summary: dict, scenario: Scenario, out: Path) -> str
         return None
     fig, ax = plt.subplots(figsize=(8, 3.6))
     for method, values in series["methods"].items():
-        ax.plot(series["t_s"], [float("nan") if v is None else v for v in values], label=method, marker=".")
+        ax.plot(series["t_s"], [float("nan") if v is None else v for v in values], label=method, marker=".",
+                **style(method))
     starts: dict[float, list[str]] = {}
     for d in scenario.drift:
         starts.setdefault(d.at_s, []).append(f"{d.kind} ({d.fraction:.0%})")
@@ -38,9 +59,7 @@ def plot_accuracy_over_time(summary: dict, scenario: Scenario, out: Path) -> str
     ax.set_title(f"{summary.get('scenario')}: accuracy over virtual time")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / ACCURACY_PNG, dpi=110)
-    plt.close(fig)
-    return ACCURACY_PNG
+    return save(fig, out, ACCURACY_PNG)
 
 
 def plot_around_shifts(summary: dict, out: Path) -> str | None:
@@ -52,16 +71,16 @@ def plot_around_shifts(summary: dict, out: Path) -> str | None:
     for ax, kind in zip(axes[0], kinds):
         for method, rec in drift["recovery"][kind].items():
             c = rec["curve"]
-            ax.plot(c["offsets"], [float("nan") if v is None else v for v in c["mean"]], label=method, marker=".")
+            ax.plot(c["offsets"], [float("nan") if v is None else v for v in c["mean"]], label=method, marker=".",
+                    **style(method))
         ax.axvline(-0.5, color="grey", linestyle="--", linewidth=1)
         ax.set_title(f"{kind} ({drift['shifts'][kind]['count']} shifts)")
         ax.set_xlabel("interactions since the shift")
     axes[0][0].set_ylabel("NDCG@10 (pooled)")
     axes[0][-1].legend(fontsize=8)
+    fig.suptitle("accuracy around injected shifts")
     fig.tight_layout()
-    fig.savefig(out / SHIFTS_PNG, dpi=110)
-    plt.close(fig)
-    return SHIFTS_PNG
+    return save(fig, out, SHIFTS_PNG)
 
 
 RTT_PNG = "rtt-cdf.png"
@@ -76,18 +95,17 @@ def plot_rtt_cdf(con: sqlite3.Connection, out: Path) -> str | None:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for method in sorted({m for m, _ in rows}):
         rtt = np.sort([r / 1000 for m, r in rows if m == method])
-        ax.plot(rtt, np.arange(1, len(rtt) + 1) / len(rtt), label=method)
+        ax.plot(rtt, np.arange(1, len(rtt) + 1) / len(rtt), label=method, **style(method))
     spread = max(r for _, r in rows) / max(1, min(r for _, r in rows))
     if spread > 20:                                  # slow links and queues: a long tail reads better on a log axis
         ax.set_xscale("log")
     ax.set_xlabel("round trip, request issued to edit applied (ms, virtual)")
     ax.set_ylabel("fraction of adaptations")
+    ax.set_title("round trip per adaptation (CDF)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / RTT_PNG, dpi=110)
-    plt.close(fig)
-    return RTT_PNG
+    return save(fig, out, RTT_PNG)
 
 
 def plot_prototypes(con: sqlite3.Connection, out: Path, bins: int = 30) -> str | None:
@@ -109,11 +127,10 @@ def plot_prototypes(con: sqlite3.Connection, out: Path, bins: int = 30) -> str |
     ax.set_xlabel("virtual time (s)")
     ax.set_ylabel(f"share of {method}'s edits")
     ax.set_ylim(0, 1)
+    ax.set_title(f"{method}: prototype assignment over time")
     ax.legend(fontsize=7, loc="upper right", ncol=2)
     fig.tight_layout()
-    fig.savefig(out / PROTOTYPES_PNG, dpi=110)
-    plt.close(fig)
-    return PROTOTYPES_PNG
+    return save(fig, out, PROTOTYPES_PNG)
 
 
 def plot_bytes_per_device(con: sqlite3.Connection, out: Path) -> str | None:
@@ -123,14 +140,14 @@ def plot_bytes_per_device(con: sqlite3.Connection, out: Path) -> str | None:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for method in sorted({m for m, _, _ in rows}):
-        ax.hist([b / 1024 for m, _, b in rows if m == method], bins=30, alpha=0.6, label=method)
+        ax.hist([b / 1024 for m, _, b in rows if m == method], bins=30, alpha=0.6, label=method,
+                color=style(method)["color"])
     ax.set_xlabel("bytes per device, up + down (KiB)")
     ax.set_ylabel("devices")
+    ax.set_title("bytes per device")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / BYTES_PNG, dpi=110)
-    plt.close(fig)
-    return BYTES_PNG
+    return save(fig, out, BYTES_PNG)
 
 
 def write_plots(summary: dict, scenario: Scenario, out: Path) -> list[str]:
