@@ -104,7 +104,7 @@ class GrpcTransport:
     @staticmethod
     def _describe(frame: pb.CloudFrame) -> str:
         if frame.WhichOneof("body") == "error":
-            return f"{pb.ErrorCode.Name(frame.error.code)}: {frame.error.message}"
+            return f"{codec.enum_name(pb.ErrorCode, frame.error.code)}: {frame.error.message}"
         return f"unexpected {frame.WhichOneof('body') or 'empty'} frame"
 
     async def round(self, report: RoundReport) -> RoundReply:

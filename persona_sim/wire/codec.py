@@ -8,6 +8,8 @@ just its message plus gRPC's 5-byte message prefix.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from google.protobuf.message import DecodeError
 
@@ -35,11 +37,14 @@ def tensor_from_pb(t: pb.Tensor, where: str) -> np.ndarray:
     shape = tuple(int(s) for s in t.shape)
     if any(s < 0 for s in shape):
         raise ProtocolError("BAD_FRAME", f"{where}: tensor '{t.name}' has a negative dimension in shape {shape}")
-    expected = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    expected = math.prod(shape) * dt.itemsize            # Python ints: a hostile shape cannot overflow
     if expected != len(t.data):
         raise ProtocolError("BAD_FRAME", f"{where}: tensor '{t.name}' shape {shape} needs {expected} bytes, "
                                          f"got {len(t.data)}")
-    return np.frombuffer(t.data, dtype=dt).reshape(shape).astype(np.float32)
+    array = np.frombuffer(t.data, dtype=dt).reshape(shape).astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ProtocolError("BAD_FRAME", f"{where}: tensor '{t.name}' holds NaN or infinite values")
+    return array
 
 
 # ---- requests ------------------------------------------------------------------------
@@ -142,7 +147,7 @@ def error_to_pb(err: RequestError) -> pb.Error:
 
 
 def error_from_pb(msg: pb.Error) -> RequestError:
-    return RequestError(msg.device_id, int(msg.seq), pb.ErrorCode.Name(msg.code), msg.message)
+    return RequestError(msg.device_id, int(msg.seq), enum_name(pb.ErrorCode, msg.code), msg.message)
 
 
 def reply_frames(frame_id: int, reply: RoundReply, max_bytes: int) -> list[pb.CloudFrame]:
@@ -192,11 +197,25 @@ def hello_to_pb(h: Hello) -> pb.DeviceFrame:
         scenario_hash=h.scenario_hash))
 
 
+def enum_name(enum, value: int) -> str:
+    """A protobuf enum value's name; a number this side does not know is spelled out (proto3 enums are open)."""
+    try:
+        return enum.Name(value)
+    except ValueError:
+        return f"UNKNOWN_{value}"
+
+
+def _codec_name(value: int) -> str:
+    if value not in pb.DType.values():
+        raise ProtocolError("BAD_FRAME", f"Hello.codecs: {value} is not a DType ({', '.join(pb.DType.keys())})")
+    return pb.DType.Name(value)
+
+
 def hello_from_pb(msg: pb.Hello) -> Hello:
     if msg.shard_count == 0 or msg.shard_index >= msg.shard_count:
         raise ProtocolError("BAD_FRAME", f"Hello: shard {msg.shard_index}/{msg.shard_count} is not a valid shard")
     return Hello(msg.node_id, msg.model_signature, int(msg.shard_index), int(msg.shard_count),
-                 int(msg.protocol_version), tuple(pb.DType.Name(c) for c in msg.codecs) or ("FLOAT32",),
+                 int(msg.protocol_version), tuple(_codec_name(c) for c in msg.codecs) or ("FLOAT32",),
                  msg.scenario_hash)
 
 
