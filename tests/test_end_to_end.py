@@ -285,3 +285,41 @@ def test_devices_refuse_a_finished_out_without_force(grpc_run, capsys):
     scenario, out, _ = grpc_run
     code = main(["devices", "--scenario", str(scenario), "--cloud", "127.0.0.1:1", "--out", str(out), "--quiet"])
     assert code == 2 and "already holds results" in capsys.readouterr().err
+
+
+def _children(pid: int) -> set[int]:
+    """Every descendant of ``pid`` now (from /proc)."""
+    kids: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids |= {int(c) for c in (task / "children").read_text().split()}
+        except OSError:
+            pass
+    return kids | {g for k in kids for g in _children(k)}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc")
+def test_sigterm_to_run_stops_every_child_and_leaves_no_stray_file(grpc_run, tmp_path):
+    scenario, _, _ = grpc_run
+    out = tmp_path / "term"
+    run = subprocess.Popen([sys.executable, "-m", "persona_sim.cli", "run", str(scenario), "--out", str(out),
+                            "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, children = time.monotonic() + 120, set()
+    while time.monotonic() < deadline and run.poll() is None:
+        children = _children(run.pid)
+        if len(children) >= 2 and (out / ".cloud-port").exists():     # the cloud serves, a device node started
+            break
+        time.sleep(0.02)
+    assert run.poll() is None and len(children) >= 2, "the run ended before it could be interrupted"
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 143 and "terminated" in err
+    assert not [pid for pid in children if _alive(pid)], "a child process outlived the run"
+    assert not (out / ".cloud-port").exists() and not list(out.glob("*.tmp"))

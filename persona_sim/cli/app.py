@@ -20,14 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
 from ..errors import BundleError, DatasetError, NodeError, PersonaSimError, ScenarioError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -283,12 +285,31 @@ def _configure_logging(args: argparse.Namespace) -> None:
                         **target)
 
 
+class Terminated(Exception):
+    """SIGTERM arrived (timeout, docker stop, a batch scheduler): unwind like Ctrl-C, so child processes stop."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "shards", 1) < 1:
         parser.error(f"--shards must be at least 1, got {args.shards}")
     _configure_logging(args)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    try:
+        return _handle(args)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    """Run the command; turn what it raises into a message on stderr and an exit code."""
     try:
         return args.handler(args)
     except ScenarioError as exc:
@@ -303,10 +324,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except BrokenPipeError:            # output piped into e.g. `head`, which closed early
         sys.stderr.close()
         return EXIT_OK
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -64,11 +64,16 @@ def _run_grpc(scenario_file: Path, bundle_path: Path, out: Path, shards: int, qu
                 raise NodeError(f"the cloud node did not start within {CLOUD_START_TIMEOUT_S} s; see {cloud_log}")
             time.sleep(0.05)
         target = f"127.0.0.1:{port_file.read_text().strip()}"
-        nodes = [subprocess.Popen([sys.executable, "-m", "device_node", *common, "--cloud", target,
-                                   "--shard", f"{i}/{shards}", "--out", str(out), "--no-finalize",
-                                   "--force"],
-                                  stdout=subprocess.DEVNULL, env=env) for i in range(shards)]
-        codes = [n.wait() for n in nodes]
+        nodes = []
+        try:
+            for i in range(shards):
+                nodes.append(subprocess.Popen([sys.executable, "-m", "device_node", *common, "--cloud", target,
+                                               "--shard", f"{i}/{shards}", "--out", str(out), "--no-finalize",
+                                               "--force"], stdout=subprocess.DEVNULL, env=env))
+            codes = [n.wait() for n in nodes]
+        finally:                      # interrupted (SIGINT, SIGTERM) or failed: no device node outlives the run
+            for n in nodes:
+                _stop(n)
         bad = [(i, c) for i, c in enumerate(codes) if c != 0]
         if bad:
             raise NodeError(f"device node shard(s) failed: {', '.join(f'{i}/{shards} exit {c}' for i, c in bad)}"
