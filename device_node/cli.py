@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from persona_sim.wire.messages import Hello
 from .client import GrpcTransport, check_same_scenario, fetch_model, get_info
 
 CONNECT_TIMEOUT_S = 30
+PROBE_TIMEOUT_S = 1.5   # a plain TCP connect that tells "refused" from "slow" before gRPC retries hide it
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -75,9 +77,29 @@ def run_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def probe(target: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Fail at once, saying what happened, when nothing listens at HOST:PORT or the host has no address; a slow
+    or silent host is left to the gRPC connect wait (--connect-timeout)."""
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([A-Za-z0-9._-]+):(\d+)", target)
+    if match is None:
+        return                                   # a gRPC target of another form (dns:///…, unix:…): gRPC decides
+    host, port = match.group(1) or match.group(3), int(match.group(2) or match.group(4))
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return
+    except ConnectionRefusedError:
+        raise NodeError(f"connection refused by {target}: no cloud node listens there "
+                        "(start `persona-sim cloud` first, or check the port)") from None
+    except socket.gaierror as exc:
+        raise NodeError(f"cannot resolve the cloud's host {host!r} in {target}: {exc.strerror}") from None
+    except OSError:
+        return                                   # timed out or filtered: let the gRPC wait decide
+
+
 async def _run(args: argparse.Namespace, scenario):
     index, count = args.shard
     target = args.cloud
+    probe(target)
     async with grpc.aio.insecure_channel(target, options=channel_options(int(scenario.cloud.max_frame_mb * 2**20))) as ch:
         try:
             await asyncio.wait_for(ch.channel_ready(), args.connect_timeout)

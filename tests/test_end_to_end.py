@@ -216,10 +216,21 @@ def test_report_rebuilds_from_results(grpc_run, tmp_path):
     assert (copy / "report.md").read_text() == (out / "report.md").read_text()
 
 
+def test_devices_command_reports_a_refused_connection_at_once(tiny_file, tmp_path, capsys):
+    t0 = time.perf_counter()
+    code = main(["devices", "--scenario", str(tiny_file), "--cloud", "127.0.0.1:1", "--out", str(tmp_path / "x"),
+                 "--quiet"])
+    assert code == 1 and time.perf_counter() - t0 < 2.0
+    assert "connection refused by 127.0.0.1:1: no cloud node listens there" in capsys.readouterr().err
+
+
 def test_devices_command_reports_an_unreachable_cloud(tiny_file, tmp_path):
-    proc = cli("devices", "--scenario", str(tiny_file), "--cloud", "127.0.0.1:1", "--out", str(tmp_path / "x"),
-               "--quiet", "--connect-timeout", "2", timeout=120)
-    assert proc.returncode == 1 and "cannot reach the cloud node at 127.0.0.1:1" in proc.stderr
+    from device_node.cli import probe
+
+    probe("dns:///127.0.0.1:1")                        # targets of other forms are left to gRPC
+    proc = cli("devices", "--scenario", str(tiny_file), "--cloud", "dns:///127.0.0.1:1", "--out",
+               str(tmp_path / "x"), "--quiet", "--connect-timeout", "2", timeout=120)
+    assert proc.returncode == 1 and "cannot reach the cloud node at dns:///127.0.0.1:1" in proc.stderr
 
 
 SCENARIOS = sorted((Path(__file__).resolve().parent.parent / "scenarios").glob("*.yaml"))
