@@ -316,21 +316,40 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc")
-def test_sigterm_to_run_stops_every_child_and_leaves_no_stray_file(grpc_run, tmp_path):
-    scenario, _, _ = grpc_run
-    out = tmp_path / "term"
+def _run_until_serving(scenario: Path, out: Path) -> tuple[subprocess.Popen, set[int]]:
+    """`persona-sim run` over gRPC, returned once its cloud serves and a device node has started."""
     run = subprocess.Popen([sys.executable, "-m", "persona_sim.cli", "run", str(scenario), "--out", str(out),
                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline, children = time.monotonic() + 120, set()
     while time.monotonic() < deadline and run.poll() is None:
         children = _children(run.pid)
-        if len(children) >= 2 and (out / ".cloud-port").exists():     # the cloud serves, a device node started
+        if len(children) >= 2 and (out / ".cloud-port").exists():
             break
         time.sleep(0.02)
     assert run.poll() is None and len(children) >= 2, "the run ended before it could be interrupted"
+    return run, children
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc")
+def test_sigterm_to_run_stops_every_child_and_leaves_no_stray_file(grpc_run, tmp_path):
+    scenario, _, _ = grpc_run
+    out = tmp_path / "term"
+    run, children = _run_until_serving(scenario, out)
     run.send_signal(signal.SIGTERM)
     _, err = run.communicate(timeout=60)
     assert run.returncode == 143 and "terminated" in err
     assert not [pid for pid in children if _alive(pid)], "a child process outlived the run"
     assert not (out / ".cloud-port").exists() and not list(out.glob("*.tmp"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc")
+def test_run_ends_at_once_when_its_cloud_dies(grpc_run, tmp_path):
+    scenario, _, _ = grpc_run
+    out = tmp_path / "dead"
+    run, children = _run_until_serving(scenario, out)
+    cloud = next(pid for pid in children if "cloud_node" in Path(f"/proc/{pid}/cmdline").read_text())
+    os.kill(cloud, signal.SIGKILL)
+    t0 = time.monotonic()
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 1 and "the cloud node exited with code -9 while the device nodes ran" in err
+    assert time.monotonic() - t0 < 10 and not [pid for pid in children if _alive(pid)]

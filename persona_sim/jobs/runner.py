@@ -47,6 +47,16 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def _wait_for_nodes(nodes: list[subprocess.Popen], cloud: subprocess.Popen, cloud_log: Path) -> list[int]:
+    """The device nodes' exit codes; a cloud that exits while any of them still runs ends the run at once."""
+    while any(n.poll() is None for n in nodes):
+        if cloud.poll() is not None:
+            raise NodeError(f"the cloud node exited with code {cloud.returncode} while the device nodes ran:\n"
+                            f"{_tail(cloud_log)}")
+        time.sleep(0.05)
+    return [n.returncode for n in nodes]
+
+
 def _run_grpc(scenario_file: Path, bundle_path: Path, out: Path, shards: int, quiet: bool) -> None:
     port_file, cloud_log = out / ".cloud-port", out / "cloud.log"
     port_file.unlink(missing_ok=True)
@@ -70,7 +80,7 @@ def _run_grpc(scenario_file: Path, bundle_path: Path, out: Path, shards: int, qu
                 nodes.append(subprocess.Popen([sys.executable, "-m", "device_node", *common, "--cloud", target,
                                                "--shard", f"{i}/{shards}", "--out", str(out), "--no-finalize",
                                                "--force"], stdout=subprocess.DEVNULL, env=env))
-            codes = [n.wait() for n in nodes]
+            codes = _wait_for_nodes(nodes, cloud, cloud_log)
         finally:                      # interrupted (SIGINT, SIGTERM) or failed: no device node outlives the run
             for n in nodes:
                 _stop(n)
