@@ -1,6 +1,7 @@
 """Whole runs at tiny scale: real processes over loopback gRPC, and in-process."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -91,8 +92,9 @@ def test_inproc_and_sharded_runs_give_the_same_results(grpc_run, tmp_path):
     assert metrics_only(summary(tmp_path / "b")) == metrics_only(summary(out))
 
 
-def test_cloud_and_devices_started_by_hand_match_run(grpc_run, tmp_path):
-    scenario, out, _ = grpc_run
+@contextlib.contextmanager
+def cloud_node(scenario: Path, tmp_path: Path):
+    """`persona-sim cloud` on a free loopback port: yields its HOST:PORT; stopped by SIGTERM, which it survives."""
     port_file = tmp_path / "port"
     cloud = subprocess.Popen([sys.executable, "-m", "persona_sim.cli", "cloud", "--scenario", str(scenario),
                               "--listen", "127.0.0.1:0", "--port-file", str(port_file), "--quiet"],
@@ -103,17 +105,22 @@ def test_cloud_and_devices_started_by_hand_match_run(grpc_run, tmp_path):
             assert cloud.poll() is None, cloud.stderr.read()
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        target = f"127.0.0.1:{port_file.read_text()}"
+        yield f"127.0.0.1:{port_file.read_text()}"
+    finally:
+        cloud.send_signal(signal.SIGTERM)
+        cloud.wait(timeout=30)
+    assert cloud.returncode == 0
+
+
+def test_cloud_and_devices_started_by_hand_match_run(grpc_run, tmp_path):
+    scenario, out, _ = grpc_run
+    with cloud_node(scenario, tmp_path) as target:
         # the device node fetches the model from the cloud: give it an empty cache
         env = dict(os.environ, PERSONA_SIM_CACHE=str(tmp_path / "device-cache"))
         devices = subprocess.run([sys.executable, "-m", "persona_sim.cli", "devices", "--scenario", str(scenario),
                                   "--cloud", target, "--out", str(tmp_path / "manual"), "--quiet"],
                                  capture_output=True, text=True, timeout=180, env=env)
         assert devices.returncode == 0, devices.stderr
-    finally:
-        cloud.send_signal(signal.SIGTERM)
-        cloud.wait(timeout=30)
-    assert cloud.returncode == 0
     assert metrics_only(summary(tmp_path / "manual")) == metrics_only(summary(out))
     assert list((tmp_path / "device-cache" / "fetched").glob("*.pt"))
 
@@ -264,26 +271,13 @@ def test_every_scenario_runs_at_tiny_scale(path, tmp_path, monkeypatch):
 
 def test_shards_on_separate_disks_merge_into_the_single_machine_run(grpc_run, tmp_path, capsys):
     scenario, out, _ = grpc_run
-    port_file = tmp_path / "port"
-    cloud = subprocess.Popen([sys.executable, "-m", "persona_sim.cli", "cloud", "--scenario", str(scenario),
-                              "--listen", "127.0.0.1:0", "--port-file", str(port_file), "--quiet"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not port_file.exists():
-            assert cloud.poll() is None, cloud.stderr.read()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        target = f"127.0.0.1:{port_file.read_text()}"
+    with cloud_node(scenario, tmp_path) as target:
         shards = [subprocess.Popen([sys.executable, "-m", "persona_sim.cli", "devices", "--scenario", str(scenario),
                                     "--cloud", target, "--shard", f"{i}/2", "--out", str(tmp_path / f"disk{i}"),
                                     "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                   for i in range(2)]
         outputs = [s.communicate(timeout=180) for s in shards]
         assert [s.returncode for s in shards] == [0, 0], outputs
-    finally:
-        cloud.send_signal(signal.SIGTERM)
-        cloud.wait(timeout=30)
     assert all("done: its results are in" in o for o, _ in outputs) and not any("waiting" in o for o, _ in outputs)
     assert main(["merge", str(tmp_path / "merged"), str(tmp_path / "disk0"), str(tmp_path / "disk1")]) == 0
     assert metrics_only(summary(tmp_path / "merged")) == metrics_only(summary(out))
