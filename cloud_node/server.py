@@ -19,11 +19,14 @@ from persona_sim.wire.codec import channel_options
 from .servicer import SERVICE_NAME, PersonaCloudServicer, rpc_handler
 
 log = logging.getLogger("cloud_node")
+# Ping a silent peer every 30 s and drop it after 10 s without an answer; close connections idle for 10 min.
+KEEPALIVE = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000),
+             ("grpc.keepalive_permit_without_calls", 1), ("grpc.max_connection_idle_ms", 600_000)]
 
 
 async def start_server(engine: CloudEngine, model_bytes: bytes, listen: str) -> tuple[grpc.aio.Server, int, object]:
     """Start serving on ``listen`` (HOST:PORT, port 0 picks a free one); return (server, port, health)."""
-    server = grpc.aio.server(options=channel_options(engine.max_frame_bytes))
+    server = grpc.aio.server(options=channel_options(engine.max_frame_bytes) + KEEPALIVE)
     server.add_generic_rpc_handlers((rpc_handler(PersonaCloudServicer(Lockstep(engine), model_bytes)),))
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

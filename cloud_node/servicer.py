@@ -70,6 +70,7 @@ class PersonaCloudServicer(pb_grpc.PersonaCloudServicer):
         self.lockstep, self.engine = lockstep, lockstep.engine
         self.model = model_bytes
         self.bad_frames = RateLimitedLog(log)
+        self.streams = 0                 # Adapt streams open now
 
     async def _parse(self, message_type, raw: bytes, what: str, context):
         try:
@@ -93,6 +94,13 @@ class PersonaCloudServicer(pb_grpc.PersonaCloudServicer):
                                 total_bytes=len(self.model))
 
     async def Adapt(self, request_iterator, context):
+        limit = self.engine.scenario.cloud.max_streams
+        if self.streams >= limit:
+            self.bad_frames.warning("refused a stream from %s: %d Adapt streams open (cloud.max_streams)",
+                                    context.peer(), self.streams)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"this cloud serves at most {limit} Adapt streams at once (cloud.max_streams)")
+        self.streams += 1
         hello, parts = None, []
         try:
             async for raw in request_iterator:
@@ -129,6 +137,7 @@ class PersonaCloudServicer(pb_grpc.PersonaCloudServicer):
                     if hello is None or exc.code in FATAL_CODES:
                         return
         finally:
+            self.streams -= 1
             if hello is not None:
                 log.info("node %s left (shard %d/%d)", hello.node_id, hello.shard_index, hello.shard_count)
                 self.lockstep.leave(hello)

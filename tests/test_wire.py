@@ -290,3 +290,33 @@ def test_a_node_with_another_scenario_is_told_which_keys_differ(tiny_world):
     assert refused.error.code == pb.SCENARIO_MISMATCH and other.run_hash() in refused.error.message
     assert after is grpc.aio.EOF and healthy
     assert moved.run_hash() == scenario.run_hash() != other.run_hash()
+
+
+def test_streams_beyond_cloud_max_streams_are_refused_with_resource_exhausted(tiny_world):
+    async def body(channel, engine):
+        stub = pb_grpc.PersonaCloudStub(channel)
+        open_calls = []
+        for _ in range(2):
+            call = stub.Adapt()
+            await call.write(_hello_frame(engine))
+            assert (await call.read()).WhichOneof("body") == "hello_ack"
+            open_calls.append(call)
+        extra = stub.Adapt()
+        await extra.write(_hello_frame(engine))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await extra.read()
+        for call in open_calls:                          # once one closes, a new stream is served again
+            await call.done_writing()
+            await call.read()
+        again = stub.Adapt()
+        await again.write(_hello_frame(engine))
+        reply = await again.read()
+        await again.done_writing()
+        return err.value.code(), err.value.details(), reply, await _healthy(channel)
+
+    scenario = tiny_world[0]
+    limited = (scenario.model_copy(update={"cloud": scenario.cloud.model_copy(update={"max_streams": 2})}),
+               *tiny_world[1:])
+    code, details, reply, healthy = serve(limited, body)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "at most 2 Adapt streams" in details
+    assert reply.WhichOneof("body") == "hello_ack" and healthy

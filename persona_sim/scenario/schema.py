@@ -247,6 +247,7 @@ class CloudSpec(_Strict):
     ingress_mbps: float | None = Field(1000.0, gt=0.0)   # inbound capacity shared by all requests; null: unlimited
     egress_mbps: float | None = Field(1000.0, gt=0.0)    # outbound capacity shared by all replies
     max_frame_mb: float = Field(4.0, gt=0.0)      # gRPC message cap on both ends
+    max_streams: int = Field(64, ge=1)            # Adapt streams the cloud node serves at once (one per device node)
 
     @model_validator(mode="after")
     def _replay_source(self) -> "CloudSpec":
