@@ -70,6 +70,7 @@ class PersonaCloudServicer(pb_grpc.PersonaCloudServicer):
         self.lockstep, self.engine = lockstep, lockstep.engine
         self.model = model_bytes
         self.bad_frames = RateLimitedLog(log)
+        self.refused_streams = RateLimitedLog(log)
         self.streams = 0                 # Adapt streams open now
 
     async def _parse(self, message_type, raw: bytes, what: str, context):
@@ -96,7 +97,7 @@ class PersonaCloudServicer(pb_grpc.PersonaCloudServicer):
     async def Adapt(self, request_iterator, context):
         limit = self.engine.scenario.cloud.max_streams
         if self.streams >= limit:
-            self.bad_frames.warning("refused a stream from %s: %d Adapt streams open (cloud.max_streams)",
+            self.refused_streams.warning("refused a stream from %s: %d Adapt streams open (cloud.max_streams)",
                                     context.peer(), self.streams)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"this cloud serves at most {limit} Adapt streams at once (cloud.max_streams)")
