@@ -58,7 +58,10 @@ def test_a_forbidden_import_breaks_a_contract(tmp_path, module, line, contract):
 def test_the_method_registry_is_what_a_scenario_may_name():
     assert list(METHODS) == list(SCENARIO_METHODS)
     for name, method in METHODS.items():
-        assert method.name == name and method.label and callable(method.adapt)
+        assert method.name == name and method.label
+        # exactly one way to adapt, matching where it adapts
+        assert (method.device is not None) == (method.where == "device")
+        assert (method.adapt is not None or method.configure is not None) == (method.where != "device")
 
 
 def test_nothing_outside_methods_branches_on_a_method_name():

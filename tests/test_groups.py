@@ -5,7 +5,7 @@ import copy
 
 import torch
 
-from persona_sim.methods import adapt
+from persona_sim.methods import METHODS
 from persona_sim.model.adaptation import Groups, PersonaModels
 from persona_sim.model.editor import EditorBank, apply_edits, edit_norm
 from persona_sim.model.networks import SharedLayers, adaptive_shapes
@@ -47,7 +47,7 @@ def _models(assignment="edit-norm"):
 def test_dynamic_assignment_picks_the_smallest_edit():
     models = _models()
     windows = torch.tensor([[1, 2, 3, 4], [5, 6, 0, 0], [7, 0, 0, 0]])
-    out = adapt(models, "persona-m", windows)
+    out = METHODS["persona-m"].adapt(models, windows)
     edits = models.groups.editor.edits(models.item_emb[windows], windows > 0)
     norms = edit_norm(edits)                              # (3 groups, 3 windows)
     assert torch.equal(out.prototype, norms.argmin(0)) and (out.prototype == 1).all()
@@ -60,7 +60,7 @@ def test_dynamic_assignment_picks_the_smallest_edit():
 def test_nearest_centre_assignment_follows_the_global_edit():
     models = _models("nearest-centre")
     windows = torch.tensor([[1, 2, 3, 4], [5, 6, 0, 0]])
-    out = adapt(models, "persona-m", windows)
+    out = METHODS["persona-m"].adapt(models, windows)
     from persona_sim.model.editor import flat_edits
     g = flat_edits(models.editor.edits(models.item_emb[windows], windows > 0))[0]
     assert torch.equal(out.prototype, torch.cdist(g, models.groups.centres).argmin(1))
@@ -84,7 +84,7 @@ def test_trained_groups_partition_the_history_and_serve_persona_m(tmp_path, monk
     # Group PMs were fine-tuned away from the global PM, each differently.
     assert not torch.allclose(groups.heads["head.1.weight"][0], bundle.models.head["head.1.weight"][0])
     assert not torch.allclose(groups.heads["head.1.weight"][0], groups.heads["head.1.weight"][1])
-    out = adapt(bundle.models, "persona-m", torch.tensor([[1, 2, 3, 4]]))
+    out = METHODS["persona-m"].adapt(bundle.models, torch.tensor([[1, 2, 3, 4]]))
     assert 0 <= int(out.prototype[0]) < 3
 
 

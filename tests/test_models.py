@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from persona_sim.methods import adapt
+from persona_sim.methods import METHODS
 from persona_sim.model.networks import PrototypeModel, adaptive_forward, head_layer_names
 from persona_sim.scenario.schema import ModelSpec
 from persona_sim.train.bundle import load_bundle_bytes
@@ -59,7 +59,7 @@ def test_saved_bundle_reloads_to_identical_predictions(tiny_world):
     window = seq[:, -4:]
     outs = []
     for b in (bundle, again):
-        params = adapt(b.models, "persona-s", window).params
+        params = METHODS["persona-s"].adapt(b.models, window).params
         outs.append(adaptive_forward(b.shared(seq)[:, -1], params))
     assert torch.equal(outs[0], outs[1])
 

@@ -66,12 +66,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     with reproducible_torch():          # one thread, as the cloud node computes
         rows = measure(scenario, load_bundle(path), repeats=max(1, args.repeats))
     result = fit(rows)
-    print(f"{'method':<16}{'batch':>6}{'P':>4}{'median ms':>11}{'fitted ms':>11}")
+    print(f"{'method':<16}{'batch':>6}{'P':>4}{'steps':>6}{'median ms':>11}{'fitted ms':>11}")
     for r in rows:
-        print(f"{r['method']:<16}{r['batch']:>6}{r['prototypes']:>4}{r['ms_median']:>11.4f}{r['ms_fitted']:>11.4f}")
+        print(f"{r['method']:<16}{r['batch']:>6}{r['prototypes']:>4}{r['steps']:>6}{r['ms_median']:>11.4f}"
+              f"{r['ms_fitted']:>11.4f}")
+    step = f", per_step_ms: {result['per_step_ms']}" if "per_step_ms" in result else ""
     print(f"\nfit (largest error {result['max_relative_error']:.0%}); for the scenario:\n"
           f"cloud: {{compute: model, base_ms: {result['base_ms']}, per_request_ms: {result['per_request_ms']}, "
-          f"per_prototype_ms: {result['per_prototype_ms']}}}")
+          f"per_prototype_ms: {result['per_prototype_ms']}{step}}}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"scenario": scenario.name, "fit": result, "measurements": rows}, indent=2))

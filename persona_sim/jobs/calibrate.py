@@ -30,23 +30,37 @@ def measure(scenario: Scenario, bundle: Bundle, batches=BATCHES, repeats: int = 
     rng = np.random.default_rng(scenario.seed)
     rows = []
     for method in (methods.get(m) for m in scenario.methods if methods.get(m).asks_cloud):
-        prototypes = method.prototypes(scenario.persona)
-        for b in batches:
+        prototypes, steps, adapt = method.prototypes(scenario), method.steps(scenario), method.adapter(scenario)
+        for b in batches if not steps else (1,):       # the cloud fine-tunes one request at a time
             windows = torch.from_numpy(rng.integers(1, bundle.num_items + 1, (b, scenario.persona.window)))
             with torch.no_grad():
-                method.adapt(bundle.models, windows)                    # warm-up
+                adapt(bundle.models, windows)                           # warm-up
                 times = []
                 for _ in range(repeats):
                     t0 = time.perf_counter_ns()
-                    method.adapt(bundle.models, windows)
+                    adapt(bundle.models, windows)
                     times.append((time.perf_counter_ns() - t0) / 1e6)
-            rows.append({"method": method.name, "batch": b, "prototypes": prototypes,
+            rows.append({"method": method.name, "batch": b, "prototypes": prototypes, "steps": steps,
                          "ms_median": round(float(np.median(times)), 4), "ms_min": round(min(times), 4)})
     return rows
 
 
 def fit(rows: list[dict]) -> dict:
-    """Non-negative least squares over the three coefficients (every subset of them, best fit kept)."""
+    """Non-negative least squares over the three coefficients (every subset of them, best fit kept), on the
+    editor methods' rows; ``per_step_ms`` from the fine-tuning rows (their time less the fitted base, per step)."""
+    tuning = [r for r in rows if r.get("steps")]
+    rows = [r for r in rows if not r.get("steps")]
+    fitted = _fit_editors(rows) if rows else {"base_ms": 0.0, "per_request_ms": 0.0, "per_prototype_ms": 0.0,
+                                              "max_relative_error": 0.0}
+    if tuning:
+        per_step = [(r["ms_median"] - fitted["base_ms"] - fitted["per_request_ms"]) / r["steps"] for r in tuning]
+        fitted["per_step_ms"] = round(max(0.0, float(np.median(per_step))), 4)
+        for r in tuning:
+            r["ms_fitted"] = round(fitted["base_ms"] + fitted["per_request_ms"] + r["steps"] * fitted["per_step_ms"], 4)
+    return fitted
+
+
+def _fit_editors(rows: list[dict]) -> dict:
     b = np.asarray([r["batch"] for r in rows], dtype=np.float64)
     p = np.asarray([r["prototypes"] for r in rows], dtype=np.float64)
     y = np.asarray([r["ms_median"] for r in rows])

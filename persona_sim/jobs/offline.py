@@ -24,12 +24,13 @@ import numpy as np
 
 from ..data.dataset import Dataset, load_dataset
 from ..data.split import training_data
-from ..methods import METHODS
+from ..methods import METHODS, Method
 from ..model.metrics import METRICS, USER_METRICS, user_metrics
 from ..report.verdict import eval_verdict
 from ..scenario.files import Variant
-from ..train.bundle import ensure_bundle, load_bundle
-from ..train.evaluation import TEST_PURPOSE, CaseSet, build_cases, evaluate, mean_metrics
+from ..scenario.schema import Scenario
+from ..train.bundle import Bundle, ensure_bundle, load_bundle
+from ..train.evaluation import TEST_PURPOSE, CaseSet, build_cases, evaluate, evaluate_on_device, mean_metrics
 
 Progress = Callable[[str, int, int], None]
 
@@ -38,6 +39,13 @@ def _store_cases(path: Path, cases: CaseSet, num_items: int) -> None:
     """The test events every method was scored on: user, candidates (the true item first, then the negatives)."""
     dtype = np.uint16 if num_items < 2**16 else np.uint32
     np.savez_compressed(path, users=cases.users, candidates=cases.candidates.numpy().astype(dtype))
+
+
+def _evaluate(bundle: Bundle, method: Method, scenario: Scenario, test: CaseSet, progress: Progress) -> dict:
+    if method.device is None:
+        return evaluate(bundle.models, method.adapter(scenario), test, scenario.model.max_len)
+    return evaluate_on_device(bundle.models, method.device(scenario), test, scenario.model.max_len, scenario.seed,
+                              lambda done, total: progress(method.name, done, total))
 
 
 def eval_seed(variant: Variant, seed: int, dataset: Dataset, progress: Progress, out: Path | None = None) -> dict:
@@ -54,7 +62,7 @@ def eval_seed(variant: Variant, seed: int, dataset: Dataset, progress: Progress,
     results = {}
     for method in scenario.methods:
         start = time.perf_counter()
-        per_case = evaluate(bundle.models, METHODS[method].adapt, test, scenario.model.max_len)
+        per_case = _evaluate(bundle, METHODS[method], scenario, test, progress)
         seconds = time.perf_counter() - start
         counts = np.bincount(per_case["prototype"], minlength=max(1, scenario.persona.prototypes))
         per_user = user_metrics(test.users, per_case["scores"]) if protocol == "realtime" else {}

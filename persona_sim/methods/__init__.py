@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import torch
+from . import cloud_finetune, dccl, finetune, group_finetune, persona_m, persona_s, static, tta
+from .base import DevicePart, Method
 
-from ..model.adaptation import Adapted, PersonaModels
-from . import group_finetune, persona_m, persona_s, static
-from .base import Method
-
-METHODS: dict[str, Method] = {m.name: m for m in (static.METHOD, persona_s.METHOD, persona_m.METHOD,
-                                                    group_finetune.METHOD)}
+METHODS: dict[str, Method] = {m.name: m for m in (
+    static.METHOD, persona_s.METHOD, persona_m.METHOD, group_finetune.METHOD,
+    finetune.METHOD, tta.METHOD, dccl.METHOD, cloud_finetune.METHOD)}
 BASELINE = static.METHOD.name   # what the reports measure every other method against
 
 
@@ -28,14 +26,9 @@ def get(name: str) -> Method:
         raise ValueError(f"unknown method {name!r}; valid: {', '.join(METHODS)}") from None
 
 
-def adapt(models: PersonaModels, name: str, windows: torch.Tensor) -> Adapted:
-    """windows (B, W) item ids, left-aligned, 0-padded -> the adaptive layers method ``name`` gives each device."""
-    return get(name).adapt(models, windows)
-
-
 def needs_groups(names: Iterable[str]) -> bool:
     """Whether a bundle for these methods must hold Persona (m)'s group prototypes and editors."""
     return any(get(n).uses_groups for n in names)
 
 
-__all__ = ["BASELINE", "METHODS", "Method", "adapt", "get", "needs_groups"]
+__all__ = ["BASELINE", "METHODS", "DevicePart", "Method", "get", "needs_groups"]

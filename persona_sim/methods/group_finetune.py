@@ -3,5 +3,5 @@ global editor's edit of the device's window, sent unedited."""
 from ..model.adaptation import nearest_group
 from .base import Method
 
-METHOD = Method(name="group-finetune", label="Group Fine-tuning", asks_cloud=True, uses_groups=True,
+METHOD = Method(name="group-finetune", label="Group Fine-tuning", where="cloud", uses_groups=True,
                 adapt=nearest_group)

@@ -3,4 +3,4 @@
 from ..model.adaptation import edit_groups
 from .base import Method
 
-METHOD = Method(name="persona-m", label="Persona (m)", asks_cloud=True, uses_groups=True, adapt=edit_groups)
+METHOD = Method(name="persona-m", label="Persona (m)", where="cloud", uses_groups=True, adapt=edit_groups)

@@ -2,4 +2,4 @@
 from ..model.adaptation import edit_global
 from .base import Method
 
-METHOD = Method(name="persona-s", label="Persona (s)", asks_cloud=True, uses_groups=False, adapt=edit_global)
+METHOD = Method(name="persona-s", label="Persona (s)", where="cloud", adapt=edit_global)

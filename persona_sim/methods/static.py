@@ -2,4 +2,4 @@
 from ..model.adaptation import unedited
 from .base import Method
 
-METHOD = Method(name="static", label="– (static)", asks_cloud=False, uses_groups=False, adapt=unedited)
+METHOD = Method(name="static", label="– (static)", where="none", adapt=unedited)

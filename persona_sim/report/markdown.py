@@ -97,8 +97,19 @@ def render_markdown(summary: dict, manifest: dict, plots: list[str] = ()) -> str
         lines += ["", "## Round trip by stage (virtual time, ms: p50 / p95 / p99)", "",
                   "| method | " + " | ".join(STAGES) + " |", "|---" * (len(STAGES) + 1) + "|"]
         for name, m in adaptive.items():
-            cells = [f"{_f(s['p50'], 2)} / {_f(s['p95'], 2)} / {_f(s['p99'], 2)}" for s in m["stages_ms"].values()]
+            cells = [_pct3(s) for s in m["stages_ms"].values()]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += ["", "## Adaptation cost by part (virtual time, ms: p50 / p95 / p99)", "",
+                  "Device: its processor (waiting, then applying an edit or training); network: upload and download; "
+                  "cloud: ingress, queue, compute, egress. Device compute is the processor time the adaptation "
+                  "itself took (an energy proxy).", "",
+                  "| method | device | network | cloud | device compute | device compute, total (s) "
+                  "| bytes / adaptation |", "|---|---|---|---|---|---|---|"]
+        for name, m in adaptive.items():
+            cells = [_pct3(m["latency_split_ms"][p]) for p in ("device", "network", "cloud")]
+            per = (m["bytes_up"] + m["bytes_down"]) / m["adaptations"]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {_pct3(m['device_compute_ms'])} | "
+                         f"{m['device_compute_s_total']:.1f} | {_size(per)} |")
         failed = sum(m["failed_adaptations"] for m in adaptive.values())
         if failed:
             lines += ["", f"**{failed} adaptation request(s) failed**; see `adaptations.status` in results.sqlite."]
@@ -112,12 +123,16 @@ def render_markdown(summary: dict, manifest: dict, plots: list[str] = ()) -> str
     return "\n".join(lines)
 
 
+def _pct3(s: dict) -> str:
+    return f"{_f(s['p50'], 2)} / {_f(s['p95'], 2)} / {_f(s['p99'], 2)}"
+
+
 def render_table(summary: dict) -> str:
     """A compact table for the terminal."""
-    head = f"{'method':<12}{'HR@10':>8}{'NDCG@10':>9}{'AUC':>8}{'adapt':>7}{'RTT p50':>9}{'p95':>8}{'p99':>8}  up / down"
+    head = f"{'method':<15}{'HR@10':>8}{'NDCG@10':>9}{'AUC':>8}{'adapt':>7}{'RTT p50':>9}{'p95':>8}{'p99':>8}  up / down"
     rows = [head, "-" * len(head)]
     for name, m in summary["methods"].items():
-        rows.append(f"{name:<12}{_f(m['hr@10']):>8}{_f(m['ndcg@10']):>9}{_f(m['auc']):>8}{m['adaptations']:>7}"
+        rows.append(f"{name:<15}{_f(m['hr@10']):>8}{_f(m['ndcg@10']):>9}{_f(m['auc']):>8}{m['adaptations']:>7}"
                     f"{_f(m['rtt_ms_p50'], 1):>9}{_f(m['rtt_ms_p95'], 1):>8}{_f(m['rtt_ms_p99'], 1):>8}"
                     f"  {_size(m['bytes_up'])} / {_size(m['bytes_down'])}")
     if summary.get("verdict"):

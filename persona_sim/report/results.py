@@ -21,7 +21,7 @@ PREDICTION_COLUMNS = ("method", "device_id", "event", "t_us", "item", "edit_seq"
                       "hr5", "hr10", "ndcg5", "ndcg10", "auc")
 ADAPTATION_COLUMNS = ("method", "device_id", "seq", "status", "prototype_id", "issued_us", "upload_done_us",
                       "enqueued_us", "compute_start_us", "compute_end_us", "departed_us", "download_done_us",
-                      "applied_us", "bytes_up", "bytes_down", "edit_norm")
+                      "applied_us", "bytes_up", "bytes_down", "edit_norm", "device_us")
 SHIFT_COLUMNS = ("device_id", "shift", "kind", "event", "t_us", "detail")
 WALL_COLUMNS = ("method", "device_id", "seq", "cloud_compute_ns")
 ROUND_COLUMNS = ("shard", "method", "until_us", "reported", "replies", "round_ns", "codec_ns", "server_ns", "wait_ns")
@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS adaptations (
   method TEXT, device_id TEXT, seq INTEGER, status TEXT, prototype_id INTEGER, issued_us INTEGER,
   upload_done_us INTEGER, enqueued_us INTEGER, compute_start_us INTEGER, compute_end_us INTEGER,
   departed_us INTEGER, download_done_us INTEGER, applied_us INTEGER, bytes_up INTEGER, bytes_down INTEGER, edit_norm REAL,
-  PRIMARY KEY (method, device_id, seq));
+  device_us INTEGER, PRIMARY KEY (method, device_id, seq));
 CREATE TABLE IF NOT EXISTS shifts (
   device_id TEXT, shift INTEGER, kind TEXT, event INTEGER, t_us INTEGER, detail TEXT, PRIMARY KEY (device_id, shift));
 CREATE TABLE IF NOT EXISTS wall (method TEXT, device_id TEXT, seq INTEGER, cloud_compute_ns INTEGER);

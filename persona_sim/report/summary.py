@@ -17,8 +17,10 @@ STAGES = {   # stage name -> (start column, end column)
     "compute": ("compute_start_us", "compute_end_us"),
     "egress": ("compute_end_us", "departed_us"),        # the cloud's shared outbound capacity
     "download": ("departed_us", "download_done_us"),    # the device's link (and cell)
-    "apply": ("download_done_us", "applied_us"),        # waits for the device's processor, then loads
+    "device": ("download_done_us", "applied_us"),       # the device's processor: waits, then loads (or trains)
 }
+# Where an adaptation's time goes: the stages each part of the system is responsible for.
+PARTS = {"network": ("upload", "download"), "cloud": ("ingress", "queue", "compute", "egress"), "device": ("device",)}
 METRIC_COLUMNS = {"hr@5": "hr5", "hr@10": "hr10", "ndcg@5": "ndcg5", "ndcg@10": "ndcg10", "auc": "auc"}
 
 
@@ -43,12 +45,19 @@ def method_summary(con: sqlite3.Connection, method: str) -> dict:
     up, down = con.execute("SELECT COALESCE(SUM(bytes_up),0), COALESCE(SUM(bytes_down),0) FROM adaptations "
                            "WHERE method=?", (method,)).fetchone()
     rtt = _pcts(ok[:, -1] - ok[:, 0])
+    spans = {name: ok[:, 2 * i + 1] - ok[:, 2 * i] for i, name in enumerate(STAGES)}
+    busy = np.asarray([r[0] for r in con.execute("SELECT COALESCE(device_us, 0) FROM adaptations "
+                                                  "WHERE method=? AND status='ok'", (method,))], dtype=np.int64)
     out.update({
         "adaptations": int(len(ok)), "failed_adaptations": int(failed),
         "rtt_ms_p50": rtt["p50"], "rtt_ms_p95": rtt["p95"], "rtt_ms_p99": rtt["p99"],
         "bytes_up": int(up), "bytes_down": int(down),
         "bytes_per_device": round((up + down) / out["devices"], 1) if out["devices"] else 0.0,
-        "stages_ms": {name: _pcts(ok[:, 2 * i + 1] - ok[:, 2 * i]) for i, name in enumerate(STAGES)},
+        "stages_ms": {name: _pcts(v) for name, v in spans.items()},
+        "latency_split_ms": {part: _pcts(sum(spans[s] for s in stages)) for part, stages in PARTS.items()},
+        # the device's processor time spent adapting (applying, or training): an energy proxy
+        "device_compute_ms": _pcts(busy),
+        "device_compute_s_total": round(float(busy.sum()) / 1e6, 3),
     })
     return out
 

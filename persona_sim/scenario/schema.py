@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..errors import ScenarioError
 
 # The names a scenario may list; what each method does lives in persona_sim.methods (a test keeps the two equal).
-METHODS = ("static", "persona-s", "persona-m", "group-finetune")
+METHODS = ("static", "persona-s", "persona-m", "group-finetune", "finetune", "tta", "dccl", "cloud-finetune")
 Method = Literal[METHODS]
 
 
@@ -119,6 +119,51 @@ class PersonaSpec(_Strict):
     prototypes: int = Field(5, ge=1)       # N_M of Persona (m)
     group_prototypes: bool = True          # fine-tune a PM per group (False: every group edits the global PM)
     assignment: Literal["edit-norm", "nearest-centre"] = "edit-norm"   # Eq. 12, or the nearest k-means centre
+
+
+class FinetuneSpec(_Strict):
+    """On-device fine-tuning: Adam steps on the device's own recent interactions (next-item loss)."""
+
+    layers: Literal["all", "adaptive"] = "all"   # all: Θb (less the shared item table) and Θc; adaptive: Θc
+    steps: int = Field(20, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    window: int = Field(50, ge=1)                # the device's last interactions it learns from (labelled)
+
+
+class TTASpec(_Strict):
+    """Test-time adaptation (Tent-style): minimise the entropy of the device's own predictions, no labels."""
+
+    layers: Literal["norm", "adaptive"] = "norm"   # norm: the encoder's LayerNorm parameters (SASRec only)
+    steps: int = Field(3, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    window: int = Field(10, ge=1)                # the latest positions whose predictions are sharpened
+
+
+class DCCLSpec(_Strict):
+    """DCCL's on-device MetaPatch, simplified: a low-rank patch ΔW = A·B on each adaptive layer, trained on the
+    device with the base frozen (the cloud-side MoMoDistill is not modelled)."""
+
+    rank: int = Field(4, ge=1)
+    steps: int = Field(20, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    window: int = Field(50, ge=1)
+
+
+class CloudFinetuneSpec(_Strict):
+    """The cloud fine-tunes a copy of Θc on the uploaded window and sends the full layers back."""
+
+    steps: int = Field(20, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+
+
+class BaselinesSpec(_Strict):
+    """Settings of the methods the paper compares Persona with; each is read only when it is listed."""
+
+    finetune: FinetuneSpec = FinetuneSpec()
+    tta: TTASpec = TTASpec()
+    dccl: DCCLSpec = DCCLSpec()
+    cloud_finetune: CloudFinetuneSpec = CloudFinetuneSpec()
+    negatives: int = Field(64, ge=1)             # sampled negatives of the on-device next-item loss
 
 
 class PolicySpec(_Strict):
@@ -241,6 +286,7 @@ class CloudSpec(_Strict):
     base_ms: float = Field(2.0, gt=0.0)           # fixed cost of one batch, in every mode
     per_request_ms: float = Field(0.0, ge=0.0)    # `model`: cost per request in the batch
     per_prototype_ms: float = Field(0.5, ge=0.0)  # `model`: cost per request per prototype editor evaluated
+    per_step_ms: float = Field(1.5, ge=0.0)       # `model`: cost per fine-tuning step a request runs (cloud-finetune)
     replay: str | None = None                     # `replay`: a run directory whose measured times to feed back
     workers: int = Field(1, ge=1)                 # batches computed at once (GPUs, worker processes)
     max_batch: int = Field(32, ge=1)              # requests a worker takes from the queue at once
@@ -279,6 +325,7 @@ class Scenario(_Strict):
     train: TrainSpec = TrainSpec()
     persona: PersonaSpec = PersonaSpec()
     methods: list[Method] = ["static", "persona-s"]
+    baselines: BaselinesSpec = BaselinesSpec()
     devices: DevicesSpec = DevicesSpec()
     network: NetworkSpec = NetworkSpec()
     cloud: CloudSpec = CloudSpec()
@@ -291,6 +338,9 @@ class Scenario(_Strict):
             raise ValueError("methods must list at least one method")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods has duplicates: {self.methods}")
+        if "tta" in self.methods and self.baselines.tta.layers == "norm" and self.model.arch != "sasrec":
+            raise ValueError(f"baselines.tta.layers 'norm' adapts LayerNorm parameters, which {self.model.arch} "
+                             "has none of; set baselines.tta.layers: adaptive")
         for j, d in enumerate(self.drift):
             bad = [i for i in d.devices or () if not 0 <= i < self.devices.count]
             if bad:

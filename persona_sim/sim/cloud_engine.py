@@ -36,6 +36,7 @@ class CloudEngine:
         self._last_seq: dict[tuple[str, str], int] = {}
         self._max_window = scenario.persona.window * MAX_WINDOW_FACTOR
         self.scenario_hash = scenario.run_hash()
+        self._adapters = {m: methods.get(m).adapter(scenario) for m in scenario.methods if methods.get(m).asks_cloud}
 
     def info(self) -> CloudInfo:
         return CloudInfo(self.cloud_id, self.bundle.signature, self.model_bytes, self.scenario.name,
@@ -113,7 +114,7 @@ class CloudEngine:
         # size, and then results would depend on which devices shared a frame (shards,
         # streams). All of Persona (m)'s group editors still run in one batched call.
         t0 = time.perf_counter_ns()
-        out = methods.adapt(self.bundle.models, req.method, torch.tensor([req.window], dtype=torch.long))
+        out = self._adapters[req.method](self.bundle.models, torch.tensor([req.window], dtype=torch.long))
         params = {k: v[0].numpy().astype(np.float32) for k, v in out.params.items()}
         return EditResult(req.device_id, req.seq, int(out.prototype[0]), params, float(out.edit_norm[0]),
                           time.perf_counter_ns() - t0)

@@ -21,8 +21,8 @@ clock keeps two SimPy environments for that: ``front`` (ingress, queue,
 workers) runs to H, ``back`` (egress) to H + lookahead_us; a batch's start in
 the front schedules its replies' egress in the back.
 
-Compute time of a batch of B requests that each evaluate P prototype editors:
-  model      base_ms + B · (per_request_ms + P · per_prototype_ms)
+Compute time of a batch of B requests that each evaluate P prototype editors (or run S fine-tuning steps):
+  model      base_ms + B · (per_request_ms + P · per_prototype_ms + S · per_step_ms)
   measured   base_ms + the measured wall time of its requests' real computation
   replay     base_ms + the times a logged run measured for the same requests
 """
@@ -50,6 +50,7 @@ class Job:
     down_bytes: int
     prototypes: int            # editors one request evaluates (1; N_M for group methods)
     measured_ns: int           # wall time of its real computation (measured and replay modes)
+    steps: int = 0             # fine-tuning steps one request runs (cloud-finetune)
     enqueued_us: int = -1
     start_us: int = -1
     end_us: int = -1
@@ -79,7 +80,8 @@ class BatchCost:
     def __call__(self, batch: list[Job]) -> int:
         s = self.spec
         if s.compute == "model":
-            ms = s.base_ms + sum(s.per_request_ms + j.prototypes * s.per_prototype_ms for j in batch)
+            ms = s.base_ms + sum(s.per_request_ms + j.prototypes * s.per_prototype_ms + j.steps * s.per_step_ms
+                                 for j in batch)
             return max(self.lookahead_us, int(round(ms * 1000)))
         per_job = self.replayed_ns if s.compute == "replay" else (lambda j: j.measured_ns)
         return self.lookahead_us + sum(per_job(j) for j in batch) // 1000

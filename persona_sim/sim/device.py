@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
 from ..data.sequences import Dataset
+from ..methods.base import DevicePart
 from ..model.adaptation import nearest_group
 from ..model.batching import pad_right
+from ..model.local import local_data
 from ..model.metrics import sample_negatives
+from ..model.ondevice import own_output
 from ..scenario.schema import Scenario
 from ..train.bundle import Bundle
 from ..wire.messages import device_id
@@ -116,6 +120,7 @@ class DeviceState:
     next_seq: int = 1
     in_flight: bool = False
     busy_until: int = 0               # the device's processor is busy (predicting, applying) until then
+    own_h: Callable[[int], np.ndarray] | None = None   # Θb's output before an event, once the device retrained Θb
 
     def user_vector(self, h: np.ndarray) -> np.ndarray:
         """Run Θc on one shared-layer output h (D,) -> u (D,): GELU between layers, as models.adaptive_forward."""
@@ -131,8 +136,40 @@ class DeviceState:
     def scores(self, plan: DevicePlan, event: int, item_emb: np.ndarray) -> np.ndarray:
         """(1 + K,) scores of the true item (first) and the event's negatives."""
         cands = np.concatenate([[plan.items[plan.positions[event]]], plan.negatives[event]])
-        return item_emb[cands].astype(np.float64) @ self.user_vector(plan.h[event])
+        h = plan.h[event] if self.own_h is None else self.own_h(event)
+        return item_emb[cands].astype(np.float64) @ self.user_vector(h)
 
 
 def prototype_params(bundle: Bundle) -> dict[str, np.ndarray]:
     return {k: v[0].numpy().astype(np.float64) for k, v in bundle.models.head.items()}
+
+
+@dataclass
+class DeviceUpdate:
+    """What a device's own training produced, and what it cost its processor."""
+
+    params: dict[str, np.ndarray]                     # its new Θc
+    own_h: Callable[[int], np.ndarray] | None         # Θb's output before an event, when it retrained Θb
+    cost_us: int
+
+
+def learn_on_device(bundle: Bundle, scenario: Scenario, part: DevicePart, plan: DevicePlan, event: int, seq: int,
+                    step_us: int) -> DeviceUpdate:
+    """The device trains on everything it has seen up to event ``event`` (real steps, alone, so its result never
+    depends on other devices). It pays steps × its fine-tuning step time × the step's share of a whole-model
+    step (``DevicePart.step_share``)."""
+    L = scenario.model.max_len
+    known = plan.items[: int(plan.positions[event]) + 1]
+    data = local_data([known], L, part.window, part.labelled)
+    gen = torch.Generator().manual_seed(int(device_rng(scenario.seed, plan.index, 7 + seq).integers(2**62)))
+    learned = part.learn(bundle.models, data, gen)
+    share = part.step_share(scenario, bundle.num_items, int((data.seqs[0] > 0).sum()), int(data.positions[0]))
+    params = {k: v[0].numpy().astype(np.float64) for k, v in learned.head.items()}
+    own_h = None
+    if learned.shared is not None:
+        shared = {k: v[0] for k, v in learned.shared.items()}
+
+        def own_h(e: int) -> np.ndarray:
+            seq_e = torch.from_numpy(np.asarray(plan.items[: int(plan.positions[e])][-L:], dtype=np.int64))
+            return own_output(bundle.models, shared, seq_e).numpy()
+    return DeviceUpdate(params, own_h, int(round(part.steps * step_us * share)))

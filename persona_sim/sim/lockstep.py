@@ -42,8 +42,9 @@ log = logging.getLogger(__name__)
 class _Session:
     """One method's simulation across all shards."""
 
-    def __init__(self, method: str, shards: int, clock: CloudClock, prototypes: int):
-        self.method, self.shards, self.clock, self.prototypes = method, shards, clock, prototypes
+    def __init__(self, method: str, shards: int, clock: CloudClock, prototypes: int, steps: int):
+        self.method, self.shards, self.clock = method, shards, clock
+        self.prototypes, self.steps = prototypes, steps        # what one request costs the cloud's model
         self.until = 0                        # the round time every shard reports at
         self.front = 0                        # the cloud has every arrival before this
         self.reports: dict[int, tuple[Hello, RoundReport, int]] = {}
@@ -112,9 +113,9 @@ class Lockstep:
                                                  f"report must be at until_us 0, got {report.until_us}")
             self.engine.check_method(report.method)
             self.engine.forget_sequences(report.method)
-            prototypes = methods.get(report.method).prototypes(self.engine.scenario.persona)
+            method = methods.get(report.method)
             session = _Session(report.method, hello.shard_count, CloudClock(self.engine.scenario.cloud, self.cost),
-                               prototypes)
+                               method.prototypes(self.engine.scenario), method.steps(self.engine.scenario))
             self.sessions[report.method] = session
             log.info("run of %r started (%d shard(s))", report.method, hello.shard_count)
         if hello.shard_count != session.shards:
@@ -146,7 +147,8 @@ class Lockstep:
                 a = arrived[(edit.device_id, edit.seq)]
                 session.in_cloud[(edit.device_id, edit.seq)] = (i, edit)
                 jobs.append(Job(edit.device_id, edit.seq, session.method, a.arrived_us, request_wire_bytes(a.request),
-                                edit_wire_bytes(edit_to_pb(edit)), session.prototypes, edit.compute_ns))
+                                edit_wire_bytes(edit_to_pb(edit)), session.prototypes, edit.compute_ns,
+                                session.steps))
         session.clock.add(jobs)
         bounds = [r.next_arrival_us for _, r, _ in session.reports.values() if r.next_arrival_us is not None]
         horizon = max(session.until, min(bounds)) if bounds else math.inf

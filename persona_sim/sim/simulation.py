@@ -33,7 +33,7 @@ from ..train.bundle import Bundle, item_matrix
 from ..wire.codec import request_wire_bytes
 from ..wire.messages import AdaptRequest, Arrival, EditResult, RequestError, RoundReply, RoundReport
 from .cloudsim import run_until
-from .device import DevicePlan, DeviceState, device_rng, prototype_params
+from .device import DevicePlan, DeviceState, device_rng, learn_on_device, prototype_params
 from .device_compute import DeviceCompute, device_compute
 from .netsim import DeviceLink, Network, Trace, device_link
 
@@ -65,9 +65,11 @@ class MethodRun:
     """One method over one shard's devices in a fresh SimPy environment."""
 
     def __init__(self, scenario: Scenario, bundle: Bundle, plans: list[DevicePlan], method: str,
-                 recorder: Recorder, adaptive: bool, links: dict[int, DeviceLink]):
-        self.scenario, self.plans, self.method, self.rec = scenario, plans, method, recorder
-        self.adaptive, self.links = adaptive, links
+                 recorder: Recorder, links: dict[int, DeviceLink]):
+        self.scenario, self.bundle, self.plans, self.method, self.rec = scenario, bundle, plans, method, recorder
+        spec = methods.get(method)
+        self.adaptive, self.links = spec.asks_cloud, links
+        self.part = spec.device(scenario) if spec.device is not None else None   # learns on the device
         self.env = simpy.Environment()
         self.net = Network(self.env, scenario.network)
         self.item_emb = item_matrix(bundle)
@@ -119,8 +121,30 @@ class MethodRun:
                 int(m["rank"][0]), float(m["hr@5"][0]), float(m["hr@10"][0]), float(m["ndcg@5"][0]),
                 float(m["ndcg@10"][0]), float(m["auc"][0])))
             self.events_done += 1
-            if self.adaptive and (e + 1) % every == 0 and not state.in_flight:   # one request in flight at most
-                env.process(self._adapt(plan, state, e, net_rng))
+            if (e + 1) % every == 0 and not state.in_flight:                      # one adaptation in flight at most
+                if self.adaptive:
+                    env.process(self._adapt(plan, state, e, net_rng))
+                elif self.part is not None:
+                    env.process(self._learn(plan, state, e))
+
+    def _learn(self, plan: DevicePlan, state: DeviceState, event: int):
+        """An on-device method: the device trains on what it has seen (real steps, now), and pays for them in
+        virtual time on its processor (steps × its fine-tuning step time × the step's share of a whole-model
+        step, ``methods.base.DevicePart.step_share``); it predicts with its old layers until they are done."""
+        env = self.env
+        state.in_flight, seq = True, state.next_seq
+        state.next_seq += 1
+        issued = int(env.now)
+        update = learn_on_device(self.bundle, self.scenario, self.part, plan, event, seq,
+                                 self.compute[plan.index].finetune_step_us)
+        state.busy_until = max(state.busy_until, issued) + update.cost_us
+        yield env.timeout(state.busy_until - env.now)
+        applied = int(env.now)
+        state.params, state.edit_seq, state.in_flight = update.params, seq, False
+        if update.own_h is not None:
+            state.own_h = update.own_h
+        self.rec.adaptations.append((self.method, plan.device_id, seq, "ok", 0, issued, issued, issued, issued,
+                                     issued, issued, issued, applied, 0, 0, None, update.cost_us))
 
     def _adapt(self, plan: DevicePlan, state: DeviceState, event: int, net_rng: np.random.Generator):
         env = self.env
@@ -141,13 +165,14 @@ class MethodRun:
         reply = yield reply
         if isinstance(reply, RequestError):
             self.rec.adaptations.append((self.method, plan.device_id, req.seq, "error:" + reply.code, -1, issued,
-                                         upload_done, None, None, None, None, None, None, bytes_up, 0, None))
+                                         upload_done, None, None, None, None, None, None, bytes_up, 0, None, 0))
             state.in_flight = False
             return
         yield env.timeout(reply.departed_us - env.now)
         yield env.process(self.net.transfer(link, plan.index, reply.wire_bytes, False, net_rng))
         download_done = int(env.now)
-        state.busy_until = max(state.busy_until, download_done) + self.compute[plan.index].apply_us
+        apply_us = self.compute[plan.index].apply_us
+        state.busy_until = max(state.busy_until, download_done) + apply_us
         yield env.timeout(state.busy_until - env.now)
         applied = int(env.now)
         state.params = {k: v.astype(np.float64) for k, v in reply.params.items()}
@@ -155,7 +180,7 @@ class MethodRun:
         self.rec.adaptations.append((self.method, plan.device_id, req.seq, "ok", reply.prototype_id, issued,
                                      upload_done, reply.enqueued_us, reply.compute_start_us, reply.compute_end_us,
                                      reply.departed_us, download_done, applied, bytes_up, reply.wire_bytes,
-                                     reply.edit_norm))
+                                     reply.edit_norm, apply_us))
         self.rec.wall.append((self.method, plan.device_id, req.seq, reply.compute_ns))
 
     def _deliver(self, reply: RoundReply) -> None:
@@ -199,10 +224,9 @@ async def simulate(scenario: Scenario, bundle: Bundle, plans: list[DevicePlan], 
     links = device_links(scenario, plans)
     total = sum(len(p.positions) for p in plans)
     for method in scenario.methods:
-        adaptive = methods.get(method).asks_cloud
-        if adaptive and transport is None:
+        run = MethodRun(scenario, bundle, plans, method, rec, links)
+        if run.adaptive and transport is None:
             raise ValueError(f"method {method!r} needs a transport to the cloud")
-        run = MethodRun(scenario, bundle, plans, method, rec, adaptive, links)
         cb = (lambda done, m=method: progress(m, done, total)) if progress else None
-        await run.run(transport if adaptive else None, cb)
+        await run.run(transport if run.adaptive else None, cb)
     return rec

@@ -8,19 +8,24 @@ selection (validation cases) and the offline test both go through ``evaluate``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
 from ..data.dataset import Dataset
 from ..data.split import Cases
+from ..methods.base import DevicePart
 from ..model.adaptation import AdaptFn, PersonaModels
 from ..model.batching import encode_last, pad_right
+from ..model.local import local_data
 from ..model.metrics import METRICS, rank_metrics, sample_negatives
 from ..model.networks import adaptive_forward
+from ..model.ondevice import learned_vectors
 from ..scenario.schema import Scenario
 
-CHUNK = 256   # cases per adapt call: persona-m holds (N_M, CHUNK, edit size) edits at once
+CHUNK = 256          # cases per adapt call: persona-m holds (N_M, CHUNK, edit size) edits at once
+DEVICE_CHUNK = 128   # devices per on-device learning call: each holds its own parameters and Adam state
 
 VALID_PURPOSE, TEST_PURPOSE = 0x7A11, 0x7E57
 
@@ -49,14 +54,44 @@ def evaluate(models: PersonaModels, adapt: AdaptFn, cases: CaseSet, max_len: int
     prototype each case was given by ``adapt`` (a method's, or one of the primitives in ``model.adaptation``)."""
     models.shared.eval()
     h = encode_last(models.shared, cases.histories, max_len)                 # (N, D)
+
+    def vectors(sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        adapted = adapt(models, cases.windows[sl])
+        return adaptive_forward(h[sl], adapted.params), adapted.prototype    # (b, D), (b,)
+    return _scored(models, cases, vectors)
+
+
+@torch.no_grad()     # torch.func.grad inside still differentiates
+def evaluate_on_device(models: PersonaModels, part: DevicePart, cases: CaseSet, max_len: int, seed: int,
+                       progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+    """``evaluate`` for a method that learns on the device: every case's device takes ``part``'s gradient
+    steps on its own history (its last max_len items) before the prediction, CHUNK devices per vmapped call."""
+    models.shared.eval()
+    h = encode_last(models.shared, cases.histories, max_len)                 # (N, D): Θb before any learning
+
+    def vectors(sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        known = cases.histories[sl]
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + sl.start)
+        learned = part.learn(models, local_data(known, max_len, part.window, part.labelled), gen)
+        if learned.shared is None:
+            u = adaptive_forward(h[sl], learned.head)                        # (b, D)
+        else:
+            inputs = [k[-max_len:] for k in known]
+            u = learned_vectors(models, learned, pad_right(inputs), torch.tensor([len(r) - 1 for r in inputs]))
+        if progress is not None:
+            progress(min(sl.stop, len(h)), len(h))
+        return u, torch.zeros(len(u), dtype=torch.long)
+    return _scored(models, cases, vectors, DEVICE_CHUNK)
+
+
+def _scored(models: PersonaModels, cases: CaseSet, vectors, chunk: int = CHUNK) -> dict[str, np.ndarray]:
     emb = models.item_emb
     parts, protos = [], []
-    for start in range(0, len(h), CHUNK):
-        sl = slice(start, start + CHUNK)
-        adapted = adapt(models, cases.windows[sl])
-        u = adaptive_forward(h[sl], adapted.params)                          # (b, D)
+    for start in range(0, len(cases.candidates), chunk):
+        sl = slice(start, start + chunk)
+        u, proto = vectors(sl)
         parts.append(torch.einsum("bd,bkd->bk", u, emb[cases.candidates[sl]]).numpy())   # (b, 1 + K)
-        protos.append(adapted.prototype.numpy())
+        protos.append(proto.numpy())
     scores = np.concatenate(parts)
     out = rank_metrics(scores)
     out["scores"] = scores
