@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from . import cloud_finetune, dccl, finetune, group_finetune, persona_m, persona_s, static, tta
+from . import cloud_finetune, dccl, duet, finetune, group_finetune, persona_m, persona_s, static, tta
 from .base import DevicePart, Method
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     static.METHOD, persona_s.METHOD, persona_m.METHOD, group_finetune.METHOD,
-    finetune.METHOD, tta.METHOD, dccl.METHOD, cloud_finetune.METHOD)}
+    finetune.METHOD, tta.METHOD, dccl.METHOD, duet.METHOD, cloud_finetune.METHOD)}
 BASELINE = static.METHOD.name   # what the reports measure every other method against
 
 
@@ -31,4 +31,9 @@ def needs_groups(names: Iterable[str]) -> bool:
     return any(get(n).uses_groups for n in names)
 
 
-__all__ = ["BASELINE", "METHODS", "DevicePart", "Method", "get", "needs_groups"]
+def needs_generator(names: Iterable[str]) -> bool:
+    """Whether a bundle for these methods must hold DUET's generator."""
+    return any(get(n).uses_generator for n in names)
+
+
+__all__ = ["BASELINE", "METHODS", "DevicePart", "Method", "get", "needs_generator", "needs_groups"]

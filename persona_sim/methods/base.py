@@ -47,6 +47,7 @@ class Method:
     label: str                                  # as the paper's tables name it
     where: Literal["none", "device", "cloud"]   # where it adapts: nowhere, on the device, in the cloud
     uses_groups: bool = False                   # needs Persona (m)'s group prototypes in the model bundle
+    uses_generator: bool = False                # needs DUET's generator in the model bundle
     adapt: AdaptFn | None = None                # cloud: the adaptive layers it gives each device for its window
     configure: Callable[[Scenario], AdaptFn] | None = None      # cloud, when the layers depend on settings
     device: Callable[[Scenario], DevicePart] | None = None      # device: its on-device part

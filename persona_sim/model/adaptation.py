@@ -1,8 +1,8 @@
 """Persona's inference: a device's window -> its new adaptive layers.
 
-The trained models (``PersonaModels``) and four primitives over them, each
+The trained models (``PersonaModels``) and five primitives over them, each
 (B, W) windows -> ``Adapted``: ``unedited``, ``edit_global`` (Eq. 6),
-``edit_groups`` (Eqs. 11-12) and ``nearest_group``. The methods package binds
+``edit_groups`` (Eqs. 11-12), ``nearest_group`` and DUET's ``generate``. The methods package binds
 them to method names; the cloud node, the offline evaluation and model
 selection all call these, so the numbers they report come from one
 implementation.
@@ -32,12 +32,22 @@ class Groups:
 
 
 @dataclass
+class Generator:
+    """DUET's parameter generator: a base Θc and an unclipped editor, trained together, so the layers it gives
+    a device are an affine function of the window's features (generated outright, no prototype, no clip)."""
+
+    head: dict[str, torch.Tensor]          # each (1, ...)
+    editor: EditorBank                     # a bank of 1, clip disabled
+
+
+@dataclass
 class PersonaModels:
     shared: SharedLayers                   # Θb, identical on every device
     head: dict[str, torch.Tensor]          # the global PM's Θc, each (1, ...)
     editor: EditorBank                     # the global PE (a bank of 1)
     groups: Groups | None = None           # Persona (m), when trained
     assignment: str = "edit-norm"
+    generator: Generator | None = None     # DUET, when trained
 
     @property
     def item_emb(self) -> torch.Tensor:
@@ -114,3 +124,14 @@ def edit_groups(models: PersonaModels, windows: torch.Tensor) -> Adapted:
     rows = torch.arange(len(windows))
     params = {k: v[chosen, rows] for k, v in apply_edits(groups.heads, edits).items()}
     return Adapted(params, chosen, norms[chosen, rows])
+
+
+@torch.no_grad()
+def generate(models: PersonaModels, windows: torch.Tensor) -> Adapted:
+    """DUET: the generator's layers for the window, unclipped."""
+    if models.generator is None:
+        raise ValueError("this method needs a bundle trained with DUET's generator")
+    g = models.generator
+    out = g.editor.edits(*_window_inputs(models, windows))                    # each (1, B, ...)
+    params = {k: v[0] for k, v in apply_edits(g.head, out).items()}
+    return Adapted(params, torch.zeros(len(windows), dtype=torch.long), edit_norm(out)[0])

@@ -1,11 +1,11 @@
 """The trained model bundle: what the cloud serves and every device runs.
 
 One file (``bundle.pt``) holds the shared layers Θb, the global prototype's
-Θc, the global Parameter Editor, Persona (m)'s groups when the scenario uses
-them, the training config and validation metrics. Its signature is the hash
+Θc, the global Parameter Editor, Persona (m)'s groups and DUET's generator
+when the scenario uses them, the training config and validation metrics. Its signature is the hash
 of its bytes; bundles are cached by the scenario's training key.
 
-Training runs in stages (prototype -> editor -> groups), each cached under a
+Training runs in stages (prototype -> editor -> generator -> groups), each cached under a
 key of only the settings it depends on. A sweep over the clip threshold T
 retrains editors but reuses the prototype; a sweep over N_M reuses both.
 """
@@ -26,14 +26,14 @@ import torch
 from ..data.dataset import Dataset
 from ..data.split import protocol_id, training_data
 from ..errors import BundleError
-from ..methods import needs_groups
-from ..model.adaptation import Groups, PersonaModels
+from ..methods import needs_generator, needs_groups
+from ..model.adaptation import Generator, Groups, PersonaModels
 from ..model.editor import EditorBank
 from ..model.networks import PrototypeModel, SharedLayers, adaptive_shapes
 from ..scenario.schema import ModelSpec, PersonaSpec, Scenario
 from .evaluation import VALID_PURPOSE, build_cases
 from .groups import train_groups
-from .training import Progress, editor_samples, stacked, train_editor, train_prototype
+from .training import UNCLIPPED, Progress, editor_samples, stacked, train_editor, train_generator, train_prototype
 
 CACHE_ENV = "PERSONA_SIM_CACHE"
 FORMAT = 2
@@ -57,6 +57,8 @@ def training_key(scenario: Scenario, protocol: str = "holdout") -> str:
     resolved = scenario.resolved()
     relevant = {k: resolved[k] for k in ("seed", "dataset", "split", "model", "train", "persona")}
     relevant.update(code_version=TRAINING_CODE_VERSION, protocol=protocol_id(scenario, protocol), groups=needs_groups(scenario.methods))
+    if needs_generator(scenario.methods):      # only then, so the keys of bundles without one stay as they were
+        relevant["generator"] = True
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -91,6 +93,7 @@ _STAGE_SETTINGS = {   # stage -> settings (section.key) it depends on, beyond th
                   "train.sampled_negatives", "train.patience"],
     "editor": ["persona.window", "persona.clip", "persona.editor_hidden", "persona.clkt", "persona.rank",
                "train.editor_epochs", "train.editor_lr", "eval.negatives"],
+    "generator": [],      # DUET: the editor's settings (it shares the editor's samples and schedule)
     "groups": ["persona.prototypes", "persona.group_prototypes", "persona.assignment", "train.group_epochs",
                "train.group_lr", "train.kmeans_samples"],
 }
@@ -160,9 +163,17 @@ def load_bundle_bytes(data: bytes, origin: str = "<bytes>") -> Bundle:
         bank.load_state_dict(g["editor"])
         groups = Groups(g["heads"], _frozen(bank), g["centres"])
     models = PersonaModels(_frozen(shared), payload["head"], _frozen(editor), groups, persona_spec.assignment)
+    if payload.get("generator") is not None:
+        models.generator = _generator(payload["generator"], model_spec, persona_spec)
     meta = dict(payload["meta"], training_key=payload["training_key"], protocol=payload["protocol"],
                 dataset_fingerprint=payload["dataset_fingerprint"])
     return Bundle(signature_of(data), payload["num_items"], model_spec, persona_spec, models, meta)
+
+
+def _generator(stage: dict, model_spec: ModelSpec, persona_spec: PersonaSpec) -> Generator:
+    bank = EditorBank(model_spec.hidden, adaptive_shapes(model_spec), persona_spec.model_copy(update={"clip": UNCLIPPED}), 1)
+    bank.load_state_dict(stage["editor"])
+    return Generator(stage["head"], _frozen(bank))
 
 
 def load_bundle(path: Path) -> Bundle:
@@ -255,6 +266,14 @@ class _Stages:
         editor.load_state_dict(stage["editor"])
         models = PersonaModels(shared, head, _frozen(editor), None, sc.persona.assignment)
         meta = {"prototype": proto["meta"], "editor": stage["meta"]}
+        if needs_generator(sc.methods):
+            def train_duet() -> dict:
+                model.head.load_state_dict({k.replace(".", "_"): v[0] for k, v in head.items()})
+                generator, gmeta = train_generator(model, self.samples(shared), self.valid, sc, self.progress)
+                return {"head": generator.head, "editor": generator.editor.state_dict(), "meta": gmeta}
+            d = self.cached("generator", train_duet)
+            models.generator = _generator(d, sc.model, sc.persona)
+            meta["generator"] = d["meta"]
         if needs_groups(sc.methods):
             def train() -> dict:
                 groups, gmeta = train_groups(models, self.samples(shared), self.valid, sc, self.progress)
@@ -285,6 +304,8 @@ def ensure_bundle(scenario: Scenario, dataset: Dataset, progress: Progress,
         "shared": models.shared.state_dict(), "head": models.head, "editor": models.editor.state_dict(),
         "groups": None if groups is None else {"heads": groups.heads, "editor": groups.editor.state_dict(),
                                                "centres": groups.centres},
+        "generator": None if models.generator is None else {"head": models.generator.head,
+                                                            "editor": models.generator.editor.state_dict()},
         "meta": dict(meta, train_cases=len(stages.data.sequences), valid_cases=len(stages.data.valid)),
     }
     write_atomic(path, _save(payload))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..model.adaptation import PersonaModels, edit_global, unedited
+from ..model.adaptation import Generator, PersonaModels, edit_global, generate, unedited
 from ..model.batching import encode_prefixes, length_batches, pad_right, trim
 from ..model.editor import EditorBank, apply_edits
 from ..model.networks import PrototypeModel, SharedLayers, adaptive_forward, adaptive_shapes
@@ -169,3 +169,30 @@ def train_editor(model: PrototypeModel, samples: EditorSamples, valid: CaseSet, 
     for p in editor.parameters():
         p.requires_grad_(False)
     return editor, dict(meta, samples=len(samples))
+
+
+UNCLIPPED = 1e30   # DUET's generator has no clip
+
+
+def train_generator(model: PrototypeModel, samples: EditorSamples, valid: CaseSet, scenario: Scenario,
+                    progress: Progress) -> tuple[Generator, dict]:
+    """DUET: a base Θc (starting at the prototype's) and an unclipped editor, trained together on the editor's
+    samples with Θb frozen, selected on validation like the editor."""
+    tr = scenario.train
+    torch.manual_seed(scenario.seed + 2)
+    gen = torch.Generator().manual_seed(scenario.seed + 2)
+    spec = scenario.persona.model_copy(update={"clip": UNCLIPPED})
+    editor = EditorBank(scenario.model.hidden, adaptive_shapes(scenario.model), spec, 1, scenario.seed + 2)
+    base = torch.nn.ParameterDict({k.replace(".", "_"): torch.nn.Parameter(v.detach().clone())
+                                   for k, v in stacked(model.head_params()).items()})
+    head = {k: base[k.replace(".", "_")] for k in model.names}
+    holder = torch.nn.ModuleDict({"editor": editor, "base": base})        # one state for model selection
+    opt = torch.optim.Adam(holder.parameters(), lr=tr.editor_lr)
+    rows = torch.arange(len(samples))
+    models = PersonaModels(model.shared, head, editor, generator=Generator(head, editor))
+    meta = fit("generator", tr.editor_epochs, tr.patience,
+               lambda: editor_epoch(editor, head, samples, rows, model.shared.item_emb, opt, scenario, gen),
+               lambda: mean_metrics(evaluate(models, generate, valid, scenario.model.max_len)), holder, progress)
+    for p in holder.parameters():
+        p.requires_grad_(False)
+    return Generator({k: v.detach().clone() for k, v in head.items()}, editor), dict(meta, samples=len(samples))
