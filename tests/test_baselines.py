@@ -219,3 +219,17 @@ def test_on_device_learning_changes_only_what_it_trains(tiny_world):
         assert (learned.shared is not None) == changes_shared
         assert all(v.shape[0] == 2 for v in learned.head.values())
         assert any(not torch.equal(v[0], models.head[k][0]) for k, v in learned.head.items())
+
+
+def test_eval_runs_every_method_with_its_modelled_time(tiny_dict, tmp_path):
+    path = tmp_path / "all.yaml"
+    path.write_text(yaml.safe_dump(_all_methods(tiny_dict)))
+    assert main(["eval", str(path), "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+    methods = _summary(tmp_path / "ev")["methods"]
+    assert list(methods) == ALL
+    assert methods["static"]["modelled_ms"] is None
+    assert methods["finetune"]["modelled_ms"] == 3 * 30.0                 # every layer: whole steps
+    assert 0 < methods["dccl"]["modelled_ms"] < 3 * 30.0                  # the head only: a share of a step
+    assert methods["cloud-finetune"]["modelled_ms"] > methods["persona-s"]["modelled_ms"]   # + 3 cloud steps
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert "| Fine-tune |" in report and "90.0 ms" in report

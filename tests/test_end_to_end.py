@@ -53,6 +53,7 @@ def test_run_over_grpc_writes_every_file(grpc_run):
     assert set(s["drift"]["recovery"]["takeover"]) == {"static", "persona-s", "persona-m"}
     assert "## Distribution shifts and recovery" in (out / "report.md").read_text()
     assert (out / "accuracy-over-time.png").stat().st_size > 0 and (out / "accuracy-around-shifts.png").exists()
+    assert (out / "accuracy-vs-latency.png").exists() and (out / "accuracy-vs-latency.svg").exists()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seed"] == 3 and manifest["dataset"]["fingerprint"] and manifest["versions"]["torch"]
 
@@ -161,7 +162,7 @@ def test_html_report_is_self_contained_with_its_plots(grpc_run):
     page = Page()
     page.feed((out / "report.html").read_text())
     assert page.tables >= 3 and not page.links
-    assert len(page.images) == 5                      # accuracy over time, around shifts, RTT CDF, bytes, prototypes
+    assert len(page.images) == 6     # accuracy over time, around shifts, accuracy vs latency, RTT CDF, bytes, prototypes
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
         width, height = _png_size(base64.b64decode(src.split(",", 1)[1]))
@@ -187,7 +188,7 @@ def test_html_report_renders_with_its_plots_visible(grpc_run, tmp_path):
     _, out, _ = grpc_run
     document = weasyprint.HTML(filename=str(out / "report.html")).render()
     images = [i for page in document.pages for i in _laid_out_images(page._page_box, [])]
-    assert len(images) == 5 and all(kind == "RasterImage" and w > 300 and h > 150 for w, h, kind in images)
+    assert len(images) == 6 and all(kind == "RasterImage" and w > 300 and h > 150 for w, h, kind in images)
     pdf = tmp_path / "report.pdf"
     document.write_pdf(pdf)
     assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 50_000

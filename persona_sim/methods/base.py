@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Literal
 
+import numpy as np
 import torch
 
 from ..model import flops
@@ -30,12 +31,15 @@ class DevicePart:
         negatives = torch.randint(1, models.item_emb.shape[0], (self.negatives,), generator=gen)
         return learn(models, data, self.part, self.objective, self.steps, self.lr, negatives, gen, self.rank)
 
-    def step_share(self, scenario: Scenario, num_items: int, tokens: int, positions: int) -> float:
-        """One of its steps on a row of ``tokens`` items (loss at ``positions``), as a share of a whole-model
-        step on the same row: a device profile's ``finetune_step_ms`` times this is the step's time."""
+    def step_shares(self, scenario: Scenario, num_items: int, data: LocalData) -> np.ndarray:
+        """(B,) one of its steps on each row, as a share of a whole-model step on the same row: a device
+        profile's ``finetune_step_ms`` times this is the step's time on that device."""
         cands = num_items if self.objective == "entropy" else 1 + self.negatives
-        full = flops.full_step_flops(scenario.model, tokens, positions, cands)
-        return flops.step_flops(scenario.model, self.part, tokens, positions, cands) / full if full else 0.0
+        out = np.zeros(len(data.seqs))
+        for i, (tokens, positions) in enumerate(zip((data.seqs > 0).sum(1).tolist(), data.positions.tolist())):
+            full = flops.full_step_flops(scenario.model, tokens, positions, cands)
+            out[i] = flops.step_flops(scenario.model, self.part, tokens, positions, cands) / full if full else 0.0
+        return out
 
 
 @dataclass(frozen=True)

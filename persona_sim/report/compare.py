@@ -53,8 +53,13 @@ def render_compare(data: dict) -> str:
 
 
 def write_compare(out: Path, run_dirs: list[Path], labels: list[str]) -> dict:
+    from .plots import plot_accuracy_vs_latency
+
     data = compare_runs(run_dirs, labels)
+    points = [(r["run"], r["method"], r["rtt_ms_p50"], r["ndcg@10"]) for r in data["rows"]]
+    plot = plot_accuracy_vs_latency(points, out, "accuracy against adaptation latency, per run")
     (out / "compare.json").write_text(json.dumps(data, indent=2) + "\n")
     (out / "compare.md").write_text("# persona-sim runs side by side\n\nRound trip and stages in virtual ms, "
-                                    "p50 / p95 / p99.\n\n" + render_compare(data))
+                                    "p50 / p95 / p99.\n\n" + render_compare(data)
+                                    + (f"\n![accuracy against adaptation latency]({plot})\n" if plot else ""))
     return data

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..methods import METHODS
-from ..train.evaluation import CHUNK
+from ..train.evaluation import CHUNK, DEVICE_CHUNK
 from .verdict import eval_verdict, verdict_sentence
 
 COLUMNS = (("auc", "AUC"), ("ndcg@5", "NDCG@5"), ("hr@5", "HR@5"), ("ndcg@10", "NDCG@10"), ("hr@10", "HR@10"))
@@ -38,7 +38,15 @@ def _cell(m: dict, key: str, seeds: int) -> str:
 
 def _rows(methods: dict, seeds: int, prefix: list[str], columns=COLUMNS) -> list[str]:
     return ["| " + " | ".join(prefix + [_label(name)] + [_cell(m, k, seeds) for k, _ in columns]
-                              + [f"{m['ms_per_case']:.3f}"]) + " |" for name, m in methods.items()]
+                              + [_time(m.get("modelled_ms")), f"{m['ms_per_case']:.3f}"]) + " |"
+            for name, m in methods.items()]
+
+
+def _time(ms: float | None) -> str:
+    """The paper's "time consumption": modelled, per adaptation."""
+    if ms is None:
+        return "–"
+    return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.1f} ms"
 
 
 def render(summary: dict) -> str:
@@ -57,13 +65,17 @@ def render(summary: dict) -> str:
     lines += [f"- {(v['label'] + ': ') if v['label'] else ''}{verdict_sentence(v.get('verdict') or eval_verdict(v['per_seed']), labels)}"
               for v in variants]
     lines += ["", "## Results", ""]
-    head = [s for s in swept] + ["Method"] + [c for _, c in COLUMNS] + ["ms / case"]
+    head = [s for s in swept] + ["Method"] + [c for _, c in COLUMNS] + ["time / adaptation", "ms / case"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in variants:
         lines += _rows(v["methods"], seeds, [str(v["settings"][k]) for k in swept])
-    lines += ["", "Cells are means over test events. ms / case: wall time of the whole method (shared layers, "
-              f"editors, scoring) per test case, batched {CHUNK} cases at a time, on this machine; the median over "
-              "seeds.", ""]
+    lines += ["", "Cells are means over test events. Time / adaptation: the paper's \"time consumption\", modelled "
+              "for the scenario's median device and link (device methods: steps × the profile's fine-tuning step × "
+              "the step's share of a whole-model step; cloud methods: upload, cloud compute of one request, "
+              "download, apply; `persona-sim run` measures it with queueing, sharing, jitter and loss). "
+              f"ms / case: wall time of the whole method (shared layers, editors or on-device training, scoring) "
+              f"per test case, batched {CHUNK} cases at a time ({DEVICE_CHUNK} for on-device training), on this "
+              "machine; the median over seeds.", ""]
     if summary["protocol"] == "realtime":
         lines += ["## Per user, over several positives (how the authors' code scores the real-time part)", "",
                   "A user's positives and all their events' negatives ranked together: HR@k = any positive in the "

@@ -150,9 +150,40 @@ def plot_bytes_per_device(con: sqlite3.Connection, out: Path) -> str | None:
     return save(fig, out, BYTES_PNG)
 
 
+TRADEOFF_PNG = "accuracy-vs-latency.png"
+MARKERS = "osD^v<>px*"
+
+
+def plot_accuracy_vs_latency(points: list[tuple[str, str, float | None, float]], out: Path,
+                             title: str) -> str | None:
+    """One point per (run, method): the adaptation's round trip p50 (log scale, issued to applied) against
+    NDCG@10; a method that never adapts is a horizontal line. ``points``: (run label, method, ms, ndcg@10)."""
+    if not any(ms for _, _, ms, _ in points):
+        return None
+    runs = list(dict.fromkeys(r for r, _, _, _ in points))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for run, method, ms, ndcg in points:
+        label = method if len(runs) == 1 else f"{method} ({run})"
+        if ms:
+            ax.scatter([ms], [ndcg], color=style(method)["color"], marker=MARKERS[runs.index(run) % len(MARKERS)],
+                       label=label, zorder=3)
+            ax.annotate(method, (ms, ndcg), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        else:
+            ax.axhline(ndcg, color=style(method)["color"], linestyle=":", linewidth=1, label=f"{label}: no adaptation")
+    ax.set_xscale("log")
+    ax.set_xlabel("adaptation latency p50, issued to applied (virtual ms, log scale)")
+    ax.set_ylabel("NDCG@10")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return save(fig, out, TRADEOFF_PNG)
+
+
 def write_plots(summary: dict, scenario: Scenario, out: Path) -> list[str]:
     """Every plot this run has data for; returns the file names (in out)."""
-    made = [plot_accuracy_over_time(summary, scenario, out), plot_around_shifts(summary, out)]
+    points = [("", name, m["rtt_ms_p50"], m["ndcg@10"]) for name, m in summary["methods"].items()]
+    made = [plot_accuracy_over_time(summary, scenario, out), plot_around_shifts(summary, out),
+            plot_accuracy_vs_latency(points, out, f"{summary.get('scenario')}: what adapting costs and buys")]
     con = sqlite3.connect(out / "results.sqlite")
     try:
         made += [plot_rtt_cdf(con, out), plot_bytes_per_device(con, out), plot_prototypes(con, out)]
