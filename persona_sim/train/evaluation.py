@@ -65,7 +65,14 @@ def evaluate(models: PersonaModels, adapt: AdaptFn, cases: CaseSet, max_len: int
 def evaluate_on_device(models: PersonaModels, part: DevicePart, cases: CaseSet, max_len: int, seed: int,
                        progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
     """``evaluate`` for a method that learns on the device: every case's device takes ``part``'s gradient
-    steps on its own history (its last max_len items) before the prediction, CHUNK devices per vmapped call."""
+    steps on its own history (its last max_len items) before the prediction, DEVICE_CHUNK devices per
+    vmapped call, in order of history length (so a call pads little); results in the cases' order."""
+    order = np.argsort([len(h) for h in cases.histories], kind="stable")
+    if not (order[1:] > order[:-1]).all():
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        out = evaluate_on_device(models, part, _subset(cases, order), max_len, seed, progress)
+        return {k: v[back] for k, v in out.items()}
     models.shared.eval()
     h = encode_last(models.shared, cases.histories, max_len)                 # (N, D): Θb before any learning
 
@@ -82,6 +89,11 @@ def evaluate_on_device(models: PersonaModels, part: DevicePart, cases: CaseSet, 
             progress(min(sl.stop, len(h)), len(h))
         return u, torch.zeros(len(u), dtype=torch.long)
     return _scored(models, cases, vectors, DEVICE_CHUNK)
+
+
+def _subset(cases: CaseSet, idx: np.ndarray) -> CaseSet:
+    t = torch.from_numpy(idx)
+    return CaseSet(cases.users[idx], [cases.histories[i] for i in idx], cases.windows[t], cases.candidates[t])
 
 
 def _scored(models: PersonaModels, cases: CaseSet, vectors, chunk: int = CHUNK) -> dict[str, np.ndarray]:
