@@ -109,9 +109,13 @@ def learn(models: PersonaModels, data: LocalData, part: str, objective: str, ste
     if part in ("adaptive", "patch"):
         with torch.no_grad():
             h = models.shared(data.seqs)                                         # (B, L, D): Θb is frozen
-    in_h = 0 if h is not None else None
-    step_grad = vmap(grad(lambda q, s, t, m, hh: _loss(models, objective, q, s, t, m, hh, negatives)),
-                     in_dims=(0, 0, 0, 0, in_h))
+    one = grad(lambda q, s, t, m, hh: _loss(models, objective, q, s, t, m, hh, negatives))
+    if B == 1:     # one device (the simulation): skip vmap's batching overhead
+        def step_grad(q, s, t, m, hh):
+            g1 = one({k: v[0] for k, v in q.items()}, s[0], t[0], m[0], None if hh is None else hh[0])
+            return {k: v[None] for k, v in g1.items()}
+    else:
+        step_grad = vmap(one, in_dims=(0, 0, 0, 0, 0 if h is not None else None))
     m1 = {k: torch.zeros_like(v) for k, v in p.items()}
     m2 = {k: torch.zeros_like(v) for k, v in p.items()}
     for step in range(1, steps + 1):
