@@ -14,6 +14,7 @@ from persona_sim.scenario.files import command_overrides, load_scenario
 from persona_sim.sim.cloud_engine import CloudEngine
 from persona_sim.train.bundle import ensure_bundle, load_bundle_bytes
 
+from .security import Security, check
 from .server import serve
 
 
@@ -28,12 +29,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bundle", type=Path, help="serve this model bundle file instead of the cached one")
     p.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    t = p.add_argument_group("security", "TLS, mutual TLS and a bearer token; `persona-sim certs DIR` makes test ones")
+    t.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate chain (PEM)")
+    t.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
+    t.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA (mutual TLS)")
+    t.add_argument("--token-file", type=Path, help="require `authorization: Bearer <token>` on every RPC but health")
+    t.add_argument("--insecure", action="store_true",
+                   help="allow plaintext on a non-loopback --listen address (refused without this)")
     p.set_defaults(handler=run_cloud, default_log_level="info")
 
 
 def run_cloud(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     scenario = load_scenario(args.scenario, command_overrides(args.set, args.seed))
+    security = Security(args.tls_cert, args.tls_key, args.tls_client_ca, args.token_file, args.insecure)
+    check(args.listen, security)
     path = args.bundle
     if path is None:
         dataset = load_dataset(scenario.dataset, scenario.seed)
@@ -44,5 +54,5 @@ def run_cloud(args: argparse.Namespace) -> int:
         raise BundleError(f"{path}: cannot read model bundle ({exc.strerror})") from None
     bundle = load_bundle_bytes(data, str(path))
     engine = CloudEngine(scenario, bundle, len(data))
-    asyncio.run(serve(engine, data, args.listen, args.port_file))
+    asyncio.run(serve(engine, data, args.listen, args.port_file, security=security))
     return 0

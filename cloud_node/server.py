@@ -16,6 +16,7 @@ from persona_sim.sim.cloud_engine import CloudEngine
 from persona_sim.sim.lockstep import Lockstep
 from persona_sim.wire.codec import channel_options
 
+from .security import Security, TokenCheck, add_port, read_token
 from .servicer import SERVICE_NAME, PersonaCloudServicer, rpc_handler
 
 log = logging.getLogger("cloud_node")
@@ -24,16 +25,19 @@ KEEPALIVE = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 1
              ("grpc.keepalive_permit_without_calls", 1), ("grpc.max_connection_idle_ms", 600_000)]
 
 
-async def start_server(engine: CloudEngine, model_bytes: bytes, listen: str) -> tuple[grpc.aio.Server, int, object]:
+async def start_server(engine: CloudEngine, model_bytes: bytes, listen: str,
+                       security: Security = Security()) -> tuple[grpc.aio.Server, int, object]:
     """Start serving on ``listen`` (HOST:PORT, port 0 picks a free one); return (server, port, health)."""
-    server = grpc.aio.server(options=channel_options(engine.max_frame_bytes) + KEEPALIVE)
+    token = read_token(security.token_file) if security.token_file else None
+    server = grpc.aio.server(options=channel_options(engine.max_frame_bytes) + KEEPALIVE,
+                             interceptors=[TokenCheck(token)] if token else None)
     server.add_generic_rpc_handlers((rpc_handler(PersonaCloudServicer(Lockstep(engine), model_bytes)),))
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
     try:
-        port = server.add_insecure_port(listen)
+        port = add_port(server, listen, security)
     except RuntimeError as exc:
         raise NodeError(f"cannot listen on {listen!r}: {exc}") from None
     if port == 0:
@@ -45,11 +49,14 @@ async def start_server(engine: CloudEngine, model_bytes: bytes, listen: str) -> 
 
 
 async def serve(engine: CloudEngine, model_bytes: bytes, listen: str, port_file: Path | None = None,
-                announce=print) -> None:
+                announce=print, security: Security = Security()) -> None:
     """Serve until SIGINT/SIGTERM, then drain for a moment and stop."""
-    server, port, health = await start_server(engine, model_bytes, listen)
+    server, port, health = await start_server(engine, model_bytes, listen, security)
     host = listen.rsplit(":", 1)[0]
-    announce(f"persona-sim cloud: serving {engine.scenario.name!r} model {engine.bundle.signature} on {host}:{port}")
+    mode = ("mutual TLS" if security.client_ca else "TLS") if security.tls else "plaintext"
+    auth = ", bearer token required" if security.token_file else ""
+    announce(f"persona-sim cloud: serving {engine.scenario.name!r} model {engine.bundle.signature} on {host}:{port} "
+             f"({mode}{auth})")
     if port_file is not None:
         tmp = port_file.with_suffix(".tmp")
         tmp.write_text(str(port))

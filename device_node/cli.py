@@ -8,7 +8,6 @@ import re
 import socket
 from pathlib import Path
 
-import grpc
 import torch
 
 from persona_sim.data.dataset import load_dataset
@@ -24,6 +23,7 @@ from persona_sim.wire.codec import channel_options
 from persona_sim.wire.messages import Hello
 
 from .client import GrpcTransport, check_same_scenario, fetch_model, get_info
+from .connect import ClientSecurity, open_channel
 
 CONNECT_TIMEOUT_S = 30
 PROBE_TIMEOUT_S = 1.5   # a plain TCP connect that tells "refused" from "slow" before gRPC retries hide it
@@ -57,6 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="replace results already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-finalize", action="store_true", help=argparse.SUPPRESS)
+    t = p.add_argument_group("security", "TLS to the cloud, a client certificate for mutual TLS, a bearer token")
+    t.add_argument("--tls-ca", type=Path, help="connect with TLS, trusting the cloud's certificate if this CA signed it")
+    t.add_argument("--tls-cert", type=Path, help="this node's certificate (PEM), for a cloud requiring mutual TLS")
+    t.add_argument("--tls-key", type=Path, help="this node's private key (PEM)")
+    t.add_argument("--tls-server-name", help="the name the cloud's certificate carries, if not the --cloud host")
+    t.add_argument("--token-file", type=Path, help="send `authorization: Bearer <token>` from this file on every call")
     p.set_defaults(handler=run_devices)
 
 
@@ -100,11 +106,14 @@ async def _run(args: argparse.Namespace, scenario):
     index, count = args.shard
     target = args.cloud
     probe(target)
-    async with grpc.aio.insecure_channel(target, options=channel_options(int(scenario.cloud.max_frame_mb * 2**20))) as ch:
+    sec = ClientSecurity(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name, args.token_file)
+    async with open_channel(target, channel_options(int(scenario.cloud.max_frame_mb * 2**20)), sec) as ch:
         try:
             await asyncio.wait_for(ch.channel_ready(), args.connect_timeout)
         except asyncio.TimeoutError:
-            raise NodeError(f"cannot reach the cloud node at {target} within {args.connect_timeout:g} s") from None
+            hint = (" (it accepts TCP connections, so check TLS: --tls-ca, the certificate's name "
+                    "(--tls-server-name), and a client certificate if the cloud requires one)") if sec.ca else ""
+            raise NodeError(f"cannot reach the cloud node at {target} within {args.connect_timeout:g} s{hint}") from None
         stub = pb_grpc.PersonaCloudStub(ch)
         stub_info = await get_info(stub, target)
         check_same_scenario(stub_info, scenario, target)

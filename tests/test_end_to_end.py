@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -94,11 +95,11 @@ def test_inproc_and_sharded_runs_give_the_same_results(grpc_run, tmp_path):
 
 
 @contextlib.contextmanager
-def cloud_node(scenario: Path, tmp_path: Path):
+def cloud_node(scenario: Path, tmp_path: Path, *extra: str):
     """`persona-sim cloud` on a free loopback port: yields its HOST:PORT; stopped by SIGTERM, which it survives."""
     port_file = tmp_path / "port"
     cloud = subprocess.Popen([sys.executable, "-m", "persona_sim.cli", "cloud", "--scenario", str(scenario),
-                              "--listen", "127.0.0.1:0", "--port-file", str(port_file), "--quiet"],
+                              "--listen", "127.0.0.1:0", "--port-file", str(port_file), "--quiet", *extra],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -124,6 +125,28 @@ def test_cloud_and_devices_started_by_hand_match_run(grpc_run, tmp_path):
         assert devices.returncode == 0, devices.stderr
     assert metrics_only(summary(tmp_path / "manual")) == metrics_only(summary(out))
     assert list((tmp_path / "device-cache" / "fetched").glob("*.pt"))
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_nodes_over_mutual_tls_with_a_token_match_run(grpc_run, tmp_path):
+    scenario, out, _ = grpc_run
+    assert main(["certs", str(tmp_path / "pki")]) == 0
+    pki = tmp_path / "pki"
+    with cloud_node(scenario, tmp_path, "--tls-cert", str(pki / "cloud.pem"), "--tls-key", str(pki / "cloud.key"),
+                    "--tls-client-ca", str(pki / "ca.pem"), "--token-file", str(pki / "token")) as target:
+        base = [sys.executable, "-m", "persona_sim.cli", "devices", "--scenario", str(scenario), "--cloud", target,
+                "--quiet", "--connect-timeout", "5", "--tls-ca", str(pki / "ca.pem")]
+        no_cert = subprocess.run(base + ["--out", str(tmp_path / "refused")], capture_output=True, text=True,
+                                 timeout=120)
+        assert no_cert.returncode == 1 and "a client certificate if the cloud requires one" in no_cert.stderr
+        base += ["--tls-cert", str(pki / "device.pem"), "--tls-key", str(pki / "device.key")]
+        no_token = subprocess.run(base + ["--out", str(tmp_path / "refused")], capture_output=True, text=True,
+                                  timeout=120)
+        assert no_token.returncode == 1 and "UNAUTHENTICATED: missing bearer token" in no_token.stderr
+        devices = subprocess.run(base + ["--out", str(tmp_path / "tls"), "--token-file", str(pki / "token")],
+                                 capture_output=True, text=True, timeout=180)
+        assert devices.returncode == 0, devices.stderr
+    assert summary(tmp_path / "tls")["results_digest"] == summary(out)["results_digest"]
 
 
 def test_same_seed_same_digest_other_seed_other_digest(tiny_file, tmp_path):

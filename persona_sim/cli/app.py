@@ -134,6 +134,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_certs(args: argparse.Namespace) -> int:
+    from .certs import make_certs
+
+    files = make_certs(args.out, args.host or ["localhost", "127.0.0.1"], args.days)
+    d = args.out
+    print("\n".join(f"written: {p}" for p in files.values()))
+    print(f"\ncloud:   persona-sim cloud --scenario S --listen 0.0.0.0:50051 --tls-cert {d}/cloud.pem "
+          f"--tls-key {d}/cloud.key --tls-client-ca {d}/ca.pem --token-file {d}/token\n"
+          f"devices: persona-sim devices --scenario S --cloud HOST:50051 --out runs/x --tls-ca {d}/ca.pem "
+          f"--tls-cert {d}/device.pem --tls-key {d}/device.key --token-file {d}/token")
+    return EXIT_OK
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from ..report.compare import compare_runs, render_compare
 
@@ -240,6 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", type=Path, nargs="+")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=_cmd_compare)
+
+    p = sub.add_parser("certs", help="make a throwaway CA, cloud and device-node certificates and a token (openssl)",
+                       description="For trying TLS, mutual TLS and token auth between `persona-sim cloud` and "
+                                   "`persona-sim devices`; use your own PKI for anything real.")
+    p.add_argument("out", type=Path, help="directory to write ca.pem, cloud.pem/.key, device.pem/.key, token into")
+    p.add_argument("--host", action="append", help="a name or address the cloud is reached by (repeatable; "
+                                                   "default localhost and 127.0.0.1)")
+    p.add_argument("--days", type=int, default=30, help="validity (default 30)")
+    p.set_defaults(handler=_cmd_certs)
 
     p = sub.add_parser("calibrate", help="fit the cloud's `model` compute cost to timings of the real editor",
                        description="Time the real batched edit computation of the scenario's adaptive methods at "
