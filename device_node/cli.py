@@ -55,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT_S, metavar="S",
                    help=f"give up if the cloud is not reachable within S seconds (default {CONNECT_TIMEOUT_S})")
     p.add_argument("--force", action="store_true", help="replace results already in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the methods this shard's file in --out already holds and simulate the rest")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-finalize", action="store_true", help=argparse.SUPPRESS)
     t = p.add_argument_group("security", "TLS to the cloud, a client certificate for mutual TLS, a bearer token")
@@ -70,7 +72,8 @@ def run_devices(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     scenario = load_scenario(args.scenario, command_overrides(args.set, args.seed))
     index, count = args.shard
-    check_fresh(args.out, args.force, "results.sqlite", "summary.json", shard_file(args.out, index, count).name)
+    if not args.resume:
+        check_fresh(args.out, args.force, "results.sqlite", "summary.json", shard_file(args.out, index, count).name)
     summary = asyncio.run(_run(args, scenario))
     if summary is not None:
         print(render_table(summary))
@@ -130,6 +133,6 @@ async def _run(args: argparse.Namespace, scenario):
         try:
             return await run_shard(scenario, bundle, dataset, transport, args.out, index, count,
                                    facts={"transport": "grpc"}, progress=progress,
-                                   finalize_when_complete=not args.no_finalize)
+                                   finalize_when_complete=not args.no_finalize, resume=args.resume)
         finally:
             await transport.close()

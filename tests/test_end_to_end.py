@@ -371,3 +371,29 @@ def test_run_ends_at_once_when_its_cloud_dies(grpc_run, tmp_path):
     _, err = run.communicate(timeout=60)
     assert run.returncode == 1 and "the cloud node exited with code -9 while the device nodes ran" in err
     assert time.monotonic() - t0 < 10 and not [pid for pid in children if _alive(pid)]
+
+
+def test_a_failed_run_keeps_finished_methods_and_resumes_to_the_same_digest(grpc_run, tmp_path, monkeypatch):
+    from persona_sim.errors import NodeError
+    from persona_sim.sim import simulation
+
+    scenario, full, _ = grpc_run
+    real = simulation.MethodRun.run
+
+    async def failing(self, transport, progress=None):
+        if self.method == "persona-m":
+            raise NodeError("the cloud went away (injected)")
+        return await real(self, transport, progress)
+    monkeypatch.setattr(simulation.MethodRun, "run", failing)
+    out = tmp_path / "r"
+    assert main(["run", str(scenario), "--out", str(out), "--transport", "inproc", "--shards", "2", "--quiet"]) != 0
+    partial = summary(out)
+    assert list(partial["methods"]) == ["static", "persona-s"] and partial["complete"] is False
+    assert json.loads((out / "manifest.json").read_text())["complete"] is False
+    assert main(["report", str(out)]) == 0                                  # what finished is readable
+    monkeypatch.setattr(simulation.MethodRun, "run", real)
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0              # over gRPC, 2 device nodes
+    resumed = summary(out)
+    assert resumed["complete"] is True and resumed["results_digest"] == summary(full)["results_digest"]
+    assert not list(out.glob("shard-*.sqlite"))
+    assert main(["run", "--resume", str(out), "--quiet"]) == 1              # complete: nothing to resume

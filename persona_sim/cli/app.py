@@ -114,6 +114,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from ..report.rundir import check_fresh
     from ..scenario.files import load_variants
 
+    if args.resume is not None:
+        from ..scenario.files import load_scenario
+        if args.scenario or args.set or args.seed is not None or args.out:
+            raise ScenarioError("--resume", [("--resume", "takes the run directory alone: its scenario.yaml is the "
+                                                          "scenario (no SCENARIO, --set, --seed or --out)", str(args.resume))])
+        scenario = load_scenario(args.resume / "scenario.yaml")
+        summary = run(scenario, args.resume, args.transport, args.shards, args.quiet, stage_progress(args.quiet),
+                      resume=True)
+        print(render_table(summary))
+        print(f"\nrun directory: {args.resume}  (resumed; report.md, summary.json, results.sqlite)")
+        return EXIT_OK
+    if not args.scenario:
+        raise ScenarioError("run", [("SCENARIO", "give a scenario file (or --resume RUN_DIR)", None)])
     variants = load_variants(args.scenario, _overrides(args))
     base = variants[0].scenario
     out = args.out or Path("runs") / f"{base.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -207,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run a scenario end to end and write a run directory (one per variant of a sweep)")
-    p.add_argument("scenario", help="scenario YAML file")
+    p.add_argument("scenario", nargs="?", help="scenario YAML file")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="go on with an interrupted run from its last completed method (same results as uninterrupted)")
     p.add_argument("--out", type=Path, help="run directory (default runs/<name>-<time>)")
     p.add_argument("--seed", type=int, help="override the scenario's seed")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a scenario key, e.g. model.arch=gru4rec")

@@ -8,6 +8,7 @@ this process (``inproc``). Both give identical simulated results.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -57,7 +58,7 @@ def _wait_for_nodes(nodes: list[subprocess.Popen], cloud: subprocess.Popen, clou
     return [n.returncode for n in nodes]
 
 
-def _run_grpc(scenario_file: Path, bundle_path: Path, out: Path, shards: int, quiet: bool) -> None:
+def _run_grpc(scenario_file: Path, bundle_path: Path, out: Path, shards: int, quiet: bool, resume: bool) -> None:
     port_file, cloud_log = out / ".cloud-port", out / "cloud.log"
     port_file.unlink(missing_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -79,7 +80,8 @@ def _run_grpc(scenario_file: Path, bundle_path: Path, out: Path, shards: int, qu
             for i in range(shards):
                 nodes.append(subprocess.Popen([sys.executable, "-m", "device_node", *common, "--cloud", target,
                                                "--shard", f"{i}/{shards}", "--out", str(out), "--no-finalize",
-                                               "--force"], stdout=subprocess.DEVNULL, env=env))
+                                               "--resume" if resume else "--force"], stdout=subprocess.DEVNULL,
+                                              env=env))
             codes = _wait_for_nodes(nodes, cloud, cloud_log)
         finally:                      # interrupted (SIGINT, SIGTERM) or failed: no device node outlives the run
             for n in nodes:
@@ -94,30 +96,56 @@ def _run_grpc(scenario_file: Path, bundle_path: Path, out: Path, shards: int, qu
 
 
 async def _run_inproc(scenario: Scenario, bundle_path: Path, dataset, out: Path, shards: int,
-                      progress: Callback) -> None:
+                      progress: Callback, resume: bool) -> None:
     bundle = load_bundle(bundle_path)
     lockstep = Lockstep(CloudEngine(scenario, bundle, bundle_path.stat().st_size, cloud_id="inproc"))
     await asyncio.gather(*(
         run_shard(scenario, bundle, dataset, InprocTransport(lockstep, Hello("inproc", bundle.signature, i, shards,
                                                                      scenario_hash=scenario.run_hash())),
-                  out, i, shards, progress=progress, finalize_when_complete=False)
+                  out, i, shards, progress=progress, finalize_when_complete=False, resume=resume)
         for i in range(shards)))
 
 
+def _resumable(out: Path, scenario: Scenario, signature: str) -> int:
+    """The shard count of the interrupted run in ``out``, after checking it can be resumed here."""
+    manifest_path = out / "manifest.json"
+    if not manifest_path.exists():
+        raise NodeError(f"{out}: no manifest.json, so no run to resume there")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("complete"):
+        raise NodeError(f"{out}: the run there is complete; nothing to resume")
+    if manifest.get("bundle", {}).get("signature") != signature:
+        raise NodeError(f"{out}: the run there used model {manifest.get('bundle', {}).get('signature')}, "
+                        f"this one would use {signature}; cannot resume it with another model")
+    return int(manifest.get("shards", 1))
+
+
 def run(scenario: Scenario, out: Path, transport: str, shards: int, quiet: bool,
-        progress: Callback) -> dict:
-    """Run the scenario into ``out``; return the summary."""
+        progress: Callback, resume: bool = False) -> dict:
+    """Run the scenario into ``out``; return the summary. Each method's results are kept as it completes:
+    if the run fails, ``out`` reports the completed methods (marked incomplete) and ``resume`` goes on from
+    there, ending with the results an uninterrupted run gives."""
     t0 = time.perf_counter()
     dataset = load_dataset(scenario.dataset, scenario.seed)
     bundle_path, trained = ensure_bundle(scenario, dataset, progress)
     signature = signature_of(bundle_path.read_bytes())
-    prepare(out, scenario, describe(scenario, dataset, signature, transport=transport, shards=shards,
-                                    bundle_trained_now=trained))
-    if transport == "grpc":
-        _run_grpc(out / "scenario.yaml", bundle_path, out, shards, quiet)
+    if resume:
+        shards = _resumable(out, scenario, signature)
     else:
-        with reproducible_torch():   # the same kernels and thread count as the node processes
-            asyncio.run(_run_inproc(scenario, bundle_path, dataset, out, shards, progress))
+        prepare(out, scenario, describe(scenario, dataset, signature, transport=transport, shards=shards,
+                                        bundle_trained_now=trained))
+    try:
+        if transport == "grpc":
+            _run_grpc(out / "scenario.yaml", bundle_path, out, shards, quiet, resume)
+        else:
+            with reproducible_torch():   # the same kernels and thread count as the node processes
+                asyncio.run(_run_inproc(scenario, bundle_path, dataset, out, shards, progress, resume))
+    except BaseException:             # failed or interrupted: report what finished, keep it for --resume
+        try:
+            finalize(out, scenario, shards, {"transport": transport}, partial=True)
+        except Exception:             # the original failure is the one to report
+            pass
+        raise
     summary = finalize(out, scenario, shards, {"transport": transport,
                                                "wall_seconds": round(time.perf_counter() - t0, 2)})
     assert summary is not None, "every shard ran, so the run is complete"

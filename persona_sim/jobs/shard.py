@@ -10,12 +10,12 @@ from typing import Callable
 from ..data.dataset import Dataset
 from ..data.split import split_users
 from ..errors import BundleError
-from ..report.results import write_results
+from ..report.results import methods_done, read_method_rows, write_results
 from ..report.rundir import finalize, shard_file
 from ..scenario.schema import Scenario
 from ..sim.device import DevicePlan, cluster_labels, plan_device
 from ..sim.drift import DriftContext, targets
-from ..sim.simulation import Transport, simulate
+from ..sim.simulation import Recorder, Transport, simulate
 from ..train.bundle import Bundle
 
 
@@ -43,16 +43,29 @@ def plan_shard(scenario: Scenario, bundle: Bundle, dataset: Dataset, index: int,
 async def run_shard(scenario: Scenario, bundle: Bundle, dataset: Dataset, transport: Transport | None, out: Path,
                     index: int = 0, shards: int = 1, facts: dict | None = None,
                     progress: Callable[[str, int, int], None] | None = None,
-                    finalize_when_complete: bool = True) -> dict | None:
-    """Simulate this shard, write its results; return the summary if this shard completed the run."""
+                    finalize_when_complete: bool = True, resume: bool = False) -> dict | None:
+    """Simulate this shard, writing its results file after every method (so a failure loses only the method
+    in progress); with ``resume``, keep the methods the file already holds and simulate the rest. Return the
+    summary if this shard completed the run."""
     t0 = time.perf_counter()
     plans = plan_shard(scenario, bundle, dataset, index, shards)
-    rec = await simulate(scenario, bundle, plans, transport, progress)
+    path = shard_file(out, index, shards)
+    rec, done = Recorder(), []
+    if resume and path.exists():
+        done = [m for m in scenario.methods if m in (methods_done(path) or [])]
+        kept = read_method_rows(path, done) if done else {}
+        rec.predictions, rec.adaptations = list(kept.get("predictions", [])), list(kept.get("adaptations", []))
+        rec.wall = list(kept.get("wall", []))
+        rec.rounds = [r[1:] for r in kept.get("rounds", [])]          # stored with the shard index first
     out.mkdir(parents=True, exist_ok=True)
     shifts = [(p.device_id, k, s.kind, s.event, s.t_us, s.detail) for p in plans for k, s in enumerate(p.shifts)]
-    write_results(shard_file(out, index, shards), rec.predictions, rec.adaptations, rec.wall, shifts,
-                  {"shard": [index, shards], "model_signature": bundle.signature},
-                  [(index, *r) for r in rec.rounds])
+
+    def save(method: str) -> None:
+        done.append(method)
+        write_results(path, rec.predictions, rec.adaptations, rec.wall, shifts,
+                      {"shard": [index, shards], "model_signature": bundle.signature, "methods_done": list(done)},
+                      [(index, *r) for r in rec.rounds])
+    await simulate(scenario, bundle, plans, transport, progress, rec, frozenset(done), save)
     if not finalize_when_complete:
         return None
     facts = dict(facts or {}, wall_seconds=round(time.perf_counter() - t0, 2))

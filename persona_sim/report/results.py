@@ -107,3 +107,38 @@ def results_digest(path: Path) -> str:
     finally:
         con.close()
     return h.hexdigest()
+
+
+def read_meta(path: Path) -> dict:
+    con = sqlite3.connect(path)
+    try:
+        return {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta")}
+    finally:
+        con.close()
+
+
+def methods_done(path: Path) -> list[str] | None:
+    """The methods whose results the file holds in full (None: a file from before this was recorded)."""
+    return read_meta(path).get("methods_done")
+
+
+def read_method_rows(path: Path, methods: list[str]) -> dict[str, list[tuple]]:
+    """The rows of ``methods`` in a results file: predictions, adaptations, wall and rounds."""
+    con = sqlite3.connect(path)
+    marks = ",".join("?" * len(methods))
+    try:
+        return {table: con.execute(f"SELECT {','.join(cols)} FROM {table} WHERE method IN ({marks})",
+                                   methods).fetchall()
+                for table, cols in (("predictions", PREDICTION_COLUMNS), ("adaptations", ADAPTATION_COLUMNS),
+                                    ("wall", WALL_COLUMNS), ("rounds", ROUND_COLUMNS))}
+    finally:
+        con.close()
+
+
+def set_meta(path: Path, key: str, value) -> None:
+    con = sqlite3.connect(path)
+    try:
+        con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+        con.commit()
+    finally:
+        con.close()

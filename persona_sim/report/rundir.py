@@ -22,7 +22,7 @@ from ..train.bundle import training_key
 from .html import write_html
 from .markdown import render_markdown
 from .plots import write_plots
-from .results import merge_results
+from .results import merge_results, methods_done, read_meta, set_meta
 from .summary import build_summary
 
 PACKAGES = ("persona-sim", "torch", "numpy", "simpy", "grpcio", "protobuf", "pydantic")
@@ -105,7 +105,9 @@ def prepare(out: Path, scenario: Scenario, facts: dict) -> None:
 
 def write_summary(out: Path, scenario: Scenario, shard_count: int, facts: dict) -> dict:
     """Write summary.json and report.md from results.sqlite."""
-    summary = build_summary(out / "results.sqlite", list(scenario.methods), {
+    recorded = read_meta(out / "results.sqlite").get("methods_done")
+    methods = list(scenario.methods) if recorded is None else recorded   # an incomplete run: what finished
+    summary = build_summary(out / "results.sqlite", methods, {
         "scenario": scenario.name, "seed": scenario.seed, "compute_mode": scenario.cloud.compute,
         "network": network_label(scenario), "cloud": cloud_label(scenario),
         "devices": scenario.devices.count, "shards": shard_count, **facts})
@@ -157,12 +159,36 @@ def merge_shard_dirs(out: Path, dirs: list[Path]) -> tuple[Scenario, int]:
     return load_scenario(out / "scenario.yaml"), count
 
 
-def finalize(out: Path, scenario: Scenario, shard_count: int, facts: dict) -> dict | None:
-    """Once every shard is present: merge them into results.sqlite, then write the summary and report."""
+def completed_methods(out: Path, scenario: Scenario, shard_count: int) -> list[str]:
+    """The scenario's methods that every shard's file holds in full (none while a shard file is missing)."""
     shards = [shard_file(out, i, shard_count) for i in range(shard_count)]
     if not all(s.exists() for s in shards):
+        return []
+    done = [set(methods_done(s) or scenario.methods) for s in shards]
+    return [m for m in scenario.methods if all(m in d for d in done)]
+
+
+def finalize(out: Path, scenario: Scenario, shard_count: int, facts: dict, partial: bool = False) -> dict | None:
+    """Once every shard holds every method: merge them into results.sqlite, then write the summary and report.
+    ``partial`` (a run that failed): report the methods every shard completed, keeping the shard files so
+    ``run --resume`` can go on; the manifest and summary say the run is incomplete."""
+    shards = [shard_file(out, i, shard_count) for i in range(shard_count)]
+    done = completed_methods(out, scenario, shard_count)
+    complete = done == list(scenario.methods)
+    if not complete and not (partial and done):
         return None
     merge_results(shards, out / "results.sqlite")
-    for s in shards:
-        s.unlink()
-    return write_summary(out, scenario, shard_count, facts)
+    set_meta(out / "results.sqlite", "methods_done", done)
+    if complete:
+        for s in shards:
+            s.unlink()
+    _mark_manifest(out, complete, done)
+    return write_summary(out, scenario, shard_count, dict(facts, complete=complete))
+
+
+def _mark_manifest(out: Path, complete: bool, done: list[str]) -> None:
+    path = out / "manifest.json"
+    if path.exists():
+        manifest = json.loads(path.read_text())
+        manifest.update(complete=complete, methods_done=done)
+        write_json(path, manifest)

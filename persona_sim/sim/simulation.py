@@ -218,15 +218,20 @@ class MethodRun:
 
 
 async def simulate(scenario: Scenario, bundle: Bundle, plans: list[DevicePlan], transport: Transport | None,
-                   progress: Callable[[str, int, int], None] | None = None) -> Recorder:
-    """Run every method of the scenario over these devices; return the recorded rows."""
-    rec = Recorder()
+                   progress: Callable[[str, int, int], None] | None = None, rec: Recorder | None = None,
+                   skip: frozenset[str] = frozenset(), on_method: Callable[[str], None] | None = None) -> Recorder:
+    """Run every method of the scenario (but those in ``skip``, already done) over these devices, recording
+    into ``rec``; ``on_method(name)`` after each. Methods never share state, so a run resumed after its
+    completed methods simulates exactly what an uninterrupted one would."""
+    rec = rec if rec is not None else Recorder()
     links = device_links(scenario, plans)
     total = sum(len(p.positions) for p in plans)
-    for method in scenario.methods:
+    for method in (m for m in scenario.methods if m not in skip):
         run = MethodRun(scenario, bundle, plans, method, rec, links)
         if run.adaptive and transport is None:
             raise ValueError(f"method {method!r} needs a transport to the cloud")
         cb = (lambda done, m=method: progress(m, done, total)) if progress else None
         await run.run(transport if run.adaptive else None, cb)
+        if on_method is not None:
+            on_method(method)
     return rec
