@@ -2,7 +2,7 @@
 
     python benchmarks/editor_cost.py [--hidden 64] [--editor-hidden 64] [--repeats 5] [--out benchmarks/results]
 
-Times ``persona_sim.methods.adapt`` (what the cloud node runs per request):
+Times the method's ``adapt`` (what the cloud node runs per request):
 the window's item embeddings, every group editor in one batched call, the
 edit norms, the argmin and the edited layers. Persona (s) is one prototype;
 Persona (m) evaluates N_M. Weights are random: the cost does not depend on
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from results_file import write_result  # benchmarks/ is on sys.path when a script here runs
 
-from persona_sim.methods import adapt
+from persona_sim.methods import METHODS
 from persona_sim.model.adaptation import Groups, PersonaModels
 from persona_sim.model.editor import EditorBank
 from persona_sim.model.networks import SharedLayers, adaptive_shapes
@@ -45,10 +45,11 @@ def models(hidden: int, editor_hidden: int, prototypes: int) -> PersonaModels:
 
 
 def per_call_ms(m: PersonaModels, method: str, windows: torch.Tensor, calls: int) -> float:
-    adapt(m, method, windows)                       # warm-up
+    adapt = METHODS[method].adapt
+    adapt(m, windows)                               # warm-up
     t0 = time.perf_counter()
     for _ in range(calls):
-        adapt(m, method, windows)
+        adapt(m, windows)
     return 1000 * (time.perf_counter() - t0) / calls
 
 
