@@ -1,6 +1,7 @@
 """Cloud logic: bad requests fail alone; edits do not depend on batch company."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from persona_sim.errors import BundleError, ProtocolError
@@ -55,6 +56,22 @@ def test_hello_with_another_model_is_refused(engine):
     with pytest.raises(ProtocolError, match="does not match") as err:
         engine.check_hello(Hello("n", "other-signature", scenario_hash=engine.scenario_hash))
     assert err.value.code == "MODEL_MISMATCH"
+
+
+@pytest.mark.parametrize("method", ["persona-s", "persona-m"])
+def test_a_batch_of_k_gives_exactly_the_edits_each_request_gets_alone(engine, method):
+    """The reference is each request computed alone; a real call of any size (padded to whole row blocks,
+    windows of mixed lengths) must give the same bits, so merging batches never changes a result."""
+    rng = np.random.default_rng(0)
+    n_items = engine.bundle.num_items
+    reqs = [req(i, window=tuple(int(x) for x in rng.integers(1, n_items + 1, rng.integers(1, 9))), method=method)
+            for i in range(41)]
+    alone = [engine.compute(method, [r])[0] for r in reqs]
+    for k in (2, 7, 8, 9, 41):
+        together = engine.compute(method, reqs[:k])
+        for a, b in zip(alone, together):
+            assert (a.device_id, a.prototype_id, a.edit_norm) == (b.device_id, b.prototype_id, b.edit_norm)
+            assert all(a.params[n].tobytes() == b.params[n].tobytes() for n in a.params), (k, a.device_id)
 
 
 def test_edit_is_identical_alone_or_in_a_batch(engine):

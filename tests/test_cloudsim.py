@@ -84,3 +84,33 @@ def test_an_arrival_before_the_clock_is_refused():
     c.advance(1000)
     with pytest.raises(ValueError, match="before the cloud's clock"):
         c.add([job(1, 999)])
+
+
+def test_measured_mode_charges_the_median_of_recent_batches_so_a_hiccup_does_not_stick():
+    spec = CloudSpec(compute="measured", base_ms=1, ingress_mbps=None, egress_mbps=None)
+    cost = BatchCost(spec)
+    charged = []
+    for ns in (100_000, 100_000, 50_000_000, 100_000, 120_000):   # a 50 ms host hiccup in the third batch
+        j = job(0, 0)
+        j.measured_ns = ns
+        charged.append(cost([j]))
+    assert charged == [1100, 1100, 1100, 1100, 1100]
+    two = [job(1, 0), job(2, 0)]                                  # another batch size keeps its own history
+    two[0].measured_ns = two[1].measured_ns = 400_000
+    assert cost(two) == 1800
+
+
+def test_the_clock_computes_each_batch_it_forms_once_deferred_to_the_end_of_the_advance():
+    seen = []
+
+    def compute(jobs):
+        seen.append([j.device_id for j in jobs])
+        for j in jobs:
+            j.result, j.down_bytes = "edit", 5000
+    spec = CloudSpec(base_ms=2, per_request_ms=0, per_prototype_ms=0, max_batch=2, ingress_mbps=None,
+                     egress_mbps=None)
+    c = CloudClock(spec, BatchCost(spec), compute)
+    c.add([job(0, 0), job(1, 0), job(2, 0)])
+    out = c.advance(math.inf)
+    assert seen == [["dev-000000", "dev-000001", "dev-000002"]]   # both batches, one merged real call
+    assert all(j.result == "edit" for j in out)

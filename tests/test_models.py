@@ -93,3 +93,21 @@ def test_training_is_bit_reproducible_in_fresh_processes(tmp_path):
         assert out.returncode == 0, out.stderr
         digests.append(out.stdout.strip())
     assert digests[0] == digests[1]
+
+
+def test_a_device_scores_a_stretch_of_events_as_torch_scores_each_alone(tiny_world):
+    from persona_sim.sim.device import DeviceState, plan_device, prototype_params
+    from persona_sim.train.bundle import item_matrix
+
+    scenario, dataset, split, _, bundle = tiny_world
+    plan = plan_device(0, int(split.device_users[0]), dataset, scenario, bundle)
+    state, emb = DeviceState(prototype_params(bundle)), item_matrix(bundle)
+    n = len(plan.positions)
+    stretch = state.scores(plan, slice(0, n), emb)                                   # (n, 1 + K) in one go
+    params = {k: v[0] for k, v in bundle.models.head.items()}
+    u = adaptive_forward(torch.from_numpy(plan.h), params)                            # torch's GELU, per event
+    for e in range(n):
+        cands = np.concatenate([[plan.items[plan.positions[e]]], plan.negatives[e]])
+        expect = (torch.from_numpy(emb[cands]) @ u[e]).numpy()
+        assert stretch.dtype == np.float32 and np.allclose(stretch[e], expect, atol=1e-5)
+        assert np.allclose(state.scores(plan, slice(e, e + 1), emb)[0], stretch[e], atol=1e-6)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import platform
 import signal
 import sys
 import threading
@@ -78,6 +79,20 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"scenario": scenario.name, "fit": result, "measurements": rows}, indent=2))
         print(f"written: {args.out}")
+    return EXIT_OK
+
+
+def _cmd_bench_sim(args: argparse.Namespace) -> int:
+    from ..jobs.bench_sim import bench_sim, render
+
+    result = bench_sim(Path(args.scenario), args.devices, args.transport, max(1, args.repeats), _overrides(args),
+                       code=args.code, warmup=not args.no_warmup,
+                       progress=(lambda line: None) if args.quiet else (lambda line: print(line, flush=True)))
+    print(render(result))
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"bench-sim-{platform.node() or 'host'}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written: {path}")
     return EXIT_OK
 
 
@@ -288,6 +303,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a scenario key")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_cmd_calibrate)
+
+    bench = sub.add_parser("bench", help="benchmarks of the simulator itself (writes a results file)")
+    kinds = bench.add_subparsers(dest="bench", required=True, metavar="{sim}")
+    p = kinds.add_parser("sim", help="wall time, peak memory (whole process tree) and adaptations per wall second "
+                                     "of `persona-sim run` at growing device counts",
+                         description="Each cell is a fresh `persona-sim run` of the (synthetic) scenario scaled to N "
+                                     "devices; repeats are interleaved and medians reported.")
+    p.add_argument("scenario", nargs="?", default="scenarios/quickstart.yaml",
+                   help="a synthetic scenario (default scenarios/quickstart.yaml)")
+    p.add_argument("--devices", type=int, nargs="+", default=[1000, 10000, 100000], help="device counts")
+    p.add_argument("--transport", nargs="+", choices=["inproc", "grpc"], default=["inproc", "grpc"])
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per cell (default 3; the median is reported)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a scenario key in every run")
+    p.add_argument("--code", type=Path, help="run another checkout's persona_sim (a before/after comparison)")
+    p.add_argument("--no-warmup", action="store_true", help="skip the untimed run per size that caches its model")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="where bench-sim-HOST.json goes")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(handler=_cmd_bench_sim)
 
     from .data import add_parsers
     add_parsers(sub)

@@ -1,7 +1,8 @@
 """`persona-sim calibrate`: fit the `model` compute cost to measurements of the real editor.
 
-For each adaptive method of a scenario and each batch size B, the real batched
-computation the cloud would run (``adaptation.adapt`` on B windows) is timed
+For each adaptive method of a scenario and each batch size B, the call the cloud
+node makes for a batch of B requests (``CloudEngine.compute``: padding, the
+method's batched edit, conversion to replies) is timed
 ``repeats`` times after a warm-up; the median is one measurement. The cost model
 
     t(B, P) = base_ms + B · (per_request_ms + P · per_prototype_ms)
@@ -17,29 +18,32 @@ import itertools
 import time
 
 import numpy as np
-import torch
 
 from .. import methods
 from ..scenario.schema import Scenario
+from ..sim.cloud_engine import CloudEngine
 from ..train.bundle import Bundle
+from ..wire.messages import AdaptRequest
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 
 
 def measure(scenario: Scenario, bundle: Bundle, batches=BATCHES, repeats: int = 7) -> list[dict]:
+    engine = CloudEngine(scenario, bundle, 0, cloud_id="calibrate")
     rng = np.random.default_rng(scenario.seed)
     rows = []
     for method in (methods.get(m) for m in scenario.methods if methods.get(m).asks_cloud):
-        prototypes, steps, adapt = method.prototypes(scenario), method.steps(scenario), method.adapter(scenario)
+        prototypes, steps = method.prototypes(scenario), method.steps(scenario)
         for b in batches if not steps else (1,):       # the cloud fine-tunes one request at a time
-            windows = torch.from_numpy(rng.integers(1, bundle.num_items + 1, (b, scenario.persona.window)))
-            with torch.no_grad():
-                adapt(bundle.models, windows)                           # warm-up
-                times = []
-                for _ in range(repeats):
-                    t0 = time.perf_counter_ns()
-                    adapt(bundle.models, windows)
-                    times.append((time.perf_counter_ns() - t0) / 1e6)
+            requests = [AdaptRequest(f"dev-{i:06d}", 1, 0, method.name,
+                                     tuple(int(x) for x in rng.integers(1, bundle.num_items + 1, scenario.persona.window)))
+                        for i in range(b)]
+            engine.compute(method.name, requests)                         # warm-up
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter_ns()
+                engine.compute(method.name, requests)                     # the cloud node's own call
+                times.append((time.perf_counter_ns() - t0) / 1e6)
             rows.append({"method": method.name, "batch": b, "prototypes": prototypes, "steps": steps,
                          "ms_median": round(float(np.median(times)), 4), "ms_min": round(min(times), 4)})
     return rows

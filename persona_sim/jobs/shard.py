@@ -10,7 +10,7 @@ from typing import Callable
 from ..data.dataset import Dataset
 from ..data.split import split_users
 from ..errors import BundleError
-from ..report.results import methods_done, read_method_rows, write_results
+from ..report.results import ResultsWriter
 from ..report.rundir import finalize, shard_file
 from ..scenario.schema import Scenario
 from ..sim.device import DevicePlan, cluster_labels, plan_device
@@ -49,23 +49,17 @@ async def run_shard(scenario: Scenario, bundle: Bundle, dataset: Dataset, transp
     summary if this shard completed the run."""
     t0 = time.perf_counter()
     plans = plan_shard(scenario, bundle, dataset, index, shards)
-    path = shard_file(out, index, shards)
-    rec, done = Recorder(), []
-    if resume and path.exists():
-        done = [m for m in scenario.methods if m in (methods_done(path) or [])]
-        kept = read_method_rows(path, done) if done else {}
-        rec.predictions, rec.adaptations = list(kept.get("predictions", [])), list(kept.get("adaptations", []))
-        rec.wall = list(kept.get("wall", []))
-        rec.rounds = [r[1:] for r in kept.get("rounds", [])]          # stored with the shard index first
     out.mkdir(parents=True, exist_ok=True)
     shifts = [(p.device_id, k, s.kind, s.event, s.t_us, s.detail) for p in plans for k, s in enumerate(p.shifts)]
-
-    def save(method: str) -> None:
-        done.append(method)
-        write_results(path, rec.predictions, rec.adaptations, rec.wall, shifts,
-                      {"shard": [index, shards], "model_signature": bundle.signature, "methods_done": list(done)},
-                      [(index, *r) for r in rec.rounds])
-    await simulate(scenario, bundle, plans, transport, progress, rec, frozenset(done), save)
+    writer = ResultsWriter(shard_file(out, index, shards), {"shard": [index, shards],
+                                                            "model_signature": bundle.signature}, shifts, keep=resume)
+    try:
+        done = [m for m in scenario.methods if m in writer.done]
+        rec = Recorder(sink=lambda table, rows: writer.append(table, [(index, *r) for r in rows] if table == "rounds"
+                                                              else rows))
+        await simulate(scenario, bundle, plans, transport, progress, rec, frozenset(done), writer.method_done)
+    finally:
+        writer.close()
     if not finalize_when_complete:
         return None
     facts = dict(facts or {}, wall_seconds=round(time.perf_counter() - t0, 2))

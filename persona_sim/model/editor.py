@@ -85,7 +85,9 @@ class EditorBank(nn.Module):
     def _features(self, window_emb: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
         """window_emb (B, W, D), mask (B, W) True on real items (left-aligned, newest last) -> N_l × (P, B, H)."""
         m = mask[..., None].float()                                          # (B, W, 1)
-        mean = (window_emb * m).sum(1) / m.sum(1).clamp(min=1.0)             # (B, D)
+        total = (window_emb * m).cumsum(1)[:, -1]                            # (B, D): a running sum in item order
+        mean = total / m.sum(1).clamp(min=1.0)                               # has the same bits at any width or
+                                                                             # batch (.sum's grouping varies with both)
         last_idx = mask.long().sum(1).clamp(min=1) - 1                       # (B,)
         last = window_emb[torch.arange(len(last_idx)), last_idx]             # (B, D)
         x = torch.cat([mean, last], dim=1).expand(self.prototypes, -1, -1)   # (P, B, 2D)

@@ -49,23 +49,48 @@ def _insert(con: sqlite3.Connection, table: str, columns: tuple[str, ...], rows)
     con.executemany(f"INSERT INTO {table} ({','.join(columns)}) VALUES ({marks})", rows)
 
 
-def write_results(path: Path, predictions, adaptations, wall, shifts, meta: dict, rounds=()) -> None:
-    """Write one shard's rows to a fresh SQLite file (replaced atomically)."""
-    tmp = path.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    con = sqlite3.connect(tmp)
-    try:
-        con.executescript(SCHEMA)
-        _insert(con, "predictions", PREDICTION_COLUMNS, predictions)
-        _insert(con, "adaptations", ADAPTATION_COLUMNS, adaptations)
-        _insert(con, "wall", WALL_COLUMNS, wall)
-        _insert(con, "shifts", SHIFT_COLUMNS, shifts)
-        _insert(con, "rounds", ROUND_COLUMNS, rounds)
-        _insert(con, "meta", ("key", "value"), [(k, json.dumps(v)) for k, v in meta.items()])
-        con.commit()
-    finally:
-        con.close()
-    tmp.replace(path)
+class ResultsWriter:
+    """One shard's results file, written while the run goes: rows arrive in chunks, and each method's rows
+    are one transaction, committed with the method's name in ``methods_done``. A method cut short leaves
+    nothing behind (SQLite rolls its transaction back), so the file only ever holds whole methods, and
+    memory stays flat however many rows a run makes."""
+
+    TABLES = {"predictions": PREDICTION_COLUMNS, "adaptations": ADAPTATION_COLUMNS, "wall": WALL_COLUMNS,
+              "rounds": ROUND_COLUMNS, "shifts": SHIFT_COLUMNS}
+
+    def __init__(self, path: Path, meta: dict, shifts: list[tuple], keep: bool = False):
+        """A fresh file at ``path``; with ``keep``, the existing one, less any rows of methods it does not
+        list as done."""
+        kept = keep and path.exists()
+        if not kept:
+            path.unlink(missing_ok=True)
+        self.con = sqlite3.connect(path)
+        self.con.executescript(SCHEMA)
+        self.done: list[str] = (read_meta(path).get("methods_done") or []) if kept else []
+        if kept:
+            marks = ",".join("?" * len(self.done))
+            for table in ("predictions", "adaptations", "wall", "rounds"):
+                self.con.execute(f"DELETE FROM {table} WHERE method NOT IN ({marks})", self.done)
+            self.con.execute("DELETE FROM shifts")
+        self.append("shifts", shifts)
+        self._meta({**meta, "methods_done": self.done})
+        self.con.commit()
+
+    def append(self, table: str, rows: list[tuple]) -> None:
+        if rows:
+            _insert(self.con, table, self.TABLES[table], rows)
+
+    def method_done(self, method: str) -> None:
+        self.done.append(method)
+        self._meta({"methods_done": self.done})
+        self.con.commit()
+
+    def _meta(self, meta: dict) -> None:
+        self.con.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                             [(k, json.dumps(v)) for k, v in meta.items()])
+
+    def close(self) -> None:
+        self.con.close()
 
 
 def merge_results(shards: list[Path], out: Path) -> None:
@@ -120,19 +145,6 @@ def read_meta(path: Path) -> dict:
 def methods_done(path: Path) -> list[str] | None:
     """The methods whose results the file holds in full (None: a file from before this was recorded)."""
     return read_meta(path).get("methods_done")
-
-
-def read_method_rows(path: Path, methods: list[str]) -> dict[str, list[tuple]]:
-    """The rows of ``methods`` in a results file: predictions, adaptations, wall and rounds."""
-    con = sqlite3.connect(path)
-    marks = ",".join("?" * len(methods))
-    try:
-        return {table: con.execute(f"SELECT {','.join(cols)} FROM {table} WHERE method IN ({marks})",
-                                   methods).fetchall()
-                for table, cols in (("predictions", PREDICTION_COLUMNS), ("adaptations", ADAPTATION_COLUMNS),
-                                    ("wall", WALL_COLUMNS), ("rounds", ROUND_COLUMNS))}
-    finally:
-        con.close()
 
 
 def set_meta(path: Path, key: str, value) -> None:

@@ -20,6 +20,8 @@ from ..train.bundle import Bundle, training_key
 from ..wire.messages import PROTOCOL_VERSION, AdaptRequest, CloudInfo, EditResult, Hello, RequestError, device_index
 
 MAX_WINDOW_FACTOR = 4   # a window may be at most this many times persona.window long
+ROW_BLOCK = 8           # every real call computes a multiple of this many windows (see CloudEngine.compute)
+MAX_ROWS = 256          # windows per real call, at most
 
 
 class CloudEngine:
@@ -89,8 +91,8 @@ class CloudEngine:
             raise ProtocolError("BAD_REQUEST", f"seq {req.seq} is not above the last seen {last} for "
                                                f"{req.device_id}", req.device_id, req.seq)
 
-    def adapt(self, requests: list[AdaptRequest], hello: Hello) -> tuple[list[EditResult], list[RequestError]]:
-        """Edits for the valid requests; one RequestError per invalid one."""
+    def admit(self, requests: list[AdaptRequest], hello: Hello) -> tuple[list[AdaptRequest], list[RequestError]]:
+        """The valid requests, in order, and one RequestError per invalid one (checked on arrival)."""
         valid, errors = [], []
         for req in requests:
             try:
@@ -100,21 +102,45 @@ class CloudEngine:
                 continue
             self._last_seq[(req.method, req.device_id)] = req.seq
             valid.append(req)
-        edits = []
-        for req in valid:
+        return valid, errors
+
+    def adapt(self, requests: list[AdaptRequest], hello: Hello) -> tuple[list[EditResult], list[RequestError]]:
+        """Admit the requests and compute the valid ones as one batch: edits, and errors for the rest."""
+        valid, errors = self.admit(requests, hello)
+        results = []
+        for method in dict.fromkeys(r.method for r in valid):
+            results += self.compute(method, [r for r in valid if r.method == method])
+        return [r for r in results if isinstance(r, EditResult)], errors + [r for r in results
+                                                                             if isinstance(r, RequestError)]
+
+    def compute(self, method: str, requests: list[AdaptRequest]) -> list[EditResult | RequestError]:
+        """Admitted requests of one method, computed in real batched calls of at most MAX_ROWS windows.
+
+        A request's edit never depends on which requests share its call: each call is padded to a
+        multiple of ``ROW_BLOCK`` rows, where the float32 matrix kernels compute every row alike (a
+        call of 1–7 rows takes other code paths that round differently), and the rest is row-wise."""
+        out: list[EditResult | RequestError] = []
+        for lo in range(0, len(requests), MAX_ROWS):
+            chunk = requests[lo: lo + MAX_ROWS]
             try:
-                edits.append(self._edit_one(req))
-            except Exception as exc:  # a bug must cost one request, not the server
-                errors.append(RequestError(req.device_id, req.seq, "INTERNAL", f"{exc.__class__.__name__}: {exc}"))
-        return edits, errors
+                out += self._compute(method, chunk)
+            except Exception as exc:  # a bug must cost these requests, not the server
+                out += [RequestError(r.device_id, r.seq, "INTERNAL", f"{exc.__class__.__name__}: {exc}")
+                        for r in chunk]
+        return out
 
     @torch.no_grad()
-    def _edit_one(self, req: AdaptRequest) -> EditResult:
-        # One request at a time: a batched matmul may round differently with the batch's
-        # size, and then results would depend on which devices shared a frame (shards,
-        # streams). All of Persona (m)'s group editors still run in one batched call.
+    def _compute(self, method: str, requests: list[AdaptRequest]) -> list[EditResult]:
         t0 = time.perf_counter_ns()
-        out = self._adapters[req.method](self.bundle.models, torch.tensor([req.window], dtype=torch.long))
-        params = {k: v[0].numpy().astype(np.float32) for k, v in out.params.items()}
-        return EditResult(req.device_id, req.seq, int(out.prototype[0]), params, float(out.edit_norm[0]),
-                          time.perf_counter_ns() - t0)
+        rows = -(-len(requests) // ROW_BLOCK) * ROW_BLOCK
+        width = max(len(r.window) for r in requests)
+        windows = torch.zeros((rows, width), dtype=torch.long)     # (rows, W) right-padded; spare rows stay 0
+        for i, r in enumerate(requests):
+            windows[i, : len(r.window)] = torch.as_tensor(r.window)
+        windows[len(requests):, 0] = 1                             # spare rows: a one-item window
+        out = self._adapters[method](self.bundle.models, windows)
+        params = {k: v[: len(requests)].numpy().astype(np.float32) for k, v in out.params.items()}
+        protos, norms = out.prototype.tolist(), out.edit_norm.tolist()
+        share = (time.perf_counter_ns() - t0) // len(requests)    # each request's share of the call's wall time
+        return [EditResult(r.device_id, r.seq, int(protos[i]), {k: v[i] for k, v in params.items()},
+                           float(norms[i]), share) for i, r in enumerate(requests)]

@@ -21,14 +21,22 @@ clock keeps two SimPy environments for that: ``front`` (ingress, queue,
 workers) runs to H, ``back`` (egress) to H + lookahead_us; a batch's start in
 the front schedules its replies' egress in the back.
 
+Every batch the clock forms is computed for real (``compute``, the cloud's editor). In ``measured``
+mode a batch is computed when it starts, since its time is what it is charged; otherwise the batches
+that start in one ``advance`` are computed after the front has run, in one merged call (a request's
+edit never depends on its batch company, ``CloudEngine.compute``), before the back needs their sizes.
+
 Compute time of a batch of B requests that each evaluate P prototype editors (or run S fine-tuning steps):
   model      base_ms + B · (per_request_ms + P · per_prototype_ms + S · per_step_ms)
-  measured   base_ms + the measured wall time of its requests' real computation
+  measured   base_ms + the median wall time of the last MEASURED_RUNS real batches of the same
+             method and size
+             (this one included), so one host hiccup does not become a slow batch
   replay     base_ms + the times a logged run measured for the same requests
 """
 from __future__ import annotations
 
 import math
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -51,6 +59,8 @@ class Job:
     prototypes: int            # editors one request evaluates (1; N_M for group methods)
     measured_ns: int           # wall time of its real computation (measured and replay modes)
     steps: int = 0             # fine-tuning steps one request runs (cloud-finetune)
+    request: object = None     # what ``compute`` needs to answer it (an AdaptRequest)
+    result: object = None      # its answer, set by ``compute`` (an EditResult or a RequestError)
     enqueued_us: int = -1
     start_us: int = -1
     end_us: int = -1
@@ -70,12 +80,16 @@ def run_until(env: simpy.Environment, t: float) -> None:
         env.step()   # SimPy re-queues the event that stopped run() at `now`; pop it
 
 
+MEASURED_RUNS = 9   # `measured` mode: a batch is charged the median of this many batches of its size
+
+
 class BatchCost:
     """A batch's compute time in µs, and the least any batch can take (the lockstep lookahead)."""
 
     def __init__(self, spec: CloudSpec, replayed_ns: Callable[[Job], int] | None = None):
         self.spec, self.replayed_ns = spec, replayed_ns
         self.lookahead_us = max(1, int(round(spec.base_ms * 1000)))
+        self.recent: dict[tuple, deque] = defaultdict(lambda: deque(maxlen=MEASURED_RUNS))   # (method, size) -> ns
 
     def __call__(self, batch: list[Job]) -> int:
         s = self.spec
@@ -83,13 +97,20 @@ class BatchCost:
             ms = s.base_ms + sum(s.per_request_ms + j.prototypes * s.per_prototype_ms + j.steps * s.per_step_ms
                                  for j in batch)
             return max(self.lookahead_us, int(round(ms * 1000)))
-        per_job = self.replayed_ns if s.compute == "replay" else (lambda j: j.measured_ns)
-        return self.lookahead_us + sum(per_job(j) for j in batch) // 1000
+        if s.compute == "replay":
+            return self.lookahead_us + sum(self.replayed_ns(j) for j in batch) // 1000
+        recent = self.recent[(batch[0].method, len(batch))]
+        recent.append(sum(j.measured_ns for j in batch))
+        return self.lookahead_us + int(sorted(recent)[len(recent) // 2]) // 1000
+
+
+Compute = Callable[[list[Job]], None]   # computes jobs for real: sets result, down_bytes, measured_ns
 
 
 class CloudClock:
-    def __init__(self, spec: CloudSpec, cost: BatchCost):
-        self.spec, self.cost = spec, cost
+    def __init__(self, spec: CloudSpec, cost: BatchCost, compute: Compute | None = None):
+        self.spec, self.cost, self.compute = spec, cost, compute
+        self.unsized: list[Job] = []          # jobs of batches started whose real computation is deferred
         self.front, self.back = simpy.Environment(), simpy.Environment()
         self.ingress = SharedLink(self.front, spec.ingress_mbps * 1e6) if spec.ingress_mbps else None
         self.egress = SharedLink(self.back, spec.egress_mbps * 1e6) if spec.egress_mbps else None
@@ -114,6 +135,9 @@ class CloudClock:
         """Every arrival before ``horizon_us`` has been added: run, and return the jobs that departed
         before horizon_us + lookahead_us (in order), each once."""
         run_until(self.front, horizon_us)
+        if self.unsized:
+            jobs, self.unsized = self.unsized, []
+            self.compute(jobs)
         run_until(self.back, horizon_us + self.lookahead_us)
         out, self.departed = self.departed, []
         return sorted(out, key=lambda j: (j.departed_us, j.device_id, j.seq))
@@ -151,6 +175,11 @@ class CloudClock:
     def _compute(self, batch: list[Job]):
         env = self.front
         start = int(env.now)
+        if self.compute is not None:
+            if self.spec.compute == "measured":
+                self.compute(batch)           # its wall time is its charge
+            else:
+                self.unsized += batch
         took = self.cost(batch)
         for job in batch:
             job.start_us, job.end_us = start, start + took

@@ -40,7 +40,7 @@ class DevicePlan:
     items: np.ndarray          # the replayed sequence
     positions: np.ndarray      # (E,) index into items of each prediction event's target
     times_us: np.ndarray       # (E,) virtual time of each interaction
-    negatives: np.ndarray      # (E, K) sampled negatives per event
+    negatives: np.ndarray      # (E, K) int32 sampled negatives per event
     h: np.ndarray              # (E, D) shared-layer output before each event
     shifts: list[Shift]        # injected distribution shifts, in event order
 
@@ -97,51 +97,50 @@ def plan_device(index: int, user: int, dataset: Dataset, scenario: Scenario, bun
     positions = np.arange(context, len(items))
     times = arrivals.event_times(len(positions))
     negatives = sample_negatives(device_rng(scenario.seed, index, 2), dataset.num_items, items,
-                                 len(positions), scenario.eval.negatives)
+                                 len(positions), scenario.eval.negatives).astype(np.int32)   # half the memory
     return DevicePlan(index, device_id(index), int(user), items, positions, times, negatives,
                       shared_outputs(bundle, items, positions), shifts)
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
-    # Exact (erf) GELU, as torch.nn.functional.gelu computes it.
-    return 0.5 * x * (1.0 + _erf(x / np.sqrt(2.0)))
-
-
-_erf = np.vectorize(math.erf, otypes=[np.float64])
+    # Exact (erf) GELU, as torch.nn.functional.gelu computes it (torch's erf on the same float32 array).
+    return 0.5 * x * (1.0 + torch.erf(torch.from_numpy(x * np.float32(1 / math.sqrt(2.0)))).numpy())
 
 
 @dataclass
 class DeviceState:
     """The device's adaptive layers and adaptation bookkeeping during one method's run."""
 
-    params: dict[str, np.ndarray]
+    params: dict[str, np.ndarray]     # float32
     edit_seq: int = 0                 # seq of the edit in use (0: the prototype's own Θc)
     prototype_id: int = 0
     next_seq: int = 1
     in_flight: bool = False
     busy_until: int = 0               # the device's processor is busy (predicting, applying) until then
     own_h: Callable[[int], np.ndarray] | None = None   # Θb's output before an event, once the device retrained Θb
+    predicted: int = 0                # events predicted so far
 
-    def user_vector(self, h: np.ndarray) -> np.ndarray:
-        """Run Θc on one shared-layer output h (D,) -> u (D,): GELU between layers, as models.adaptive_forward."""
+    def user_vectors(self, h: np.ndarray) -> np.ndarray:
+        """Run Θc on shared-layer outputs h (n, D) -> u (n, D): GELU between layers, as models.adaptive_forward."""
         layers = sorted((k[: -len(".weight")] for k in self.params if k.endswith(".weight")),
                         key=lambda name: int(name.rpartition(".")[2]))
-        x = h.astype(np.float64)
+        x = h
         for i, name in enumerate(layers):
             x = x @ self.params[f"{name}.weight"] + self.params[f"{name}.bias"]
             if i < len(layers) - 1:
                 x = _gelu(x)
         return x
 
-    def scores(self, plan: DevicePlan, event: int, item_emb: np.ndarray) -> np.ndarray:
-        """(1 + K,) scores of the true item (first) and the event's negatives."""
-        cands = np.concatenate([[plan.items[plan.positions[event]]], plan.negatives[event]])
-        h = plan.h[event] if self.own_h is None else self.own_h(event)
-        return item_emb[cands].astype(np.float64) @ self.user_vector(h)
+    def scores(self, plan: DevicePlan, events: slice, item_emb: np.ndarray) -> np.ndarray:
+        """(n, 1 + K) scores of each event's true item (first) and its negatives, with the layers in use."""
+        idx = range(len(plan.positions))[events]
+        cands = np.concatenate([plan.items[plan.positions[events]][:, None], plan.negatives[events]], axis=1)
+        h = plan.h[events] if self.own_h is None else np.stack([self.own_h(e) for e in idx]).astype(np.float32)
+        return np.einsum("nkd,nd->nk", item_emb[cands], self.user_vectors(h))
 
 
 def prototype_params(bundle: Bundle) -> dict[str, np.ndarray]:
-    return {k: v[0].numpy().astype(np.float64) for k, v in bundle.models.head.items()}
+    return {k: v[0].numpy().astype(np.float32) for k, v in bundle.models.head.items()}
 
 
 @dataclass
@@ -164,7 +163,7 @@ def learn_on_device(bundle: Bundle, scenario: Scenario, part: DevicePart, plan: 
     gen = torch.Generator().manual_seed(int(device_rng(scenario.seed, plan.index, 7 + seq).integers(2**62)))
     learned = part.learn(bundle.models, data, gen)
     share = float(part.step_shares(scenario, bundle.num_items, data)[0])
-    params = {k: v[0].numpy().astype(np.float64) for k, v in learned.head.items()}
+    params = {k: v[0].numpy().astype(np.float32) for k, v in learned.head.items()}
     own_h = None
     if learned.shared is not None:
         shared = {k: v[0] for k, v in learned.shared.items()}

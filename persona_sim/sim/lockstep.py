@@ -14,8 +14,10 @@ Once every shard has reported, the cloud computes the edits, feeds the arrivals
 to its clock (``persona_sim.sim.cloudsim``) and runs it to H = max(until, every
 shard's next_arrival_us): every arrival before H is known, so every reply that
 leaves the cloud before H + lookahead is known exactly. Those go back to their
-shards with the next round's time, H + lookahead. When no shard expects another
-arrival, the cloud runs to the end and the shards run to theirs.
+shards with the next round's time, H + lookahead + the least delay of any
+device's link: a reply leaving later cannot reach its device before then, so the
+shards may run that far. When no shard expects another arrival, the cloud runs
+to the end and the shards run to theirs.
 
 The rounds' times are a function of every device's bound, not of how devices are
 spread over shards, so any sharding simulates exactly the same thing. Results
@@ -31,9 +33,10 @@ import time
 from .. import methods
 from ..errors import ProtocolError
 from ..wire.codec import edit_to_pb, edit_wire_bytes, request_wire_bytes
-from ..wire.messages import Hello, RequestError, RoundReply, RoundReport
+from ..wire.messages import EditResult, Hello, RequestError, RoundReply, RoundReport
 from .cloud_engine import CloudEngine
 from .cloudsim import BatchCost, CloudClock, Job
+from .netsim import min_delay_us
 from .replay import replayed_times
 
 log = logging.getLogger(__name__)
@@ -49,13 +52,14 @@ class _Session:
         self.front = 0                        # the cloud has every arrival before this
         self.reports: dict[int, tuple[Hello, RoundReport, int]] = {}
         self.waiting: dict[int, asyncio.Future] = {}
-        self.in_cloud: dict[tuple[str, int], tuple[int, object]] = {}   # (device, seq) -> (shard, edit)
+        self.in_cloud: dict[tuple[str, int], int] = {}   # (device, seq) -> its shard, while at the cloud
 
 
 class Lockstep:
     def __init__(self, engine: CloudEngine):
         self.engine = engine
         self.cost = BatchCost(engine.scenario.cloud, replayed_times(engine.scenario))
+        self.reply_delay_us = min_delay_us(engine.scenario.network)   # no reply reaches a device sooner
         self.sessions: dict[str, _Session] = {}
         self.connected: dict[tuple[int, int], int] = {}       # (shard, shards) -> open streams
 
@@ -114,8 +118,9 @@ class Lockstep:
             self.engine.check_method(report.method)
             self.engine.forget_sequences(report.method)
             method = methods.get(report.method)
-            session = _Session(report.method, hello.shard_count, CloudClock(self.engine.scenario.cloud, self.cost),
-                               method.prototypes(self.engine.scenario), method.steps(self.engine.scenario))
+            clock = CloudClock(self.engine.scenario.cloud, self.cost, lambda jobs, m=report.method: self._compute(m, jobs))
+            session = _Session(report.method, hello.shard_count, clock, method.prototypes(self.engine.scenario),
+                               method.steps(self.engine.scenario))
             self.sessions[report.method] = session
             log.info("run of %r started (%d shard(s))", report.method, hello.shard_count)
         if hello.shard_count != session.shards:
@@ -125,6 +130,13 @@ class Lockstep:
             raise ProtocolError("BAD_FRAME", f"report at until_us {report.until_us}, but the round of "
                                              f"{report.method!r} is at {session.until}")
         return session
+
+    def _compute(self, method: str, jobs: list[Job]) -> None:
+        """The real edits for jobs of batches the clock started (``cloudsim.Compute``)."""
+        for job, result in zip(jobs, self.engine.compute(method, [j.request for j in jobs])):
+            job.result = result
+            if isinstance(result, EditResult):
+                job.measured_ns, job.down_bytes = result.compute_ns, edit_wire_bytes(edit_to_pb(result))
 
     def _round(self, session: _Session) -> None:
         t0 = time.perf_counter_ns()
@@ -140,27 +152,26 @@ class Lockstep:
                         f"{session.method!r} carries arrivals in [{session.front}, {session.until}) after issue")))
                 else:
                     valid.append(a)
-            edits, errors = self.engine.adapt([a.request for a in valid], hello)
+            admitted, errors = self.engine.admit([a.request for a in valid], hello)
             results[i].extend(errors)                 # refused on arrival: handed back at once
-            arrived = {(a.request.device_id, a.request.seq): a for a in valid}
-            for edit in edits:
-                a = arrived[(edit.device_id, edit.seq)]
-                session.in_cloud[(edit.device_id, edit.seq)] = (i, edit)
-                jobs.append(Job(edit.device_id, edit.seq, session.method, a.arrived_us, request_wire_bytes(a.request),
-                                edit_wire_bytes(edit_to_pb(edit)), session.prototypes, edit.compute_ns,
-                                session.steps))
+            arrived = {(a.request.device_id, a.request.seq): a.arrived_us for a in valid}
+            for r in admitted:
+                session.in_cloud[(r.device_id, r.seq)] = i
+                jobs.append(Job(r.device_id, r.seq, session.method, arrived[(r.device_id, r.seq)],
+                                request_wire_bytes(r), 0, session.prototypes, 0, session.steps, request=r))
         session.clock.add(jobs)
         bounds = [r.next_arrival_us for _, r, _ in session.reports.values() if r.next_arrival_us is not None]
         horizon = max(session.until, min(bounds)) if bounds else math.inf
         for job in session.clock.advance(horizon):
-            i, edit = session.in_cloud.pop((job.device_id, job.seq))
-            edit.enqueued_us, edit.compute_start_us = job.enqueued_us, job.start_us
-            edit.compute_end_us, edit.departed_us = job.end_us, job.departed_us
-            results[i].append(edit)
+            i, result = session.in_cloud.pop((job.device_id, job.seq)), job.result
+            if isinstance(result, EditResult):
+                result.enqueued_us, result.compute_start_us = job.enqueued_us, job.start_us
+                result.compute_end_us, result.departed_us = job.end_us, job.departed_us
+            results[i].append(result)
         finished = horizon == math.inf
         assert not (finished and session.in_cloud), "the clock ran to the end, so every reply has left"
         session.front = horizon
-        session.until = None if finished else int(horizon) + session.clock.lookahead_us
+        session.until = None if finished else int(horizon) + session.clock.lookahead_us + self.reply_delay_us
         server_ns = time.perf_counter_ns() - t0
         reports, waiting = session.reports, session.waiting
         session.reports, session.waiting = {}, {}

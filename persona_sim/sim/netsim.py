@@ -146,6 +146,14 @@ def device_link(spec: NetworkSpec, seed: int, index: int, trace: Trace | None = 
                       p.loss if spec.loss is None else spec.loss, rto, trace, offset)
 
 
+def min_delay_us(spec: NetworkSpec) -> int:
+    """No transfer on any device's link takes less than this (its propagation delay, before jitter, loss
+    and transmission): the floor ``device_link`` puts under every device's delay."""
+    if spec.profile == "fixed":
+        return int(round(spec.delay_ms * 1000))
+    return max(0, math.floor(0.3 * PROFILES[spec.profile].delay_ms * 1000) - 1)
+
+
 class SharedLink:
     """A bottleneck whose capacity is shared max-min fairly by the transfers in progress (fluid model)."""
 
@@ -213,16 +221,22 @@ class Network:
         return self.cells[key]
 
     def transfer(self, link: DeviceLink, index: int, nbytes: int, up: bool, rng: np.random.Generator,
-                 on_start: Callable[[int], None] | None = None):
-        """A SimPy process body: one upload (up) or download of nbytes for device ``index``.
+                 on_start: Callable[[int], None] | None = None, start_us: int | None = None):
+        """A SimPy process body: one upload (up) or download of nbytes for device ``index``, starting now
+        or at ``start_us``, which may lie up to the link's delay in the past (a reply the lockstep hands
+        over after it left the cloud, ``min_delay_us``).
 
         ``on_start`` is told, once the transfer's delay and losses are drawn, a time it cannot end
         before (exact on a link of its own)."""
         env = self.env
         delay, lost = link.propagation_us(rng), link.lost_attempts(rng)
+        start = int(env.now) if start_us is None else start_us
+        if start + delay < env.now:
+            raise ValueError(f"a transfer starting at {start} µs cannot have crossed a {delay} µs delay by "
+                             f"{env.now} µs")
         if on_start is not None:
             on_start(self._earliest_end(link, nbytes, up, delay, lost))
-        yield env.timeout(delay)
+        yield env.timeout(start + delay - env.now)
         for attempt in range(lost + 1):
             if self.spec.cell is not None:
                 cap = link.bps(up) if link.trace is None else nbytes * 8 * 1e6 / max(1, link.tx_us(nbytes, up, env.now))

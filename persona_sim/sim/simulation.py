@@ -31,7 +31,7 @@ from ..model.metrics import rank_metrics
 from ..scenario.schema import Scenario
 from ..train.bundle import Bundle, item_matrix
 from ..wire.codec import request_wire_bytes
-from ..wire.messages import AdaptRequest, Arrival, EditResult, RequestError, RoundReply, RoundReport
+from ..wire.messages import AdaptRequest, Arrival, EditResult, RequestError, RoundReply, RoundReport, device_index
 from .cloudsim import run_until
 from .device import DevicePlan, DeviceState, device_rng, learn_on_device, prototype_params
 from .device_compute import DeviceCompute, device_compute
@@ -47,12 +47,24 @@ class Transport(Protocol):
 
 @dataclass
 class Recorder:
-    """Rows of simulated results, kept apart from wall-clock diagnostics."""
+    """Rows of simulated results, kept apart from wall-clock diagnostics; with a ``sink``, handed to it in
+    chunks of ``chunk`` rows as they come (so memory stays flat), else kept."""
 
     predictions: list[tuple] = field(default_factory=list)   # see results.PREDICTION_COLUMNS
     adaptations: list[tuple] = field(default_factory=list)   # see results.ADAPTATION_COLUMNS
     wall: list[tuple] = field(default_factory=list)          # see results.WALL_COLUMNS
-    rounds: list[tuple] = field(default_factory=list)        # see results.ROUND_COLUMNS
+    rounds: list[tuple] = field(default_factory=list)        # see results.ROUND_COLUMNS (less the shard)
+    sink: Callable[[str, list[tuple]], None] | None = None
+    chunk: int = 20_000
+
+    def flush(self, force: bool = False) -> None:
+        if self.sink is None:
+            return
+        for table in ("predictions", "adaptations", "wall", "rounds"):
+            rows = getattr(self, table)
+            if rows and (force or len(rows) >= self.chunk):
+                self.sink(table, rows)
+                setattr(self, table, [])
 
 
 def device_links(scenario: Scenario, plans: list[DevicePlan]) -> dict[int, DeviceLink]:
@@ -108,24 +120,42 @@ class MethodRun:
         return max(int(nxt), min(bounds))     # an arrival is an event, so never before the next one
 
     def _device(self, plan: DevicePlan):
+        """The device's clock visits only the interactions that may adapt, and its last one; the predictions
+        in between are made in stretches (``_predict``) whenever its layers are about to change."""
         env, every = self.env, self.scenario.devices.policy.every
         state = DeviceState(dict(self.proto))
-        infer_us = self.compute[plan.index].infer_us
         net_rng = device_rng(self.scenario.seed, plan.index, 3)
-        for e in range(len(plan.positions)):
+        n = len(plan.positions)
+        visits = list(range(every - 1, n, every)) if self.adaptive or self.part is not None else []
+        for e in visits + ([n - 1] if n and (not visits or visits[-1] != n - 1) else []):
             yield env.timeout(int(plan.times_us[e]) - env.now)
-            m = rank_metrics(state.scores(plan, e, self.item_emb)[None])
-            state.busy_until = max(state.busy_until, int(env.now)) + infer_us
-            self.rec.predictions.append((
-                self.method, plan.device_id, e, int(env.now), int(plan.items[plan.positions[e]]), state.edit_seq,
-                int(m["rank"][0]), float(m["hr@5"][0]), float(m["hr@10"][0]), float(m["ndcg@5"][0]),
-                float(m["ndcg@10"][0]), float(m["auc"][0])))
-            self.events_done += 1
-            if (e + 1) % every == 0 and not state.in_flight:                      # one adaptation in flight at most
+            self._predict(plan, state)
+            if (e + 1) % every == 0 and e in visits and not state.in_flight:     # one adaptation in flight at most
                 if self.adaptive:
                     env.process(self._adapt(plan, state, e, net_rng))
-                elif self.part is not None:
+                else:
                     env.process(self._learn(plan, state, e))
+
+    def _predict(self, plan: DevicePlan, state: DeviceState) -> None:
+        """Every event up to now not yet predicted, with the layers in use: one batched scoring per stretch.
+        An event at the same instant as a change of layers is predicted with the old ones."""
+        lo, hi = state.predicted, int(np.searchsorted(plan.times_us, self.env.now, side="right"))
+        if hi <= lo:
+            return
+        state.predicted = hi
+        m = rank_metrics(state.scores(plan, slice(lo, hi), self.item_emb))
+        infer_us, busy = self.compute[plan.index].infer_us, state.busy_until
+        times = plan.times_us[lo:hi].tolist()
+        for t in times:
+            busy = max(busy, t) + infer_us
+        state.busy_until = busy
+        targets = plan.items[plan.positions[lo:hi]].tolist()
+        self.rec.predictions.extend(zip(
+            [self.method] * (hi - lo), [plan.device_id] * (hi - lo), range(lo, hi), times, targets,
+            [state.edit_seq] * (hi - lo), m["rank"].tolist(), m["hr@5"].tolist(), m["hr@10"].tolist(),
+            m["ndcg@5"].tolist(), m["ndcg@10"].tolist(), m["auc"].tolist()))
+        self.events_done += hi - lo
+        self.rec.flush()
 
     def _learn(self, plan: DevicePlan, state: DeviceState, event: int):
         """An on-device method: the device trains on what it has seen (real steps, now), and pays for them in
@@ -140,6 +170,7 @@ class MethodRun:
         state.busy_until = max(state.busy_until, issued) + update.cost_us
         yield env.timeout(state.busy_until - env.now)
         applied = int(env.now)
+        self._predict(plan, state)
         state.params, state.edit_seq, state.in_flight = update.params, seq, False
         if update.own_h is not None:
             state.own_h = update.own_h
@@ -168,14 +199,16 @@ class MethodRun:
                                          upload_done, None, None, None, None, None, None, bytes_up, 0, None, 0))
             state.in_flight = False
             return
-        yield env.timeout(reply.departed_us - env.now)
-        yield env.process(self.net.transfer(link, plan.index, reply.wire_bytes, False, net_rng))
+        yield env.process(self.net.transfer(link, plan.index, reply.wire_bytes, False, net_rng,
+                                            start_us=max(reply.departed_us, int(env.now) - link.delay_us)))
         download_done = int(env.now)
         apply_us = self.compute[plan.index].apply_us
+        self._predict(plan, state)                       # the processor serves what came before, first
         state.busy_until = max(state.busy_until, download_done) + apply_us
         yield env.timeout(state.busy_until - env.now)
         applied = int(env.now)
-        state.params = {k: v.astype(np.float64) for k, v in reply.params.items()}
+        self._predict(plan, state)
+        state.params = {k: v.astype(np.float32, copy=False) for k, v in reply.params.items()}
         state.edit_seq, state.prototype_id, state.in_flight = req.seq, reply.prototype_id, False
         self.rec.adaptations.append((self.method, plan.device_id, req.seq, "ok", reply.prototype_id, issued,
                                      upload_done, reply.enqueued_us, reply.compute_start_us, reply.compute_end_us,
@@ -189,9 +222,10 @@ class MethodRun:
             if event is None:
                 raise ProtocolError("BAD_FRAME", f"the cloud replied for {r.device_id} seq {r.seq}, which is not "
                                                  "waiting for a reply")
-            if isinstance(r, EditResult) and not self.env.now <= r.departed_us < (reply.until_us or math.inf):
+            earliest = self.env.now - self.links[device_index(r.device_id)].delay_us   # it cannot have arrived
+            if isinstance(r, EditResult) and not earliest <= r.departed_us < (reply.until_us or math.inf):
                 raise ProtocolError("BAD_FRAME", f"the cloud's reply for {r.device_id} seq {r.seq} departs at "
-                                                 f"{r.departed_us} µs, outside this round [{self.env.now}, "
+                                                 f"{r.departed_us} µs, outside this round [{earliest}, "
                                                  f"{reply.until_us})")
             event.succeed(r)
 
@@ -232,6 +266,7 @@ async def simulate(scenario: Scenario, bundle: Bundle, plans: list[DevicePlan], 
             raise ValueError(f"method {method!r} needs a transport to the cloud")
         cb = (lambda done, m=method: progress(m, done, total)) if progress else None
         await run.run(transport if run.adaptive else None, cb)
+        rec.flush(force=True)
         if on_method is not None:
             on_method(method)
     return rec

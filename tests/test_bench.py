@@ -1,0 +1,37 @@
+"""`persona-sim bench sim` at tiny scale, and the streaming results writer it relies on."""
+from __future__ import annotations
+
+import os
+
+from persona_sim.jobs.bench_sim import _tree_rss_kb, bench_sim, render
+from persona_sim.report.results import ResultsWriter, read_meta
+
+
+def test_tree_rss_counts_this_process():
+    assert _tree_rss_kb(os.getpid()) > 10_000
+
+
+def test_bench_sim_measures_fresh_runs_and_reports_medians(tiny_file, tmp_path):
+    result = bench_sim(tiny_file, [6], ["inproc"], 2, {"methods": ["static", "persona-s"]})
+    (row,) = result["rows"]
+    assert row["devices"] == 6 and len(row["runs"]) == 2 and row["same_digest"]
+    assert row["adaptations"] > 0 and 0 < row["rounds_per_adaptation"] and row["peak_rss_mb_max"] > 50
+    assert row["wall_s_median"] == sorted(r["wall_s"] for r in row["runs"])[0] + (
+        abs(row["runs"][0]["wall_s"] - row["runs"][1]["wall_s"]) / 2)
+    assert "6  inproc" in render(result).replace(",", "")
+
+
+def test_results_writer_keeps_only_whole_methods(tmp_path):
+    path = tmp_path / "shard.sqlite"
+    row = ("a", "dev-000000", 0, 0, 1, 0, 0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    w = ResultsWriter(path, {"shard": [0, 1]}, [("dev-000000", 0, "category", 3, 10, "{}")])
+    w.append("predictions", [row])
+    w.method_done("a")
+    w.append("predictions", [("b",) + row[1:]])       # method b is cut short: never marked done
+    w.close()
+    assert read_meta(path)["methods_done"] == ["a"]
+    again = ResultsWriter(path, {"shard": [0, 1]}, [("dev-000000", 0, "category", 3, 10, "{}")], keep=True)
+    assert again.done == ["a"]
+    assert again.con.execute("SELECT method FROM predictions").fetchall() == [("a",)]
+    assert again.con.execute("SELECT count(*) FROM shifts").fetchone() == (1,)
+    again.close()
