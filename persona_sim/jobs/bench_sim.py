@@ -51,10 +51,10 @@ def _tree_rss_kb(root: int) -> int:
     return sum(rss.get(pid, 0) for pid in tree)
 
 
-def _measure(cmd: list[str], env: dict) -> tuple[float, int, int, str]:
+def _measure(cmd: list[str], env: dict, cwd: Path | None) -> tuple[float, int, int, str]:
     """(wall s, peak tree RSS KB, exit code, the output's tail) of one process tree."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak, done = [0], threading.Event()
 
     def sample():
@@ -83,16 +83,17 @@ def _scaled(scenario_file: Path, devices: int, overrides: dict) -> list[str]:
 def bench_sim(scenario_file: Path, sizes: list[int], transports: list[str], repeats: int, overrides: dict,
               code: Path | None = None, warmup: bool = True,
               progress: Callable[[str], None] = lambda line: None) -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if code is not None:                      # another checkout's code, for before/after comparisons
-        env["PYTHONPATH"] = str(code.resolve())
-    python = [sys.executable, "-m", "persona_sim.cli", "run", str(scenario_file), "--quiet", "--force"]
+    env, cwd = dict(os.environ, PYTHONUNBUFFERED="1"), None
+    if code is not None:                      # another checkout's code, for before/after comparisons; `-m` puts
+        env["PYTHONPATH"] = str(code.resolve())   # the working directory first on sys.path, so run from there
+        cwd = code.resolve()
+    python = [sys.executable, "-m", "persona_sim.cli", "run", str(scenario_file.resolve()), "--quiet", "--force"]
     cells: dict[tuple[int, str], list[dict]] = {(n, t): [] for n in sizes for t in transports}
     with tempfile.TemporaryDirectory(prefix="persona-bench-") as tmp:
         for n in sizes if warmup else []:
             progress(f"warm-up: {n:,} devices (trains and caches the model bundle)")
             wall, _, rc, tail = _measure(python + _scaled(scenario_file, n, overrides) +
-                                         ["--transport", "inproc", "--out", f"{tmp}/warm-{n}"], env)
+                                         ["--transport", "inproc", "--out", f"{tmp}/warm-{n}"], env, cwd)
             if rc:
                 raise RuntimeError(f"warm-up run of {n} devices failed (exit {rc}):\n{tail}")
         for r in range(repeats):
@@ -100,7 +101,7 @@ def bench_sim(scenario_file: Path, sizes: list[int], transports: list[str], repe
                 for t in transports:
                     out = Path(tmp, f"{n}-{t}-{r}")
                     wall, rss_kb, rc, tail = _measure(python + _scaled(scenario_file, n, overrides) +
-                                                      ["--transport", t, "--out", str(out)], env)
+                                                      ["--transport", t, "--out", str(out)], env, cwd)
                     if rc:
                         raise RuntimeError(f"run of {n} devices over {t} failed (exit {rc}):\n{tail}")
                     summary = json.loads((out / "summary.json").read_text())

@@ -130,7 +130,7 @@ class MethodRun:
         for e in visits + ([n - 1] if n and (not visits or visits[-1] != n - 1) else []):
             yield env.timeout(int(plan.times_us[e]) - env.now)
             self._predict(plan, state)
-            if (e + 1) % every == 0 and e in visits and not state.in_flight:     # one adaptation in flight at most
+            if visits and (e + 1) % every == 0 and not state.in_flight:         # one adaptation in flight at most
                 if self.adaptive:
                     env.process(self._adapt(plan, state, e, net_rng))
                 else:
