@@ -233,3 +233,23 @@ def test_eval_runs_every_method_with_its_modelled_time(tiny_dict, tmp_path):
     assert methods["cloud-finetune"]["modelled_ms"] > methods["persona-s"]["modelled_ms"]   # + 3 cloud steps
     report = (tmp_path / "ev" / "report.md").read_text()
     assert "| Fine-tune |" in report and "90.0 ms" in report
+
+
+def test_every_cloud_method_gives_a_request_the_same_layers_alone_or_in_a_batch(tiny_dict):
+    from persona_sim.data.dataset import load_dataset
+    from persona_sim.sim.cloud_engine import CloudEngine
+    from persona_sim.train.bundle import ensure_bundle, load_bundle
+    from persona_sim.wire.messages import AdaptRequest
+
+    scenario = parse_scenario(_all_methods(tiny_dict), "tiny")
+    dataset = load_dataset(scenario.dataset, scenario.seed)
+    path, _ = ensure_bundle(scenario, dataset, lambda *a: None)
+    engine = CloudEngine(scenario, load_bundle(path), 1)
+    rng = np.random.default_rng(0)
+    for method in CLOUD:
+        reqs = [AdaptRequest(f"dev-{i:06d}", 1, 0, method, tuple(int(x) for x in rng.integers(1, 61, rng.integers(1, 9))))
+                for i in range(12)]
+        alone = [engine.compute(method, [r])[0] for r in reqs]
+        together = engine.compute(method, reqs)
+        for a, b in zip(alone, together):
+            assert all(a.params[n].tobytes() == b.params[n].tobytes() for n in a.params), (method, a.device_id)

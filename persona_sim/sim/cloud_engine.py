@@ -39,6 +39,9 @@ class CloudEngine:
         self._max_window = scenario.persona.window * MAX_WINDOW_FACTOR
         self.scenario_hash = scenario.run_hash()
         self._adapters = {m: methods.get(m).adapter(scenario) for m in scenario.methods if methods.get(m).asks_cloud}
+        # Fine-tuning in the cloud draws its sampled negatives once per call and trains the rows together,
+        # so a request's layers would depend on its batch company: those requests are computed one by one.
+        self._alone = {m for m in self._adapters if methods.get(m).cloud_steps is not None}
 
     def info(self) -> CloudInfo:
         return CloudInfo(self.cloud_id, self.bundle.signature, self.model_bytes, self.scenario.name,
@@ -120,8 +123,9 @@ class CloudEngine:
         multiple of ``ROW_BLOCK`` rows, where the float32 matrix kernels compute every row alike (a
         call of 1–7 rows takes other code paths that round differently), and the rest is row-wise."""
         out: list[EditResult | RequestError] = []
-        for lo in range(0, len(requests), MAX_ROWS):
-            chunk = requests[lo: lo + MAX_ROWS]
+        step = 1 if method in self._alone else MAX_ROWS
+        for lo in range(0, len(requests), step):
+            chunk = requests[lo: lo + step]
             try:
                 out += self._compute(method, chunk)
             except Exception as exc:  # a bug must cost these requests, not the server
