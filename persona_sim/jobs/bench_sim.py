@@ -136,4 +136,8 @@ def render(result: dict) -> str:
     for n in sorted({r["devices"] for r in result["rows"]}):
         if (n, "grpc") in by and (n, "inproc") in by and by[(n, "inproc")]:
             lines.append(f"{n:,} devices: grpc / inproc = {by[(n, 'grpc')] / by[(n, 'inproc')]:.2f}")
+    for n in sorted({r["devices"] for r in result["rows"]}):
+        cells = [r for r in result["rows"] if r["devices"] == n]
+        same = all(r["same_digest"] for r in cells) and len({r["runs"][0]["digest"] for r in cells}) == 1
+        lines.append(f"{n:,} devices: {'one results digest in every run' if same else 'RESULTS DIFFER between runs'}")
     return "\n".join(lines)

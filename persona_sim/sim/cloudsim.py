@@ -29,8 +29,7 @@ edit never depends on its batch company, ``CloudEngine.compute``), before the ba
 Compute time of a batch of B requests that each evaluate P prototype editors (or run S fine-tuning steps):
   model      base_ms + B · (per_request_ms + P · per_prototype_ms + S · per_step_ms)
   measured   base_ms + the median wall time of the last MEASURED_RUNS real batches of the same
-             method and size
-             (this one included), so one host hiccup does not become a slow batch
+             method and size (this one included), so one host hiccup does not become a slow batch
   replay     base_ms + the times a logged run measured for the same requests
 """
 from __future__ import annotations

@@ -133,9 +133,11 @@ class DeviceState:
 
     def scores(self, plan: DevicePlan, events: slice, item_emb: np.ndarray) -> np.ndarray:
         """(n, 1 + K) scores of each event's true item (first) and its negatives, with the layers in use."""
-        idx = range(len(plan.positions))[events]
         cands = np.concatenate([plan.items[plan.positions[events]][:, None], plan.negatives[events]], axis=1)
-        h = plan.h[events] if self.own_h is None else np.stack([self.own_h(e) for e in idx]).astype(np.float32)
+        if self.own_h is None:
+            h = plan.h[events]
+        else:                                                   # the device retrained Θb: its own outputs
+            h = np.stack([self.own_h(e) for e in range(len(plan.positions))[events]]).astype(np.float32)
         return np.einsum("nkd,nd->nk", item_emb[cands], self.user_vectors(h))
 
 

@@ -10,8 +10,9 @@ its SimPy clock to a common round time ``until``, then reports:
     before this (a lower bound from its pending uploads and its devices' next
     adaptation triggers).
 
-Once every shard has reported, the cloud computes the edits, feeds the arrivals
-to its clock (``persona_sim.sim.cloudsim``) and runs it to H = max(until, every
+Once every shard has reported, the cloud admits the arrivals, feeds them to its
+clock (``persona_sim.sim.cloudsim``, which computes the edits of each batch it
+forms) and runs it to H = max(until, every
 shard's next_arrival_us): every arrival before H is known, so every reply that
 leaves the cloud before H + lookahead is known exactly. Those go back to their
 shards with the next round's time, H + lookahead + the least delay of any
