@@ -37,7 +37,7 @@ from persona_sim.sim.cloud_engine import CloudEngine  # noqa: E402
 from persona_sim.train.bundle import ensure_bundle, load_bundle  # noqa: E402
 from persona_sim.wire import pb  # noqa: E402
 from persona_sim.wire.codec import channel_options  # noqa: E402
-from persona_sim.wire.messages import AdaptRequest, Arrival, Hello, RoundReport  # noqa: E402
+from persona_sim.wire.messages import PROTOCOL_VERSION, AdaptRequest, Arrival, Hello, RoundReport  # noqa: E402
 
 ADAPT = f"/{SERVICE_NAME}/Adapt"
 
@@ -99,7 +99,7 @@ class Cloud:
 
 
 def _hello(engine: CloudEngine, **fields) -> bytes:
-    good = dict(protocol_version=3, node_id="fuzz", model_signature=engine.bundle.signature, codecs=[pb.FLOAT32],
+    good = dict(protocol_version=PROTOCOL_VERSION, node_id="fuzz", model_signature=engine.bundle.signature, codecs=[pb.FLOAT32],
                 shard_index=0, shard_count=1, scenario_hash=engine.scenario_hash)
     return pb.DeviceFrame(hello=pb.Hello(**{**good, **fields})).SerializeToString()
 

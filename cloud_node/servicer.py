@@ -118,8 +118,9 @@ class PersonaCloudServicer(pb_grpc.PersonaCloudServicer):
                         log.info("node %s connected (shard %d/%d)", hello.node_id, hello.shard_index, hello.shard_count)
                         yield pb.CloudFrame(hello_ack=pb.HelloAck(
                             protocol_version=PROTOCOL_VERSION, cloud_id=self.engine.cloud_id,
-                            model_signature=self.engine.bundle.signature, codec=pb.FLOAT32,
-                            max_frame_bytes=self.engine.max_frame_bytes))
+                            model_signature=self.engine.bundle.signature,
+                            codec=pb.DType.Value(self.engine.edit_codec), max_frame_bytes=self.engine.max_frame_bytes,
+                            delta_threshold=self.engine.scenario.cloud.edit_delta))
                     elif kind == "requests":
                         parts.append(frame.requests)
                         if frame.requests.final:

@@ -26,6 +26,11 @@ from .client import GrpcTransport, check_same_scenario, fetch_model, get_info
 from .connect import ClientSecurity, open_channel
 
 CONNECT_TIMEOUT_S = 30
+RECONNECT_S = 60
+# gRPC's own reconnect backoff (1 s growing to 120 s by default) would leave a restarted cloud unseen for
+# minutes; the node backs off itself (client.Backoff), so the channel only has to try when asked.
+RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+                     ("grpc.max_reconnect_backoff_ms", 1000)]
 PROBE_TIMEOUT_S = 1.5   # a plain TCP connect that tells "refused" from "slow" before gRPC retries hide it
 
 
@@ -54,6 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bundle", type=Path, help="use this local model bundle instead of fetching the cloud's")
     p.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT_S, metavar="S",
                    help=f"give up if the cloud is not reachable within S seconds (default {CONNECT_TIMEOUT_S})")
+    p.add_argument("--reconnect", type=float, default=RECONNECT_S, metavar="S",
+                   help=f"when the cloud goes away mid-run, try to reconnect for S seconds (capped exponential "
+                        f"backoff with jitter), then simulate the method in progress again from its start; "
+                        f"0 fails at once (default {RECONNECT_S})")
     p.add_argument("--force", action="store_true", help="replace results already in --out")
     p.add_argument("--resume", action="store_true",
                    help="keep the methods this shard's file in --out already holds and simulate the rest")
@@ -110,7 +119,8 @@ async def _run(args: argparse.Namespace, scenario):
     target = args.cloud
     probe(target)
     sec = ClientSecurity(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name, args.token_file)
-    async with open_channel(target, channel_options(int(scenario.cloud.max_frame_mb * 2**20)), sec) as ch:
+    options = channel_options(int(scenario.cloud.max_frame_mb * 2**20)) + RECONNECT_OPTIONS
+    async with open_channel(target, options, sec) as ch:
         try:
             await asyncio.wait_for(ch.channel_ready(), args.connect_timeout)
         except asyncio.TimeoutError:
@@ -124,7 +134,7 @@ async def _run(args: argparse.Namespace, scenario):
         bundle = load_bundle_bytes(data, str(args.bundle or f"model from {target}"))
         hello = Hello(f"{socket.gethostname()}-{os.getpid()}", bundle.signature, index, count,
                       scenario_hash=scenario.run_hash())
-        transport = GrpcTransport(ch, target, hello, stub_info.max_frame_bytes)
+        transport = GrpcTransport(ch, target, hello, stub_info.max_frame_bytes, reconnect_s=args.reconnect)
         await transport.open()
         dataset = load_dataset(scenario.dataset, scenario.seed)
         if not (args.out / "manifest.json").exists():

@@ -6,16 +6,42 @@ likewise), so per-message overhead is paid per round, not per device.
 """
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import random
 import time
+from dataclasses import dataclass
 
 import grpc
 
-from persona_sim.errors import NodeError, ProtocolError
+from persona_sim.errors import NodeError, ProtocolError, RunRestart
 from persona_sim.scenario.schema import Scenario, differing_keys
 from persona_sim.train.bundle import cache_dir, signature_of, write_atomic
 from persona_sim.wire import codec, pb, pb_grpc
 from persona_sim.wire.messages import CloudInfo, Hello, RoundReply, RoundReport
+
+log = logging.getLogger("device_node")
+# A stream that ends with one of these is worth reopening: the cloud went away, restarted, or ended the run
+# because another shard left it. Anything else (a refused token, another scenario) would fail again.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED,
+                       grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL})
+
+
+class StreamLost(Exception):
+    """The Adapt stream broke in a way a new stream may mend (the message says how)."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Capped exponential backoff with jitter: attempt k waits uniformly in [d/2, d], d = min(cap, first·2^k)."""
+
+    first_s: float = 0.1
+    cap_s: float = 5.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        d = min(self.cap_s, self.first_s * 2 ** attempt)
+        return rng.uniform(d / 2, d)
 
 
 def _rpc_error(what: str, target: str, exc: grpc.RpcError) -> NodeError:
@@ -62,18 +88,55 @@ async def fetch_model(stub: pb_grpc.PersonaCloudStub, info: CloudInfo, target: s
 class GrpcTransport:
     """One Adapt stream; each lockstep round is one report (in parts under the frame cap) and its reply."""
 
-    def __init__(self, channel: grpc.aio.Channel, target: str, hello: Hello, max_frame_bytes: int):
+    def __init__(self, channel: grpc.aio.Channel, target: str, hello: Hello, max_frame_bytes: int,
+                 reconnect_s: float = 0.0, backoff: Backoff = Backoff()):
         self.stub = pb_grpc.PersonaCloudStub(channel)
         self.target, self.hello, self.max_frame_bytes = target, hello, max_frame_bytes
+        self.reconnect_s, self.backoff = reconnect_s, backoff
         self.call = None
         self.frame_id = 0
+        self.reconnects = 0
 
     async def open(self) -> None:
+        try:
+            await self._open()
+        except StreamLost as exc:
+            raise NodeError(str(exc)) from None
+
+    async def _open(self) -> None:
         self.call = self.stub.Adapt()
         await self._write(codec.hello_to_pb(self.hello))
         reply = await self._read()
         if reply.WhichOneof("body") != "hello_ack":
             raise NodeError(f"cloud at {self.target} refused the stream: {self._describe(reply)}")
+        codec_name = codec.enum_name(pb.DType, reply.hello_ack.codec)
+        if codec_name not in self.hello.codecs:
+            raise NodeError(f"cloud at {self.target} answered HelloAck.codec {codec_name}, which this node did not "
+                            f"offer ({', '.join(self.hello.codecs)})")
+
+    async def _reconnect(self, method: str, cause: str) -> None:
+        """Open a new stream within ``reconnect_s``, backing off between tries; then the method in progress
+        starts again (``RunRestart``), since the cloud's side of its run is gone. Give up saying why."""
+        if self.reconnect_s <= 0:
+            raise NodeError(cause)
+        log.warning("%s; reconnecting for up to %g s", cause, self.reconnect_s)
+        self.call.cancel()
+        rng, deadline, attempt, last = random.Random(), time.monotonic() + self.reconnect_s, 0, cause
+        while time.monotonic() < deadline:
+            await asyncio.sleep(min(self.backoff.delay(attempt, rng), max(0.0, deadline - time.monotonic())))
+            attempt += 1
+            try:
+                await self._open()
+            except StreamLost as exc:
+                last = str(exc)
+                self.call.cancel()
+                continue
+            self.reconnects += 1
+            log.warning("reconnected to the cloud at %s after %d attempt(s); %r starts again", self.target,
+                        attempt, method)
+            raise RunRestart(f"{cause}; reconnected, so {method!r} starts again")
+        raise NodeError(f"{cause}; no new stream within {self.reconnect_s:g} s ({attempt} attempt(s)), "
+                        f"last: {last}")
 
     async def close(self) -> None:
         if self.call is None:
@@ -86,19 +149,25 @@ class GrpcTransport:
             pass
         self.call = None
 
+    def _failed(self, code: grpc.StatusCode, details: str) -> Exception:
+        message = f"Adapt stream at {self.target} failed: {code.name}: {details}"
+        return StreamLost(message) if code in RETRYABLE else NodeError(message)
+
     async def _write(self, frame: pb.DeviceFrame) -> None:
         try:
             await self.call.write(frame)
+        except asyncio.InvalidStateError:          # the call already ended: its status says why
+            raise self._failed(await self.call.code(), await self.call.details()) from None
         except grpc.RpcError as exc:
-            raise _rpc_error("Adapt stream", self.target, exc) from None
+            raise self._failed(exc.code(), exc.details()) from None
 
     async def _read(self) -> pb.CloudFrame:
         try:
             frame = await self.call.read()
         except grpc.RpcError as exc:
-            raise _rpc_error("Adapt stream", self.target, exc) from None
+            raise self._failed(exc.code(), exc.details()) from None
         if frame is grpc.aio.EOF:
-            raise NodeError(f"cloud at {self.target} closed the Adapt stream")
+            raise StreamLost(f"cloud at {self.target} closed the Adapt stream")
         return frame
 
     @staticmethod
@@ -108,6 +177,14 @@ class GrpcTransport:
         return f"unexpected {frame.WhichOneof('body') or 'empty'} frame"
 
     async def round(self, report: RoundReport) -> RoundReply:
+        try:
+            return await self._round(report)
+        except StreamLost as exc:
+            await self._reconnect(report.method, f"lost the Adapt stream to {self.target} in the run of "
+                                                 f"{report.method!r} at virtual time {report.until_us} µs: {exc}")
+            raise
+
+    async def _round(self, report: RoundReport) -> RoundReply:
         self.frame_id += 1
         t0 = time.perf_counter_ns()
         frames = codec.report_frames(self.frame_id, report, self.max_frame_bytes)
@@ -119,6 +196,8 @@ class GrpcTransport:
             reply = await self._read()
             if reply.WhichOneof("body") == "heartbeat":
                 continue
+            if reply.WhichOneof("body") == "error" and reply.error.code == pb.ErrorCode.Value("ABORTED"):
+                raise StreamLost(f"cloud at {self.target}: {self._describe(reply)}")
             if reply.WhichOneof("body") != "edits":
                 raise NodeError(f"cloud at {self.target}: {self._describe(reply)}")
             if reply.edits.frame_id != self.frame_id:

@@ -46,3 +46,8 @@ class BundleError(PersonaSimError):
 
 class NodeError(PersonaSimError):
     """A cloud or device node failed to start, connect or finish."""
+
+
+class RunRestart(NodeError):
+    """The cloud lost its side of a method's run (it restarted, or another shard left the run) and the
+    connection is back: simulate that method again from its start."""

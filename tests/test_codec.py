@@ -146,3 +146,64 @@ def test_hello_and_info_round_trip():
 def test_hello_with_impossible_shard_is_rejected():
     with pytest.raises(ProtocolError, match="not a valid shard"):
         codec.hello_from_pb(pb.Hello(shard_index=3, shard_count=3))
+
+
+@pytest.mark.parametrize("dtype, bound", [
+    ("FLOAT32", lambda x: np.zeros_like(x)),
+    ("FLOAT16", lambda x: np.maximum(np.abs(x) * 2.0**-11, 2.0**-25)),  # 11 significant bits; below 2^-14, 2^-25
+    ("INT8", lambda x: np.full_like(x, np.abs(x).max() / 127 / 2 * (1 + 1e-6))),   # half a step of max|x|/127
+])
+def test_each_edit_codec_round_trips_within_its_stated_error(dtype, bound):
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(33, 17)) * rng.choice([1e-3, 0.1, 3.0], size=(33, 17))).astype(np.float32)
+    t = pb.Tensor.FromString(codec.tensor_to_pb("w", x, pb.DType.Value(dtype)).SerializeToString())
+    back = codec.tensor_from_pb(t, "test")
+    assert back.dtype == np.float32 and back.shape == x.shape
+    assert (np.abs(back - x) <= bound(x)).all()
+    assert len(t.data) == x.size * {"FLOAT32": 4, "FLOAT16": 2, "INT8": 1}[dtype]
+    zeros = codec.tensor_from_pb(codec.tensor_to_pb("z", np.zeros(3, np.float32), pb.INT8), "test")
+    assert (zeros == 0).all()
+
+
+def test_an_int8_tensor_with_a_bad_scale_is_rejected():
+    t = codec.tensor_to_pb("w", np.ones(4, np.float32), pb.INT8)
+    for scale in (0.0, -1.0, float("nan"), float("inf")):
+        t.scale = scale
+        with pytest.raises(ProtocolError, match="INT8 tensor 'w' has scale"):
+            codec.tensor_from_pb(t, "EditPush")
+
+
+def test_charged_edit_size_is_the_size_of_the_edit_sent_alone():
+    rng = np.random.default_rng(2)
+    for n in (0, 1, 3, 40, 700):
+        params = {"a.weight": rng.normal(size=(n, 3)).astype(np.float32), "a.bias": np.ones(3, np.float32)}
+        msg = codec.edit_to_pb(EditResult("dev-000001", 7**min(n, 20), 2, params, 0.5, compute_ns=n * 10**9,
+                                          enqueued_us=n, departed_us=10**12))
+        canonical = pb.EditPush()
+        canonical.CopyFrom(msg)
+        canonical.ClearField("compute_ns")
+        canonical.ClearField("stages")
+        alone = pb.CloudFrame(edits=pb.EditBatch(final=True, edits=[canonical])).ByteSize() + codec.GRPC_PREFIX_BYTES
+        assert codec.edit_wire_bytes(msg) == alone
+
+
+def test_delta_edits_send_only_changed_layers_and_the_device_ends_up_with_what_the_cloud_tracks():
+    rng = np.random.default_rng(3)
+    initial = {"h.weight": rng.normal(size=(8, 8)).astype(np.float32), "h.bias": rng.normal(size=8).astype(np.float32)}
+    for dtype in ("FLOAT32", "INT8"):
+        encoder, device = codec.EditEncoder(dtype, 0.05, initial), dict(initial)
+        sent = []
+        for seq in range(1, 6):
+            params = {"h.weight": device["h.weight"] + rng.normal(size=(8, 8)).astype(np.float32) * 0.2,
+                      "h.bias": device["h.bias"] * (1 + 0.01 * seq)}    # the bias moves by ~1 %: left out
+            msg = encoder.encode(EditResult("dev-000004", seq, 0, params, 1.0))
+            back = codec.edit_from_pb(pb.EditPush.FromString(codec.edit_to_pb(
+                EditResult("dev-000004", seq, 0, params, 1.0, encoded=msg)).SerializeToString()))
+            device = {**device, **back.params}
+            sent.append(sorted(back.params))
+        assert sent == [["h.weight"]] * 5
+        for name in initial:
+            assert device[name].tobytes() == encoder.held["dev-000004"][name].tobytes()
+    full = codec.EditEncoder("FLOAT32", 0.0, initial)
+    full.encode(probe := EditResult("dev-000001", 1, 0, initial, 1.0))
+    assert len(probe.encoded.tensors) == 2 and probe.wire_bytes > msg.ByteSize()

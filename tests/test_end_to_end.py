@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -284,7 +285,7 @@ def test_every_scenario_runs_at_tiny_scale(path, tmp_path, monkeypatch):
     if "sweep" in data and simulation_only:          # a sweep of the simulation: one run per variant, compared
         assert main(["run", str(small), "--out", str(tmp_path / "sw"), "--transport", "inproc", "--quiet"]) == 0
         rows = json.loads((tmp_path / "sw" / "compare.json").read_text())["rows"]
-        assert len({r["run"] for r in rows}) == len(next(iter(data["sweep"].values())))
+        assert len({r["run"] for r in rows}) == math.prod(len(v) for v in data["sweep"].values())
     elif "sweep" in data:
         assert main(["eval", str(small), "--out", str(tmp_path / "ev"), "--quiet"]) == 0
         assert len(summary(tmp_path / "ev")["variants"]) > 1
@@ -397,3 +398,52 @@ def test_a_failed_run_keeps_finished_methods_and_resumes_to_the_same_digest(grpc
     assert resumed["complete"] is True and resumed["results_digest"] == summary(full)["results_digest"]
     assert not list(out.glob("shard-*.sqlite"))
     assert main(["run", "--resume", str(out), "--quiet"]) == 1              # complete: nothing to resume
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cloud_on(scenario: Path, port: int, log: Path) -> subprocess.Popen:
+    """`persona-sim cloud` on a fixed loopback port, logging into ``log``; returned once it serves."""
+    port_file = log.with_suffix(".port")
+    with log.open("w") as sink:
+        cloud = subprocess.Popen([sys.executable, "-m", "persona_sim.cli", "cloud", "--scenario", str(scenario),
+                                  "--listen", f"127.0.0.1:{port}", "--port-file", str(port_file), "--quiet"],
+                                 stdout=sink, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not port_file.exists():
+        assert cloud.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.02)
+    return cloud
+
+
+def test_a_cloud_killed_mid_run_and_restarted_lets_the_run_finish_with_the_same_digest(grpc_run, tmp_path):
+    scenario, full, _ = grpc_run
+    port, first_log = _free_port(), tmp_path / "cloud-1.log"
+    cloud = _cloud_on(scenario, port, first_log)
+    shards = [subprocess.Popen([sys.executable, "-m", "persona_sim.cli", "devices", "--scenario", str(scenario),
+                                "--cloud", f"127.0.0.1:{port}", "--shard", f"{i}/2", "--out", str(tmp_path / f"d{i}"),
+                                "--quiet", "--reconnect", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True) for i in range(2)]
+    try:
+        deadline = time.monotonic() + 120
+        while first_log.read_text().count("connected (shard") < 2 or "run of 'persona-s'" not in first_log.read_text():
+            assert time.monotonic() < deadline and all(s.poll() is None for s in shards), first_log.read_text()
+            time.sleep(0.005)
+        cloud.kill()                                         # SIGKILL: nothing of its runs survives
+        cloud.wait()
+        time.sleep(0.5)                                      # the device nodes try, back off, try again
+        cloud = _cloud_on(scenario, port, tmp_path / "cloud-2.log")
+        outputs = [s.communicate(timeout=180) for s in shards]
+    finally:
+        cloud.kill()
+        for s in shards:
+            s.kill()
+    assert [s.returncode for s in shards] == [0, 0], outputs
+    assert all("reconnected to the cloud" in err for _, err in outputs), outputs
+    assert main(["merge", str(tmp_path / "r"), str(tmp_path / "d0"), str(tmp_path / "d1")]) == 0
+    assert summary(tmp_path / "r")["results_digest"] == summary(full)["results_digest"]

@@ -21,7 +21,7 @@ from persona_sim.errors import ProtocolError
 from persona_sim.sim.cloud_engine import CloudEngine
 from persona_sim.wire import codec
 from persona_sim.wire.codec import channel_options
-from persona_sim.wire.messages import AdaptRequest, Arrival, Hello, RoundReport
+from persona_sim.wire.messages import PROTOCOL_VERSION, AdaptRequest, Arrival, Hello, RoundReport
 from persona_sim.wire.proto import persona_pb2 as pb
 
 ADAPT = f"/{SERVICE_NAME}/Adapt"
@@ -99,7 +99,7 @@ def cloud(tiny_world):
 
 
 def _hello(engine, valid: bool, fields: dict) -> pb.DeviceFrame:
-    good = dict(protocol_version=3, node_id="fuzz", model_signature=engine.bundle.signature, codecs=[pb.FLOAT32],
+    good = dict(protocol_version=PROTOCOL_VERSION, node_id="fuzz", model_signature=engine.bundle.signature, codecs=[pb.FLOAT32],
                 shard_index=0, shard_count=1, scenario_hash=engine.scenario_hash)
     return pb.DeviceFrame(hello=pb.Hello(**(good if valid else {**good, **fields})))
 

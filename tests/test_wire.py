@@ -14,7 +14,15 @@ from device_node.client import GrpcTransport, fetch_model, get_info
 from persona_sim.errors import NodeError
 from persona_sim.sim.cloud_engine import CloudEngine
 from persona_sim.wire.codec import channel_options
-from persona_sim.wire.messages import AdaptRequest, Arrival, EditResult, Hello, RequestError, RoundReport
+from persona_sim.wire.messages import (
+    PROTOCOL_VERSION,
+    AdaptRequest,
+    Arrival,
+    EditResult,
+    Hello,
+    RequestError,
+    RoundReport,
+)
 from persona_sim.wire.proto import persona_pb2 as pb
 from persona_sim.wire.proto import persona_pb2_grpc as pb_grpc
 
@@ -105,7 +113,7 @@ def test_lockstep_rounds_over_the_stream_with_errors_for_bad_requests(tiny_world
 
 
 def _hello_frame(engine, shard=0, count=1):
-    return pb.DeviceFrame(hello=pb.Hello(protocol_version=3, node_id="n", model_signature=engine.bundle.signature,
+    return pb.DeviceFrame(hello=pb.Hello(protocol_version=PROTOCOL_VERSION, node_id="n", model_signature=engine.bundle.signature,
                                          codecs=[pb.FLOAT32], shard_index=shard, shard_count=count,
                                          scenario_hash=engine.scenario_hash))
 
@@ -321,3 +329,64 @@ def test_streams_beyond_cloud_max_streams_are_refused_with_resource_exhausted(ti
     code, details, reply, healthy = serve(limited, body)
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "at most 2 Adapt streams" in details
     assert reply.WhichOneof("body") == "hello_ack" and healthy
+
+
+def test_a_shard_mid_round_when_its_run_is_aborted_is_told_aborted_and_may_start_again(tiny_world):
+    def report(frame_id, until):
+        return pb.DeviceFrame(requests=pb.RequestBatch(frame_id=frame_id, method="persona-s", until_us=until,
+                                                       next_arrival_us=10**9, final=True))
+
+    async def body(channel, engine):
+        stub = pb_grpc.PersonaCloudStub(channel)
+        calls = [stub.Adapt() for _ in range(3)]
+        for shard, call in enumerate(calls):
+            await call.write(_hello_frame(engine, shard, 3))
+            await call.read()
+        for call in calls:
+            await call.write(report(1, 0))
+        untils = {(await call.read()).edits.until_us for call in calls}
+        (until,) = untils
+        await calls[0].write(report(2, until))     # shard 0 waits; shard 2 is still computing its round
+        await asyncio.sleep(0.1)
+        await calls[1].done_writing()               # shard 1 goes away: the run is aborted
+        waiting = await calls[0].read()
+        await calls[2].write(report(2, until))     # shard 2 reports late: told the run is gone
+        late = await calls[2].read()
+        again = [stub.Adapt() for _ in range(3)]    # every shard reconnects and the run starts again at 0
+        for shard, call in enumerate(again):
+            await call.write(_hello_frame(engine, shard, 3))
+            await call.read()
+        for call in again:
+            await call.write(report(1, 0))
+        return waiting, late, [(await call.read()).edits.until_us for call in again]
+
+    waiting, late, restarted = serve(tiny_world, body)
+    assert waiting.error.code == pb.ABORTED and "shard 1/3 left" in waiting.error.message
+    assert late.error.code == pb.ABORTED and "aborted while shard 2/3 computed its round" in late.error.message
+    assert len(set(restarted)) == 1 and restarted[0] > 0
+
+
+def test_a_lost_stream_is_reopened_with_backoff_or_given_up_saying_why(tiny_world):
+    import random
+
+    from device_node.client import Backoff
+    from persona_sim.errors import RunRestart
+
+    delays = [Backoff(0.1, 1.0).delay(k, random.Random(k)) for k in range(8)]
+    assert all(0.05 * 2**k <= d <= 0.1 * 2**k for k, d in enumerate(delays[:3])) and 0.5 <= max(delays) <= 1.0
+
+    async def body(channel, engine):
+        hello = Hello("n", engine.bundle.signature, 0, 1, scenario_hash=engine.scenario.run_hash())
+        transport = GrpcTransport(channel, "here", hello, engine.max_frame_bytes, reconnect_s=5)
+        await transport.open()
+        transport.call.cancel()                     # the stream breaks; the cloud is still there
+        with pytest.raises(RunRestart, match="'persona-s' starts again"):
+            await transport.round(RoundReport("persona-s", 0, None, ()))
+        async with grpc.aio.insecure_channel("127.0.0.1:1") as nowhere:   # nothing listens there
+            lost = GrpcTransport(nowhere, "127.0.0.1:1", hello, engine.max_frame_bytes, reconnect_s=0.5)
+            lost.call = lost.stub.Adapt()
+            with pytest.raises(NodeError, match=r"no new stream within 0.5 s \(\d+ attempt\(s\)\), last: .*UNAVAIL"):
+                await lost.round(RoundReport("persona-s", 0, None, ()))
+        return transport.reconnects
+
+    assert serve(tiny_world, body) == 1

@@ -57,7 +57,8 @@ async def run_shard(scenario: Scenario, bundle: Bundle, dataset: Dataset, transp
         done = [m for m in scenario.methods if m in writer.done]
         rec = Recorder(sink=lambda table, rows: writer.append(table, [(index, *r) for r in rows] if table == "rounds"
                                                               else rows))
-        await simulate(scenario, bundle, plans, transport, progress, rec, frozenset(done), writer.method_done)
+        await simulate(scenario, bundle, plans, transport, progress, rec, frozenset(done), writer.method_done,
+                       lambda _method: writer.discard_method())
     finally:
         writer.close()
     if not finalize_when_complete:

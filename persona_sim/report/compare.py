@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ..errors import NodeError
 
-COLUMNS = ("ndcg@10", "auc", "rtt_ms_p50", "rtt_ms_p95", "rtt_ms_p99", "bytes_per_device")
+COLUMNS = ("ndcg@10", "auc", "rtt_ms_p50", "rtt_ms_p95", "rtt_ms_p99", "bytes_per_device",
+           "bytes_down_per_adaptation")
 
 
 def _summary(run_dir: Path) -> dict:
@@ -42,13 +43,14 @@ def render_compare(data: dict) -> str:
     """Accuracy, round trip and every stage's p50 / p95 / p99 (ms), one row per run and method."""
     stages = list(dict.fromkeys(st for r in data["rows"] for st in r["stages_ms"]))
     lines = ["| run | network | method | NDCG@10 | AUC | RTT (ms) | " + " | ".join(stages)
-             + " | bytes / device | digest |", "|---" * (8 + len(stages)) + "|"]
+             + " | bytes / device | bytes down / adaptation | digest |", "|---" * (9 + len(stages)) + "|"]
     for r in data["rows"]:
         st = r["stages_ms"]
         cells = [" / ".join(_f(st[s][q], 1) for q in ("p50", "p95", "p99")) if s in st else "–" for s in stages]
         lines.append(f"| {r['run']} | {r.get('network') or '–'} | {r['method']} | {_f(r['ndcg@10'], 4)} | {_f(r['auc'], 4)} | "
                      f"{_f(r['rtt_ms_p50'], 1)} / {_f(r['rtt_ms_p95'], 1)} / {_f(r['rtt_ms_p99'], 1)} | "
-                     + " | ".join(cells) + f" | {_f(r['bytes_per_device'], 0)} | `{r['digest']}` |")
+                     + " | ".join(cells) + f" | {_f(r['bytes_per_device'], 0)} | "
+                     f"{_f(r.get('bytes_down_per_adaptation'), 0)} | `{r['digest']}` |")
     return "\n".join(lines) + "\n"
 
 

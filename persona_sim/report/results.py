@@ -80,6 +80,10 @@ class ResultsWriter:
         if rows:
             _insert(self.con, table, self.TABLES[table], rows)
 
+    def discard_method(self) -> None:
+        """Drop the rows of the method in progress (it starts again)."""
+        self.con.rollback()
+
     def method_done(self, method: str) -> None:
         self.done.append(method)
         self._meta({"methods_done": self.done})

@@ -53,6 +53,7 @@ def method_summary(con: sqlite3.Connection, method: str) -> dict:
         "rtt_ms_p50": rtt["p50"], "rtt_ms_p95": rtt["p95"], "rtt_ms_p99": rtt["p99"],
         "bytes_up": int(up), "bytes_down": int(down),
         "bytes_per_device": round((up + down) / out["devices"], 1) if out["devices"] else 0.0,
+        "bytes_down_per_adaptation": round(down / len(ok), 1) if len(ok) else None,   # the edit codec's size
         "stages_ms": {name: _pcts(v) for name, v in spans.items()},
         "latency_split_ms": {part: _pcts(sum(spans[s] for s in stages)) for part, stages in PARTS.items()},
         # the device's processor time spent adapting (applying, or training): an energy proxy

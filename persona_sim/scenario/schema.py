@@ -294,6 +294,13 @@ class CloudSpec(_Strict):
     egress_mbps: float | None = Field(1000.0, gt=0.0)    # outbound capacity shared by all replies
     max_frame_mb: float = Field(4.0, gt=0.0)      # gRPC message cap on both ends
     max_streams: int = Field(64, ge=1)            # Adapt streams the cloud node serves at once (one per device node)
+    edit_codec: Literal["float32", "float16", "int8"] = "float32"   # edit tensors as sent (int8: one scale per tensor)
+    edit_delta: float = Field(0.0, ge=0.0)        # > 0: leave out every layer whose relative change is at most this
+
+    @property
+    def edit_dtype(self) -> str:
+        """``edit_codec`` as the wire's DType name."""
+        return self.edit_codec.upper()
 
     @model_validator(mode="after")
     def _replay_source(self) -> "CloudSpec":

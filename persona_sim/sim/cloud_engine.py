@@ -38,6 +38,7 @@ class CloudEngine:
         self._last_seq: dict[tuple[str, str], int] = {}
         self._max_window = scenario.persona.window * MAX_WINDOW_FACTOR
         self.scenario_hash = scenario.run_hash()
+        self.edit_codec = scenario.cloud.edit_dtype
         self._adapters = {m: methods.get(m).adapter(scenario) for m in scenario.methods if methods.get(m).asks_cloud}
         # Fine-tuning in the cloud draws its sampled negatives once per call and trains the rows together,
         # so a request's layers would depend on its batch company: those requests are computed one by one.
@@ -59,8 +60,12 @@ class CloudEngine:
             raise ProtocolError("SCENARIO_MISMATCH", f"Hello.scenario_hash {hello.scenario_hash!r} is not the cloud's "
                                                      f"{self.scenario_hash!r}: the node loaded another scenario (or "
                                                      "other --set/--seed); GetInfo's scenario_json shows the cloud's")
-        if "FLOAT32" not in hello.codecs:
-            raise ProtocolError("BAD_FRAME", f"Hello.codecs {list(hello.codecs)} lacks FLOAT32, the only codec served")
+        if self.edit_codec not in hello.codecs:
+            raise ProtocolError("BAD_FRAME", f"Hello.codecs {list(hello.codecs)} lacks {self.edit_codec}, the "
+                                             f"scenario's cloud.edit_codec")
+        if self.scenario.cloud.edit_delta > 0 and not hello.partial_edits:
+            raise ProtocolError("BAD_FRAME", "Hello.partial_edits is false, but the scenario sends delta edits "
+                                             f"(cloud.edit_delta {self.scenario.cloud.edit_delta})")
 
     def check_method(self, method: str, device_id: str = "", seq: int = 0) -> None:
         served = [m for m in self.scenario.methods if methods.get(m).asks_cloud]

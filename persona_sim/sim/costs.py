@@ -15,7 +15,7 @@ import numpy as np
 
 from ..methods import Method
 from ..scenario.schema import NetworkSpec, Scenario
-from ..wire.codec import edit_to_pb, edit_wire_bytes, request_wire_bytes
+from ..wire.codec import EditEncoder, request_wire_bytes
 from ..wire.messages import AdaptRequest, EditResult
 from .device_compute import PROFILES as DEVICE_PROFILES
 from .netsim import PROFILES as LINK_PROFILES
@@ -58,7 +58,9 @@ def modelled_ms(method: Method, scenario: Scenario, shapes: dict[str, tuple[int,
     W = scenario.persona.window
     req = AdaptRequest("dev-000000", 1, 0, method.name, tuple(range(1, W + 1)))
     params = {k: np.zeros(s, dtype=np.float32) for k, s in shapes.items()}
-    down = edit_wire_bytes(edit_to_pb(EditResult("dev-000000", 1, 0, params, 0.0, 0)))
+    probe = EditResult("dev-000000", 1, 0, params, 0.0, 0)
+    EditEncoder(scenario.cloud.edit_dtype, 0.0, params).encode(probe)
+    down = probe.wire_bytes
     c = scenario.cloud
     compute_ms = (c.base_ms + c.per_request_ms + method.prototypes(scenario) * c.per_prototype_ms
                   + method.steps(scenario) * c.per_step_ms)

@@ -33,10 +33,11 @@ import time
 
 from .. import methods
 from ..errors import ProtocolError
-from ..wire.codec import edit_to_pb, edit_wire_bytes, request_wire_bytes
+from ..wire.codec import EditEncoder, request_wire_bytes
 from ..wire.messages import EditResult, Hello, RequestError, RoundReply, RoundReport
 from .cloud_engine import CloudEngine
 from .cloudsim import BatchCost, CloudClock, Job
+from .device import prototype_params
 from .netsim import min_delay_us
 from .replay import replayed_times
 
@@ -46,8 +47,9 @@ log = logging.getLogger(__name__)
 class _Session:
     """One method's simulation across all shards."""
 
-    def __init__(self, method: str, shards: int, clock: CloudClock, prototypes: int, steps: int):
-        self.method, self.shards, self.clock = method, shards, clock
+    def __init__(self, method: str, shards: int, encoder: EditEncoder, prototypes: int, steps: int):
+        self.method, self.shards, self.encoder = method, shards, encoder
+        self.clock: CloudClock | None = None
         self.prototypes, self.steps = prototypes, steps        # what one request costs the cloud's model
         self.until = 0                        # the round time every shard reports at
         self.front = 0                        # the cloud has every arrival before this
@@ -61,8 +63,10 @@ class Lockstep:
         self.engine = engine
         self.cost = BatchCost(engine.scenario.cloud, replayed_times(engine.scenario))
         self.reply_delay_us = min_delay_us(engine.scenario.network)   # no reply reaches a device sooner
+        self.initial_layers = prototype_params(engine.bundle)          # what every device holds at first
         self.sessions: dict[str, _Session] = {}
         self.connected: dict[tuple[int, int], int] = {}       # (shard, shards) -> open streams
+        self.told_late: dict[str, set[int]] = {}  # method -> shards of its aborted run not yet told so
 
     async def submit(self, hello: Hello, report: RoundReport) -> RoundReply:
         """One shard's report; returns once every shard has reported this round."""
@@ -102,6 +106,7 @@ class Lockstep:
             if session.shards != hello.shard_count:
                 continue
             del self.sessions[method]
+            self.told_late[method] = set(range(session.shards)) - set(session.waiting) - {hello.shard_index}
             log.warning("shard %d/%d left the run of %r at virtual time %d µs: run aborted", hello.shard_index,
                         hello.shard_count, method, session.until)
             for future in session.waiting.values():
@@ -111,6 +116,12 @@ class Lockstep:
                                    f"at virtual time {session.until} µs"))
 
     def _session(self, hello: Hello, report: RoundReport) -> _Session:
+        late = self.told_late.get(report.method, set())
+        if hello.shard_index in late:             # it was mid-round when the run was aborted: tell it now
+            late.discard(hello.shard_index)
+            if report.until_us != 0:
+                raise ProtocolError("ABORTED", f"the run of {report.method!r} was aborted while shard "
+                                               f"{hello.shard_index}/{hello.shard_count} computed its round")
         session = self.sessions.get(report.method)
         if session is None:
             if report.until_us != 0:
@@ -118,10 +129,11 @@ class Lockstep:
                                                  f"report must be at until_us 0, got {report.until_us}")
             self.engine.check_method(report.method)
             self.engine.forget_sequences(report.method)
-            method = methods.get(report.method)
-            clock = CloudClock(self.engine.scenario.cloud, self.cost, lambda jobs, m=report.method: self._compute(m, jobs))
-            session = _Session(report.method, hello.shard_count, clock, method.prototypes(self.engine.scenario),
-                               method.steps(self.engine.scenario))
+            method, cloud = methods.get(report.method), self.engine.scenario.cloud
+            session = _Session(report.method, hello.shard_count,
+                               EditEncoder(cloud.edit_dtype, cloud.edit_delta, self.initial_layers),
+                               method.prototypes(self.engine.scenario), method.steps(self.engine.scenario))
+            session.clock = CloudClock(cloud, self.cost, lambda jobs, s=session: self._compute(s, jobs))
             self.sessions[report.method] = session
             log.info("run of %r started (%d shard(s))", report.method, hello.shard_count)
         if hello.shard_count != session.shards:
@@ -132,12 +144,13 @@ class Lockstep:
                                              f"{report.method!r} is at {session.until}")
         return session
 
-    def _compute(self, method: str, jobs: list[Job]) -> None:
-        """The real edits for jobs of batches the clock started (``cloudsim.Compute``)."""
-        for job, result in zip(jobs, self.engine.compute(method, [j.request for j in jobs])):
+    def _compute(self, session: _Session, jobs: list[Job]) -> None:
+        """The real edits for jobs of batches the clock started (``cloudsim.Compute``), encoded as sent."""
+        for job, result in zip(jobs, self.engine.compute(session.method, [j.request for j in jobs])):
             job.result = result
             if isinstance(result, EditResult):
-                job.measured_ns, job.down_bytes = result.compute_ns, edit_wire_bytes(edit_to_pb(result))
+                session.encoder.encode(result)
+                job.measured_ns, job.down_bytes = result.compute_ns, result.wire_bytes
 
     def _round(self, session: _Session) -> None:
         t0 = time.perf_counter_ns()

@@ -26,7 +26,7 @@ import numpy as np
 import simpy
 
 from .. import methods
-from ..errors import ProtocolError
+from ..errors import NodeError, ProtocolError, RunRestart
 from ..model.metrics import rank_metrics
 from ..scenario.schema import Scenario
 from ..train.bundle import Bundle, item_matrix
@@ -38,6 +38,7 @@ from .device_compute import DeviceCompute, device_compute
 from .netsim import DeviceLink, Network, Trace, device_link
 
 MIN_REQUEST_BYTES = 16  # no AdaptRequest frame is smaller: device id, seq, time, method, one item
+MAX_RESTARTS = 5        # a method's run started again this often after the cloud lost it: give up
 
 
 class Transport(Protocol):
@@ -65,6 +66,11 @@ class Recorder:
             if rows and (force or len(rows) >= self.chunk):
                 self.sink(table, rows)
                 setattr(self, table, [])
+
+    def discard(self) -> None:
+        """Drop the rows not yet handed to the sink (a method that starts again)."""
+        for table in ("predictions", "adaptations", "wall", "rounds"):
+            setattr(self, table, [])
 
 
 def device_links(scenario: Scenario, plans: list[DevicePlan]) -> dict[int, DeviceLink]:
@@ -208,7 +214,7 @@ class MethodRun:
         yield env.timeout(state.busy_until - env.now)
         applied = int(env.now)
         self._predict(plan, state)
-        state.params = {k: v.astype(np.float32, copy=False) for k, v in reply.params.items()}
+        state.params = {**state.params, **reply.params}     # a delta edit leaves unchanged layers out
         state.edit_seq, state.prototype_id, state.in_flight = req.seq, reply.prototype_id, False
         self.rec.adaptations.append((self.method, plan.device_id, req.seq, "ok", reply.prototype_id, issued,
                                      upload_done, reply.enqueued_us, reply.compute_start_us, reply.compute_end_us,
@@ -253,19 +259,32 @@ class MethodRun:
 
 async def simulate(scenario: Scenario, bundle: Bundle, plans: list[DevicePlan], transport: Transport | None,
                    progress: Callable[[str, int, int], None] | None = None, rec: Recorder | None = None,
-                   skip: frozenset[str] = frozenset(), on_method: Callable[[str], None] | None = None) -> Recorder:
+                   skip: frozenset[str] = frozenset(), on_method: Callable[[str], None] | None = None,
+                   on_restart: Callable[[str], None] | None = None) -> Recorder:
     """Run every method of the scenario (but those in ``skip``, already done) over these devices, recording
     into ``rec``; ``on_method(name)`` after each. Methods never share state, so a run resumed after its
-    completed methods simulates exactly what an uninterrupted one would."""
+    completed methods simulates exactly what an uninterrupted one would. A method whose run the cloud lost
+    (``RunRestart``, raised by the transport once it has a new stream) is simulated again from its start,
+    after ``on_restart(name)`` has dropped what the sink took of it."""
     rec = rec if rec is not None else Recorder()
     links = device_links(scenario, plans)
     total = sum(len(p.positions) for p in plans)
     for method in (m for m in scenario.methods if m not in skip):
-        run = MethodRun(scenario, bundle, plans, method, rec, links)
-        if run.adaptive and transport is None:
-            raise ValueError(f"method {method!r} needs a transport to the cloud")
         cb = (lambda done, m=method: progress(m, done, total)) if progress else None
-        await run.run(transport if run.adaptive else None, cb)
+        for attempt in range(MAX_RESTARTS + 1):
+            run = MethodRun(scenario, bundle, plans, method, rec, links)
+            if run.adaptive and transport is None:
+                raise ValueError(f"method {method!r} needs a transport to the cloud")
+            try:
+                await run.run(transport if run.adaptive else None, cb)
+                break
+            except RunRestart as exc:
+                rec.discard()
+                if on_restart is not None:
+                    on_restart(method)
+                if attempt == MAX_RESTARTS:
+                    raise NodeError(f"gave up on {method!r} after the cloud lost its run {attempt + 1} times; "
+                                    f"last: {exc}") from None
         rec.flush(force=True)
         if on_method is not None:
             on_method(method)

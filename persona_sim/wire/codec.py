@@ -20,12 +20,21 @@ from .proto import persona_pb2 as pb
 GRPC_PREFIX_BYTES = 5
 FRAME_SLACK = 64 * 1024   # gRPC's cap sits this far above max_frame_bytes: room for framing
 _NP_DTYPE = {pb.FLOAT32: np.dtype("<f4"), pb.FLOAT16: np.dtype("<f2"), pb.FLOAT64: np.dtype("<f8"),
-             pb.INT64: np.dtype("<i8")}
+             pb.INT64: np.dtype("<i8"), pb.INT8: np.dtype("i1")}
+INT8_LEVELS = 127
 
 
 # ---- tensors -------------------------------------------------------------------------
 
 def tensor_to_pb(name: str, array: np.ndarray, dtype: int = pb.FLOAT32) -> pb.Tensor:
+    """A tensor in ``dtype``. INT8 quantises with one scale, max |x| / 127: every value is off by at most
+    half a scale step; FLOAT16 rounds to 11 significant bits (relative error at most 2^-11)."""
+    if dtype == pb.INT8:
+        values = np.asarray(array, dtype=np.float32)
+        peak = float(np.abs(values).max()) if values.size else 0.0
+        scale = np.float32(peak / INT8_LEVELS) if peak > 0 else np.float32(1.0)
+        q = np.clip(np.rint(values / scale), -INT8_LEVELS, INT8_LEVELS).astype(np.int8)
+        return pb.Tensor(name=name, dtype=dtype, shape=list(q.shape), data=q.tobytes(), scale=float(scale))
     arr = np.ascontiguousarray(array, dtype=_NP_DTYPE[dtype])
     return pb.Tensor(name=name, dtype=dtype, shape=list(arr.shape), data=arr.tobytes())
 
@@ -42,6 +51,11 @@ def tensor_from_pb(t: pb.Tensor, where: str) -> np.ndarray:
         raise ProtocolError("BAD_FRAME", f"{where}: tensor '{t.name}' shape {shape} needs {expected} bytes, "
                                          f"got {len(t.data)}")
     array = np.frombuffer(t.data, dtype=dt).reshape(shape).astype(np.float32)
+    if t.dtype == pb.INT8:
+        if not (math.isfinite(t.scale) and t.scale > 0):
+            raise ProtocolError("BAD_FRAME", f"{where}: INT8 tensor '{t.name}' has scale {t.scale}; "
+                                             "it must be finite and positive")
+        array *= np.float32(t.scale)
     if not np.isfinite(array).all():
         raise ProtocolError("BAD_FRAME", f"{where}: tensor '{t.name}' holds NaN or infinite values")
     return array
@@ -109,28 +123,40 @@ def report_from_pb(parts: list[pb.RequestBatch]) -> tuple[RoundReport, list[Requ
 # ---- edits ---------------------------------------------------------------------------
 
 def edit_to_pb(edit: EditResult, dtype: int = pb.FLOAT32) -> pb.EditPush:
-    return pb.EditPush(
-        device_id=edit.device_id, seq=edit.seq, prototype_id=edit.prototype_id,
-        tensors=[tensor_to_pb(name, edit.params[name], dtype) for name in sorted(edit.params)],
-        edit_norm=edit.edit_norm, compute_ns=edit.compute_ns,
-        stages=pb.CloudStages(enqueued_us=edit.enqueued_us, compute_start_us=edit.compute_start_us,
-                              compute_end_us=edit.compute_end_us, departed_us=edit.departed_us),
-    )
+    """The edit as sent (its ``encoded`` form when the cloud's EditEncoder made one), with its cloud times."""
+    msg = edit.encoded if edit.encoded is not None else _edit_payload(
+        edit, [tensor_to_pb(name, edit.params[name], dtype) for name in sorted(edit.params)])
+    msg.compute_ns = edit.compute_ns
+    msg.stages.CopyFrom(pb.CloudStages(enqueued_us=edit.enqueued_us, compute_start_us=edit.compute_start_us,
+                                       compute_end_us=edit.compute_end_us, departed_us=edit.departed_us))
+    return msg
+
+
+def _edit_payload(edit: EditResult, tensors: list[pb.Tensor]) -> pb.EditPush:
+    return pb.EditPush(device_id=edit.device_id, seq=edit.seq, prototype_id=edit.prototype_id, tensors=tensors,
+                       edit_norm=edit.edit_norm)
+
+
+def _varint_bytes(n: int) -> int:
+    return max(1, (n.bit_length() + 6) // 7)
 
 
 def edit_wire_bytes(msg: pb.EditPush) -> int:
-    """Download size of this edit sent alone, excluding the wall-clock diagnostic field.
+    """Download size of this edit sent alone, CloudFrame{EditBatch{final, [edit]}} + gRPC prefix, excluding
+    the wall-clock diagnostic field and the cloud's stage times.
 
     compute_ns is a measured time whose varint length varies run to run; leaving
     it out keeps the charged bytes (and so the virtual times) reproducible. The
     cloud's stage times are bookkeeping of the simulation, not payload.
     """
-    canonical = pb.EditPush()
-    canonical.CopyFrom(msg)
-    canonical.ClearField("compute_ns")
-    canonical.ClearField("stages")
-    frame = pb.CloudFrame(edits=pb.EditBatch(final=True, edits=[canonical]))
-    return frame.ByteSize() + GRPC_PREFIX_BYTES
+    size = msg.ByteSize()
+    if msg.compute_ns:
+        size -= 1 + _varint_bytes(msg.compute_ns & (2**64 - 1))
+    if msg.HasField("stages"):
+        stages = msg.stages.ByteSize()
+        size -= 1 + _varint_bytes(stages) + stages
+    batch = 2 + 1 + _varint_bytes(size) + size          # final: true; edits: [msg]
+    return 1 + _varint_bytes(batch) + batch + GRPC_PREFIX_BYTES
 
 
 def edit_from_pb(msg: pb.EditPush) -> EditResult:
@@ -140,6 +166,33 @@ def edit_from_pb(msg: pb.EditPush) -> EditResult:
     return EditResult(msg.device_id, int(msg.seq), int(msg.prototype_id), params, float(msg.edit_norm),
                       int(msg.compute_ns), edit_wire_bytes(msg), int(st.enqueued_us), int(st.compute_start_us),
                       int(st.compute_end_us), int(st.departed_us))
+
+
+class EditEncoder:
+    """Edits as one run of a method sends them: tensors in ``dtype`` and, with ``delta`` > 0, only those whose
+    relative change ||new - held|| / ||held|| from what the device holds exceeds ``delta`` (the device keeps the
+    others). It tracks what every device holds, as decoded, starting from ``initial``: a device applies each
+    reply before it asks again, so the edits of a device are encoded in the order it applies them."""
+
+    def __init__(self, dtype: str, delta: float, initial: dict[str, np.ndarray]):
+        self.dtype, self.delta, self.initial = pb.DType.Value(dtype), delta, initial
+        self.held: dict[str, dict[str, np.ndarray]] = {}
+
+    def encode(self, edit: EditResult) -> pb.EditPush:
+        """Sets ``edit.encoded`` and ``edit.wire_bytes``; returns the message."""
+        tensors = [tensor_to_pb(name, edit.params[name], self.dtype) for name in sorted(edit.params)]
+        if self.delta > 0:
+            held = dict(self.held.get(edit.device_id, self.initial))
+            kept = []
+            for t in tensors:
+                new, old = edit.params[t.name], held[t.name]
+                if np.linalg.norm(new - old) > self.delta * np.linalg.norm(old):
+                    kept.append(t)
+                    held[t.name] = new if self.dtype == pb.FLOAT32 else tensor_from_pb(t, "EditEncoder")
+            self.held[edit.device_id], tensors = held, kept
+        edit.encoded = _edit_payload(edit, tensors)
+        edit.wire_bytes = edit_wire_bytes(edit.encoded)
+        return edit.encoded
 
 
 def error_to_pb(err: RequestError) -> pb.Error:
@@ -194,7 +247,7 @@ def hello_to_pb(h: Hello) -> pb.DeviceFrame:
     return pb.DeviceFrame(hello=pb.Hello(
         protocol_version=h.protocol_version, node_id=h.node_id, model_signature=h.model_signature,
         codecs=[pb.DType.Value(c) for c in h.codecs], shard_index=h.shard_index, shard_count=h.shard_count,
-        scenario_hash=h.scenario_hash))
+        scenario_hash=h.scenario_hash, partial_edits=h.partial_edits))
 
 
 def enum_name(enum, value: int) -> str:
@@ -216,7 +269,7 @@ def hello_from_pb(msg: pb.Hello) -> Hello:
         raise ProtocolError("BAD_FRAME", f"Hello: shard {msg.shard_index}/{msg.shard_count} is not a valid shard")
     return Hello(msg.node_id, msg.model_signature, int(msg.shard_index), int(msg.shard_count),
                  int(msg.protocol_version), tuple(_codec_name(c) for c in msg.codecs) or ("FLOAT32",),
-                 msg.scenario_hash)
+                 msg.scenario_hash, bool(msg.partial_edits))
 
 
 def info_to_pb(info: CloudInfo) -> pb.CloudInfo:

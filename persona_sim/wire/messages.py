@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
+EDIT_CODECS = ("FLOAT32", "FLOAT16", "INT8")   # edit tensor encodings a node of this version accepts
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class EditResult:
     compute_start_us: int = -1
     compute_end_us: int = -1
     departed_us: int = -1
+    encoded: object = None          # the cloud's encoded EditPush (persona_sim.wire.codec.EditEncoder), if any
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,9 @@ class Hello:
     shard_index: int = 0
     shard_count: int = 1
     protocol_version: int = PROTOCOL_VERSION
-    codecs: tuple[str, ...] = ("FLOAT32",)
+    codecs: tuple[str, ...] = EDIT_CODECS
     scenario_hash: str = ""          # Scenario.run_hash() of the node's scenario
+    partial_edits: bool = True       # keeps the layers an edit leaves out (delta edits)
 
 
 @dataclass(frozen=True)

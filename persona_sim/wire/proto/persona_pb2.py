@@ -24,49 +24,49 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$persona_sim/wire/proto/persona.proto\x12\x0epersona_sim.v1\"Y\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x05\x64type\x18\x02 \x01(\x0e\x32\x15.persona_sim.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"a\n\x05\x45rror\x12\'\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x19.persona_sim.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12\x0b\n\x03seq\x18\x04 \x01(\x04\"\xb3\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x17\n\x0fmodel_signature\x18\x03 \x01(\t\x12%\n\x06\x63odecs\x18\x04 \x03(\x0e\x32\x15.persona_sim.v1.DType\x12\x13\n\x0bshard_index\x18\x05 \x01(\r\x12\x13\n\x0bshard_count\x18\x06 \x01(\r\x12\x15\n\rscenario_hash\x18\x07 \x01(\t\"\x8e\x01\n\x08HelloAck\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x10\n\x08\x63loud_id\x18\x02 \x01(\t\x12\x17\n\x0fmodel_signature\x18\x03 \x01(\t\x12$\n\x05\x63odec\x18\x04 \x01(\x0e\x32\x15.persona_sim.v1.DType\x12\x17\n\x0fmax_frame_bytes\x18\x05 \x01(\x04\"u\n\x0c\x41\x64\x61ptRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x11\n\tissued_us\x18\x03 \x01(\x03\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x0e\n\x06window\x18\x05 \x03(\x03\x12\x12\n\narrived_us\x18\x06 \x01(\x03\"i\n\x0b\x43loudStages\x12\x13\n\x0b\x65nqueued_us\x18\x01 \x01(\x03\x12\x18\n\x10\x63ompute_start_us\x18\x02 \x01(\x03\x12\x16\n\x0e\x63ompute_end_us\x18\x03 \x01(\x03\x12\x13\n\x0b\x64\x65parted_us\x18\x04 \x01(\x03\"\xbd\x01\n\x08\x45\x64itPush\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x14\n\x0cprototype_id\x18\x03 \x01(\r\x12\'\n\x07tensors\x18\x04 \x03(\x0b\x32\x16.persona_sim.v1.Tensor\x12\x11\n\tedit_norm\x18\x05 \x01(\x01\x12\x12\n\ncompute_ns\x18\x06 \x01(\x03\x12+\n\x06stages\x18\x07 \x01(\x0b\x32\x1b.persona_sim.v1.CloudStages\"\x9a\x01\n\x0cRequestBatch\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\x04\x12.\n\x08requests\x18\x02 \x03(\x0b\x32\x1c.persona_sim.v1.AdaptRequest\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x10\n\x08until_us\x18\x04 \x01(\x03\x12\x17\n\x0fnext_arrival_us\x18\x05 \x01(\x03\x12\r\n\x05\x66inal\x18\x06 \x01(\x08\"\xb2\x01\n\tEditBatch\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\x04\x12\r\n\x05\x66inal\x18\x02 \x01(\x08\x12\'\n\x05\x65\x64its\x18\x03 \x03(\x0b\x32\x18.persona_sim.v1.EditPush\x12%\n\x06\x65rrors\x18\x04 \x03(\x0b\x32\x15.persona_sim.v1.Error\x12\x10\n\x08until_us\x18\x05 \x01(\x03\x12\x11\n\tserver_ns\x18\x06 \x01(\x03\x12\x0f\n\x07wait_ns\x18\x07 \x01(\x03\"!\n\tHeartbeat\x12\x14\n\x0csent_unix_ns\x18\x01 \x01(\x03\"\x9f\x01\n\x0b\x44\x65viceFrame\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.persona_sim.v1.HelloH\x00\x12\x30\n\x08requests\x18\x02 \x01(\x0b\x32\x1c.persona_sim.v1.RequestBatchH\x00\x12.\n\theartbeat\x18\x03 \x01(\x0b\x32\x19.persona_sim.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"\xc7\x01\n\nCloudFrame\x12-\n\thello_ack\x18\x01 \x01(\x0b\x32\x18.persona_sim.v1.HelloAckH\x00\x12*\n\x05\x65\x64its\x18\x02 \x01(\x0b\x32\x19.persona_sim.v1.EditBatchH\x00\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.persona_sim.v1.ErrorH\x00\x12.\n\theartbeat\x18\x04 \x01(\x0b\x32\x19.persona_sim.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"\r\n\x0bInfoRequest\"\xd3\x01\n\tCloudInfo\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x10\n\x08\x63loud_id\x18\x02 \x01(\t\x12\x17\n\x0fmodel_signature\x18\x03 \x01(\t\x12\x13\n\x0bmodel_bytes\x18\x04 \x01(\x04\x12\x15\n\rscenario_name\x18\x05 \x01(\t\x12\x0f\n\x07methods\x18\x06 \x03(\t\x12\x17\n\x0fmax_frame_bytes\x18\x07 \x01(\x04\x12\x14\n\x0c\x64\x65vice_count\x18\x08 \x01(\r\x12\x15\n\rscenario_json\x18\t \x01(\t\",\n\x11\x46\x65tchModelRequest\x12\x17\n\x0fmodel_signature\x18\x01 \x01(\t\"?\n\nModelChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04*P\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT16\x10\x02\x12\x0b\n\x07\x46LOAT64\x10\x03\x12\t\n\x05INT64\x10\x04*\xa1\x01\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\r\n\tBAD_FRAME\x10\x01\x12\x12\n\x0eUNKNOWN_DEVICE\x10\x02\x12\x0f\n\x0b\x42\x41\x44_REQUEST\x10\x03\x12\x12\n\x0eMODEL_MISMATCH\x10\x04\x12\x0c\n\x08INTERNAL\x10\x05\x12\x0b\n\x07\x41\x42ORTED\x10\x06\x12\x15\n\x11SCENARIO_MISMATCH\x10\x07\x32\xe6\x01\n\x0cPersonaCloud\x12\x44\n\x05\x41\x64\x61pt\x12\x1b.persona_sim.v1.DeviceFrame\x1a\x1a.persona_sim.v1.CloudFrame(\x01\x30\x01\x12\x41\n\x07GetInfo\x12\x1b.persona_sim.v1.InfoRequest\x1a\x19.persona_sim.v1.CloudInfo\x12M\n\nFetchModel\x12!.persona_sim.v1.FetchModelRequest\x1a\x1a.persona_sim.v1.ModelChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$persona_sim/wire/proto/persona.proto\x12\x0epersona_sim.v1\"h\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x05\x64type\x18\x02 \x01(\x0e\x32\x15.persona_sim.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\r\n\x05scale\x18\x05 \x01(\x02\"a\n\x05\x45rror\x12\'\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x19.persona_sim.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12\x0b\n\x03seq\x18\x04 \x01(\x04\"\xca\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x17\n\x0fmodel_signature\x18\x03 \x01(\t\x12%\n\x06\x63odecs\x18\x04 \x03(\x0e\x32\x15.persona_sim.v1.DType\x12\x13\n\x0bshard_index\x18\x05 \x01(\r\x12\x13\n\x0bshard_count\x18\x06 \x01(\r\x12\x15\n\rscenario_hash\x18\x07 \x01(\t\x12\x15\n\rpartial_edits\x18\x08 \x01(\x08\"\xa7\x01\n\x08HelloAck\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x10\n\x08\x63loud_id\x18\x02 \x01(\t\x12\x17\n\x0fmodel_signature\x18\x03 \x01(\t\x12$\n\x05\x63odec\x18\x04 \x01(\x0e\x32\x15.persona_sim.v1.DType\x12\x17\n\x0fmax_frame_bytes\x18\x05 \x01(\x04\x12\x17\n\x0f\x64\x65lta_threshold\x18\x06 \x01(\x02\"u\n\x0c\x41\x64\x61ptRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x11\n\tissued_us\x18\x03 \x01(\x03\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x0e\n\x06window\x18\x05 \x03(\x03\x12\x12\n\narrived_us\x18\x06 \x01(\x03\"i\n\x0b\x43loudStages\x12\x13\n\x0b\x65nqueued_us\x18\x01 \x01(\x03\x12\x18\n\x10\x63ompute_start_us\x18\x02 \x01(\x03\x12\x16\n\x0e\x63ompute_end_us\x18\x03 \x01(\x03\x12\x13\n\x0b\x64\x65parted_us\x18\x04 \x01(\x03\"\xbd\x01\n\x08\x45\x64itPush\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x14\n\x0cprototype_id\x18\x03 \x01(\r\x12\'\n\x07tensors\x18\x04 \x03(\x0b\x32\x16.persona_sim.v1.Tensor\x12\x11\n\tedit_norm\x18\x05 \x01(\x01\x12\x12\n\ncompute_ns\x18\x06 \x01(\x03\x12+\n\x06stages\x18\x07 \x01(\x0b\x32\x1b.persona_sim.v1.CloudStages\"\x9a\x01\n\x0cRequestBatch\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\x04\x12.\n\x08requests\x18\x02 \x03(\x0b\x32\x1c.persona_sim.v1.AdaptRequest\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x10\n\x08until_us\x18\x04 \x01(\x03\x12\x17\n\x0fnext_arrival_us\x18\x05 \x01(\x03\x12\r\n\x05\x66inal\x18\x06 \x01(\x08\"\xb2\x01\n\tEditBatch\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\x04\x12\r\n\x05\x66inal\x18\x02 \x01(\x08\x12\'\n\x05\x65\x64its\x18\x03 \x03(\x0b\x32\x18.persona_sim.v1.EditPush\x12%\n\x06\x65rrors\x18\x04 \x03(\x0b\x32\x15.persona_sim.v1.Error\x12\x10\n\x08until_us\x18\x05 \x01(\x03\x12\x11\n\tserver_ns\x18\x06 \x01(\x03\x12\x0f\n\x07wait_ns\x18\x07 \x01(\x03\"!\n\tHeartbeat\x12\x14\n\x0csent_unix_ns\x18\x01 \x01(\x03\"\x9f\x01\n\x0b\x44\x65viceFrame\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.persona_sim.v1.HelloH\x00\x12\x30\n\x08requests\x18\x02 \x01(\x0b\x32\x1c.persona_sim.v1.RequestBatchH\x00\x12.\n\theartbeat\x18\x03 \x01(\x0b\x32\x19.persona_sim.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"\xc7\x01\n\nCloudFrame\x12-\n\thello_ack\x18\x01 \x01(\x0b\x32\x18.persona_sim.v1.HelloAckH\x00\x12*\n\x05\x65\x64its\x18\x02 \x01(\x0b\x32\x19.persona_sim.v1.EditBatchH\x00\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.persona_sim.v1.ErrorH\x00\x12.\n\theartbeat\x18\x04 \x01(\x0b\x32\x19.persona_sim.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"\r\n\x0bInfoRequest\"\xd3\x01\n\tCloudInfo\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x10\n\x08\x63loud_id\x18\x02 \x01(\t\x12\x17\n\x0fmodel_signature\x18\x03 \x01(\t\x12\x13\n\x0bmodel_bytes\x18\x04 \x01(\x04\x12\x15\n\rscenario_name\x18\x05 \x01(\t\x12\x0f\n\x07methods\x18\x06 \x03(\t\x12\x17\n\x0fmax_frame_bytes\x18\x07 \x01(\x04\x12\x14\n\x0c\x64\x65vice_count\x18\x08 \x01(\r\x12\x15\n\rscenario_json\x18\t \x01(\t\",\n\x11\x46\x65tchModelRequest\x12\x17\n\x0fmodel_signature\x18\x01 \x01(\t\"?\n\nModelChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04*Z\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT16\x10\x02\x12\x0b\n\x07\x46LOAT64\x10\x03\x12\t\n\x05INT64\x10\x04\x12\x08\n\x04INT8\x10\x05*\xa1\x01\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\r\n\tBAD_FRAME\x10\x01\x12\x12\n\x0eUNKNOWN_DEVICE\x10\x02\x12\x0f\n\x0b\x42\x41\x44_REQUEST\x10\x03\x12\x12\n\x0eMODEL_MISMATCH\x10\x04\x12\x0c\n\x08INTERNAL\x10\x05\x12\x0b\n\x07\x41\x42ORTED\x10\x06\x12\x15\n\x11SCENARIO_MISMATCH\x10\x07\x32\xe6\x01\n\x0cPersonaCloud\x12\x44\n\x05\x41\x64\x61pt\x12\x1b.persona_sim.v1.DeviceFrame\x1a\x1a.persona_sim.v1.CloudFrame(\x01\x30\x01\x12\x41\n\x07GetInfo\x12\x1b.persona_sim.v1.InfoRequest\x1a\x19.persona_sim.v1.CloudInfo\x12M\n\nFetchModel\x12!.persona_sim.v1.FetchModelRequest\x1a\x1a.persona_sim.v1.ModelChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'persona_sim.wire.proto.persona_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DTYPE']._serialized_start=2068
-  _globals['_DTYPE']._serialized_end=2148
-  _globals['_ERRORCODE']._serialized_start=2151
-  _globals['_ERRORCODE']._serialized_end=2312
+  _globals['_DTYPE']._serialized_start=2131
+  _globals['_DTYPE']._serialized_end=2221
+  _globals['_ERRORCODE']._serialized_start=2224
+  _globals['_ERRORCODE']._serialized_end=2385
   _globals['_TENSOR']._serialized_start=56
-  _globals['_TENSOR']._serialized_end=145
-  _globals['_ERROR']._serialized_start=147
-  _globals['_ERROR']._serialized_end=244
-  _globals['_HELLO']._serialized_start=247
-  _globals['_HELLO']._serialized_end=426
-  _globals['_HELLOACK']._serialized_start=429
-  _globals['_HELLOACK']._serialized_end=571
-  _globals['_ADAPTREQUEST']._serialized_start=573
-  _globals['_ADAPTREQUEST']._serialized_end=690
-  _globals['_CLOUDSTAGES']._serialized_start=692
-  _globals['_CLOUDSTAGES']._serialized_end=797
-  _globals['_EDITPUSH']._serialized_start=800
-  _globals['_EDITPUSH']._serialized_end=989
-  _globals['_REQUESTBATCH']._serialized_start=992
-  _globals['_REQUESTBATCH']._serialized_end=1146
-  _globals['_EDITBATCH']._serialized_start=1149
-  _globals['_EDITBATCH']._serialized_end=1327
-  _globals['_HEARTBEAT']._serialized_start=1329
-  _globals['_HEARTBEAT']._serialized_end=1362
-  _globals['_DEVICEFRAME']._serialized_start=1365
-  _globals['_DEVICEFRAME']._serialized_end=1524
-  _globals['_CLOUDFRAME']._serialized_start=1527
-  _globals['_CLOUDFRAME']._serialized_end=1726
-  _globals['_INFOREQUEST']._serialized_start=1728
-  _globals['_INFOREQUEST']._serialized_end=1741
-  _globals['_CLOUDINFO']._serialized_start=1744
-  _globals['_CLOUDINFO']._serialized_end=1955
-  _globals['_FETCHMODELREQUEST']._serialized_start=1957
-  _globals['_FETCHMODELREQUEST']._serialized_end=2001
-  _globals['_MODELCHUNK']._serialized_start=2003
-  _globals['_MODELCHUNK']._serialized_end=2066
-  _globals['_PERSONACLOUD']._serialized_start=2315
-  _globals['_PERSONACLOUD']._serialized_end=2545
+  _globals['_TENSOR']._serialized_end=160
+  _globals['_ERROR']._serialized_start=162
+  _globals['_ERROR']._serialized_end=259
+  _globals['_HELLO']._serialized_start=262
+  _globals['_HELLO']._serialized_end=464
+  _globals['_HELLOACK']._serialized_start=467
+  _globals['_HELLOACK']._serialized_end=634
+  _globals['_ADAPTREQUEST']._serialized_start=636
+  _globals['_ADAPTREQUEST']._serialized_end=753
+  _globals['_CLOUDSTAGES']._serialized_start=755
+  _globals['_CLOUDSTAGES']._serialized_end=860
+  _globals['_EDITPUSH']._serialized_start=863
+  _globals['_EDITPUSH']._serialized_end=1052
+  _globals['_REQUESTBATCH']._serialized_start=1055
+  _globals['_REQUESTBATCH']._serialized_end=1209
+  _globals['_EDITBATCH']._serialized_start=1212
+  _globals['_EDITBATCH']._serialized_end=1390
+  _globals['_HEARTBEAT']._serialized_start=1392
+  _globals['_HEARTBEAT']._serialized_end=1425
+  _globals['_DEVICEFRAME']._serialized_start=1428
+  _globals['_DEVICEFRAME']._serialized_end=1587
+  _globals['_CLOUDFRAME']._serialized_start=1590
+  _globals['_CLOUDFRAME']._serialized_end=1789
+  _globals['_INFOREQUEST']._serialized_start=1791
+  _globals['_INFOREQUEST']._serialized_end=1804
+  _globals['_CLOUDINFO']._serialized_start=1807
+  _globals['_CLOUDINFO']._serialized_end=2018
+  _globals['_FETCHMODELREQUEST']._serialized_start=2020
+  _globals['_FETCHMODELREQUEST']._serialized_end=2064
+  _globals['_MODELCHUNK']._serialized_start=2066
+  _globals['_MODELCHUNK']._serialized_end=2129
+  _globals['_PERSONACLOUD']._serialized_start=2388
+  _globals['_PERSONACLOUD']._serialized_end=2618
 # @@protoc_insertion_point(module_scope)

@@ -14,6 +14,7 @@ class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FLOAT16: _ClassVar[DType]
     FLOAT64: _ClassVar[DType]
     INT64: _ClassVar[DType]
+    INT8: _ClassVar[DType]
 
 class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -30,6 +31,7 @@ FLOAT32: DType
 FLOAT16: DType
 FLOAT64: DType
 INT64: DType
+INT8: DType
 ERROR_CODE_UNSPECIFIED: ErrorCode
 BAD_FRAME: ErrorCode
 UNKNOWN_DEVICE: ErrorCode
@@ -40,16 +42,18 @@ ABORTED: ErrorCode
 SCENARIO_MISMATCH: ErrorCode
 
 class Tensor(_message.Message):
-    __slots__ = ("name", "dtype", "shape", "data")
+    __slots__ = ("name", "dtype", "shape", "data", "scale")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
     name: str
     dtype: DType
     shape: _containers.RepeatedScalarFieldContainer[int]
     data: bytes
-    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+    scale: float
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., scale: _Optional[float] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "device_id", "seq")
@@ -64,7 +68,7 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ..., device_id: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("protocol_version", "node_id", "model_signature", "codecs", "shard_index", "shard_count", "scenario_hash")
+    __slots__ = ("protocol_version", "node_id", "model_signature", "codecs", "shard_index", "shard_count", "scenario_hash", "partial_edits")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +76,7 @@ class Hello(_message.Message):
     SHARD_INDEX_FIELD_NUMBER: _ClassVar[int]
     SHARD_COUNT_FIELD_NUMBER: _ClassVar[int]
     SCENARIO_HASH_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_EDITS_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     node_id: str
     model_signature: str
@@ -79,21 +84,24 @@ class Hello(_message.Message):
     shard_index: int
     shard_count: int
     scenario_hash: str
-    def __init__(self, protocol_version: _Optional[int] = ..., node_id: _Optional[str] = ..., model_signature: _Optional[str] = ..., codecs: _Optional[_Iterable[_Union[DType, str]]] = ..., shard_index: _Optional[int] = ..., shard_count: _Optional[int] = ..., scenario_hash: _Optional[str] = ...) -> None: ...
+    partial_edits: bool
+    def __init__(self, protocol_version: _Optional[int] = ..., node_id: _Optional[str] = ..., model_signature: _Optional[str] = ..., codecs: _Optional[_Iterable[_Union[DType, str]]] = ..., shard_index: _Optional[int] = ..., shard_count: _Optional[int] = ..., scenario_hash: _Optional[str] = ..., partial_edits: _Optional[bool] = ...) -> None: ...
 
 class HelloAck(_message.Message):
-    __slots__ = ("protocol_version", "cloud_id", "model_signature", "codec", "max_frame_bytes")
+    __slots__ = ("protocol_version", "cloud_id", "model_signature", "codec", "max_frame_bytes", "delta_threshold")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CLOUD_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAME_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DELTA_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     cloud_id: str
     model_signature: str
     codec: DType
     max_frame_bytes: int
-    def __init__(self, protocol_version: _Optional[int] = ..., cloud_id: _Optional[str] = ..., model_signature: _Optional[str] = ..., codec: _Optional[_Union[DType, str]] = ..., max_frame_bytes: _Optional[int] = ...) -> None: ...
+    delta_threshold: float
+    def __init__(self, protocol_version: _Optional[int] = ..., cloud_id: _Optional[str] = ..., model_signature: _Optional[str] = ..., codec: _Optional[_Union[DType, str]] = ..., max_frame_bytes: _Optional[int] = ..., delta_threshold: _Optional[float] = ...) -> None: ...
 
 class AdaptRequest(_message.Message):
     __slots__ = ("device_id", "seq", "issued_us", "method", "window", "arrived_us")
