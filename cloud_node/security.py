@@ -16,7 +16,7 @@ import grpc
 
 from persona_sim.errors import NodeError
 
-from .servicer import RateLimitedLog
+from .servicer import RateLimitedLog, refuse
 
 log = logging.getLogger("cloud_node")
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
@@ -99,19 +99,29 @@ def add_port(server: grpc.aio.Server, listen: str, sec: Security) -> int:
 def _denied(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
     """A handler of the same shape as ``handler`` that refuses the call."""
     async def unary(request, context):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        refuse(context, grpc.StatusCode.UNAUTHENTICATED, message)
+
+    async def unary_stream(request, context):
+        refuse(context, grpc.StatusCode.UNAUTHENTICATED, message)
+        return
+        yield                                        # a generator: a streaming handler
 
     async def stream(request_iterator, context):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        refuse(context, grpc.StatusCode.UNAUTHENTICATED, message)
+
+    async def stream_stream(request_iterator, context):
+        refuse(context, grpc.StatusCode.UNAUTHENTICATED, message)
+        return
+        yield
 
     ser = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(unary, **ser)
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(unary, **ser)
+        return grpc.unary_stream_rpc_method_handler(unary_stream, **ser)
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(stream, **ser)
-    return grpc.stream_stream_rpc_method_handler(stream, **ser)
+    return grpc.stream_stream_rpc_method_handler(stream_stream, **ser)
 
 
 class TokenCheck(grpc.aio.ServerInterceptor):

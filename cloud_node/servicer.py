@@ -48,6 +48,16 @@ class RateLimitedLog:
         self.logger.warning(msg, *args)
 
 
+def refuse(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> None:
+    """End the call with ``code`` and ``message``; the handler returns right after.
+
+    Not ``context.abort``: the exception it raises keeps the handler's frames (and so the request's bytes)
+    in a reference cycle through gRPC's per-call state, which Python's collector cannot see into, so every
+    aborted call leaked its request (measured: the server grew ~4 MB per refused 4 MB frame)."""
+    context.set_code(code)
+    context.set_details(message)
+
+
 def rpc_handler(servicer: "PersonaCloudServicer") -> grpc.GenericRpcHandler:
     """The service with raw request bytes in, so a frame that does not parse is the servicer's to answer."""
     return grpc.method_handlers_generic_handler(SERVICE_NAME, {
@@ -73,23 +83,30 @@ class PersonaCloudServicer(pb_grpc.PersonaCloudServicer):
         self.refused_streams = RateLimitedLog(log)
         self.streams = 0                 # Adapt streams open now
 
-    async def _parse(self, message_type, raw: bytes, what: str, context):
+    def _parse(self, message_type, raw: bytes, what: str, context):
+        """The message, or None after refusing the call with INVALID_ARGUMENT (the handler then returns)."""
         try:
             return codec.parse(message_type, raw, what)
         except ProtocolError as exc:
-            self.bad_frames.warning("malformed frame from %s: %s", context.peer(), exc)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            message = str(exc)
+        self.bad_frames.warning("malformed frame from %s: %s", context.peer(), message)
+        refuse(context, grpc.StatusCode.INVALID_ARGUMENT, message)
+        return None
 
     async def GetInfo(self, raw, context):
-        await self._parse(pb.InfoRequest, raw, "InfoRequest", context)
+        if self._parse(pb.InfoRequest, raw, "InfoRequest", context) is None:
+            return None
         return codec.info_to_pb(self.engine.info())
 
     async def FetchModel(self, raw, context):
-        request = await self._parse(pb.FetchModelRequest, raw, "FetchModelRequest", context)
+        request = self._parse(pb.FetchModelRequest, raw, "FetchModelRequest", context)
+        if request is None:
+            return
         if request.model_signature and request.model_signature != self.engine.bundle.signature:
-            await context.abort(grpc.StatusCode.NOT_FOUND,
-                                f"FetchModelRequest.model_signature {request.model_signature!r} is not served; "
-                                f"this cloud serves {self.engine.bundle.signature!r}")
+            refuse(context, grpc.StatusCode.NOT_FOUND,
+                   f"FetchModelRequest.model_signature {request.model_signature!r} is not served; "
+                   f"this cloud serves {self.engine.bundle.signature!r}")
+            return
         for offset in range(0, len(self.model), MODEL_CHUNK_BYTES):
             yield pb.ModelChunk(offset=offset, data=self.model[offset: offset + MODEL_CHUNK_BYTES],
                                 total_bytes=len(self.model))
@@ -99,13 +116,16 @@ class PersonaCloudServicer(pb_grpc.PersonaCloudServicer):
         if self.streams >= limit:
             self.refused_streams.warning("refused a stream from %s: %d Adapt streams open (cloud.max_streams)",
                                     context.peer(), self.streams)
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"this cloud serves at most {limit} Adapt streams at once (cloud.max_streams)")
+            refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                   f"this cloud serves at most {limit} Adapt streams at once (cloud.max_streams)")
+            return
         self.streams += 1
         hello, parts = None, []
         try:
             async for raw in request_iterator:
-                frame = await self._parse(pb.DeviceFrame, raw, "DeviceFrame", context)
+                frame = self._parse(pb.DeviceFrame, raw, "DeviceFrame", context)
+                if frame is None:
+                    return
                 kind = frame.WhichOneof("body")
                 try:
                     if hello is None:

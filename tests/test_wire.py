@@ -213,6 +213,32 @@ def test_garbage_bytes_and_empty_frames_do_not_kill_the_server(tiny_world):
     assert beat.heartbeat.sent_unix_ns == 42 and healthy
 
 
+def test_a_refused_call_leaves_nothing_behind_on_the_server(tiny_world):
+    """A call refused with context.abort kept its request alive (a cycle through gRPC's call state that the
+    collector cannot see): the server grew by every refused frame's size. Refusals must leave no frame."""
+    import gc
+    import types
+
+    async def body(channel, engine):
+        raw = channel.stream_stream(ADAPT, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        info = channel.unary_unary(f"/{SERVICE_NAME}/GetInfo", request_serializer=lambda b: b)
+        codes = []
+        for _ in range(3):
+            for call in (raw(iter([b"\xff" * 100_000])), info(b"\xff" * 100_000)):
+                try:
+                    await call if hasattr(call, "__await__") and not hasattr(call, "__aiter__") else [
+                        _ async for _ in call]
+                except grpc.aio.AioRpcError as exc:
+                    codes.append(exc.code())
+        gc.collect()
+        held = [f for f in gc.get_objects() if isinstance(f, types.FrameType)
+                and any(isinstance(v, bytes) and len(v) >= 100_000 for v in f.f_locals.values())]
+        return codes, held
+
+    codes, held = serve(tiny_world, body)
+    assert codes == [grpc.StatusCode.INVALID_ARGUMENT] * 6 and held == []
+
+
 def test_oversized_frame_is_refused_and_the_server_lives(tiny_world):
     async def body(channel, engine):
         call = pb_grpc.PersonaCloudStub(channel).Adapt()

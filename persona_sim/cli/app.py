@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_calibrate)
 
     bench = sub.add_parser("bench", help="benchmarks of the simulator itself (writes a results file)")
-    kinds = bench.add_subparsers(dest="bench", required=True, metavar="{sim}")
+    kinds = bench.add_subparsers(dest="bench", required=True, metavar="{sim,cloud}")
     p = kinds.add_parser("sim", help="wall time, peak memory (whole process tree) and adaptations per wall second "
                                      "of `persona-sim run` at growing device counts",
                          description="Each cell is a fresh `persona-sim run` of the (synthetic) scenario scaled to N "
@@ -321,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="where bench-sim-HOST.json goes")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(handler=_cmd_bench_sim)
+    for ep in sorted(entry_points(group="persona_sim.bench"), key=lambda e: e.name):   # the node shells' benches
+        ep.load()(kinds)
 
     from .data import add_parsers
     add_parsers(sub)
