@@ -81,6 +81,7 @@ class PersonaCloudServicer(pb_grpc.PersonaCloudServicer):
         self.model = model_bytes
         self.bad_frames = RateLimitedLog(log)
         self.refused_streams = RateLimitedLog(log)
+        self.stream_errors = RateLimitedLog(log)
         self.streams = 0                 # Adapt streams open now
 
     def _parse(self, message_type, raw: bytes, what: str, context):
@@ -143,6 +144,7 @@ class PersonaCloudServicer(pb_grpc.PersonaCloudServicer):
                             delta_threshold=self.engine.scenario.cloud.edit_delta))
                     elif kind == "requests":
                         parts.append(frame.requests)
+                        self._check_report_size(parts)
                         if frame.requests.final:
                             batch, parts = parts, []
                             for out in await self._round(batch, hello):
@@ -154,7 +156,9 @@ class PersonaCloudServicer(pb_grpc.PersonaCloudServicer):
                     else:
                         raise ProtocolError("BAD_FRAME", "empty DeviceFrame: no body field is set")
                 except ProtocolError as exc:
-                    log.warning("stream error: %s", exc)
+                    if exc.code == "BAD_FRAME":
+                        parts = []               # a report refused mid-way is dropped whole
+                    self.stream_errors.warning("stream error from %s: %s", context.peer(), exc)
                     yield _error_frame(exc)
                     if hello is None or exc.code in FATAL_CODES:
                         return
@@ -163,6 +167,16 @@ class PersonaCloudServicer(pb_grpc.PersonaCloudServicer):
             if hello is not None:
                 log.info("node %s left (shard %d/%d)", hello.node_id, hello.shard_index, hello.shard_count)
                 self.lockstep.leave(hello)
+
+    def _check_report_size(self, parts: list[pb.RequestBatch]) -> None:
+        """A shard has at most one request in flight per device, so one round's report carries at most
+        devices.count requests (in at most that many parts, plus the last): more is refused, not buffered."""
+        limit = self.engine.scenario.devices.count
+        requests = sum(len(p.requests) for p in parts)
+        if requests > limit or len(parts) > limit + 1:
+            raise ProtocolError("BAD_FRAME", f"one round's report grew to {requests} requests in {len(parts)} parts; "
+                                             f"a shard has at most {limit} devices (devices.count), so at most "
+                                             f"{limit} requests in at most {limit + 1} parts")
 
     async def _round(self, parts: list[pb.RequestBatch], hello) -> list[pb.CloudFrame]:
         report, errors = codec.report_from_pb(parts)

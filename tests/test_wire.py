@@ -231,7 +231,7 @@ def test_a_refused_call_leaves_nothing_behind_on_the_server(tiny_world):
                 except grpc.aio.AioRpcError as exc:
                     codes.append(exc.code())
         gc.collect()
-        held = [f for f in gc.get_objects() if isinstance(f, types.FrameType)
+        held = [f for f in gc.get_objects() if type(f) is types.FrameType
                 and any(isinstance(v, bytes) and len(v) >= 100_000 for v in f.f_locals.values())]
         return codes, held
 
@@ -416,3 +416,24 @@ def test_a_lost_stream_is_reopened_with_backoff_or_given_up_saying_why(tiny_worl
         return transport.reconnects
 
     assert serve(tiny_world, body) == 1
+
+
+def test_a_report_larger_than_the_shard_could_send_is_refused_not_buffered(tiny_world):
+    async def body(channel, engine):
+        call = pb_grpc.PersonaCloudStub(channel).Adapt()
+        await call.write(_hello_frame(engine))
+        await call.read()
+        part = [pb.AdaptRequest(device_id=f"dev-{i:06d}", seq=1, method="persona-s", window=[1], arrived_us=0)
+                for i in range(5)]
+        for _ in range(3):                       # 15 requests in parts never marked final; TINY has 12 devices
+            await call.write(pb.DeviceFrame(requests=pb.RequestBatch(frame_id=1, method="persona-s", requests=part)))
+        refused = await call.read()
+        await call.write(pb.DeviceFrame(requests=pb.RequestBatch(frame_id=2, method="persona-s", until_us=0,
+                                                                 next_arrival_us=-1, final=True)))
+        after = await call.read()                # the stream goes on with a fresh report
+        await call.done_writing()
+        return refused, after
+
+    refused, after = serve(tiny_world, body)
+    assert refused.error.code == pb.BAD_FRAME and "at most 12 requests" in refused.error.message
+    assert after.WhichOneof("body") == "edits" and after.edits.frame_id == 2
