@@ -44,7 +44,7 @@ def run_cloud(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario, command_overrides(args.set, args.seed))
     security = Security(args.tls_cert, args.tls_key, args.tls_client_ca, args.token_file, args.insecure)
     check(args.listen, security)
-    path = args.bundle
+    path, dataset = args.bundle, None
     if path is None:
         dataset = load_dataset(scenario.dataset, scenario.seed)
         path, _ = ensure_bundle(scenario, dataset, stage_progress(args.quiet))
@@ -54,5 +54,7 @@ def run_cloud(args: argparse.Namespace) -> int:
         raise BundleError(f"{path}: cannot read model bundle ({exc.strerror})") from None
     bundle = load_bundle_bytes(data, str(path))
     engine = CloudEngine(scenario, bundle, len(data))
-    asyncio.run(serve(engine, data, args.listen, args.port_file, security=security))
+    # served to a device machine that lacks it; loaded only then (a local run's devices have their own)
+    loader = (lambda: dataset) if dataset is not None else (lambda: load_dataset(scenario.dataset, scenario.seed))
+    asyncio.run(serve(engine, data, args.listen, args.port_file, security=security, dataset=loader))
     return 0

@@ -5,12 +5,14 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
+from typing import Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from persona_sim.data.sequences import Dataset
 from persona_sim.errors import NodeError
 from persona_sim.sim.cloud_engine import CloudEngine
 from persona_sim.sim.lockstep import Lockstep
@@ -25,13 +27,13 @@ KEEPALIVE = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 1
              ("grpc.keepalive_permit_without_calls", 1), ("grpc.max_connection_idle_ms", 600_000)]
 
 
-async def start_server(engine: CloudEngine, model_bytes: bytes, listen: str,
-                       security: Security = Security()) -> tuple[grpc.aio.Server, int, object]:
+async def start_server(engine: CloudEngine, model_bytes: bytes, listen: str, security: Security = Security(),
+                       dataset: Callable[[], Dataset] | None = None) -> tuple[grpc.aio.Server, int, object]:
     """Start serving on ``listen`` (HOST:PORT, port 0 picks a free one); return (server, port, health)."""
     token = read_token(security.token_file) if security.token_file else None
     server = grpc.aio.server(options=channel_options(engine.max_frame_bytes) + KEEPALIVE,
                              interceptors=[TokenCheck(token)] if token else None)
-    server.add_generic_rpc_handlers((rpc_handler(PersonaCloudServicer(Lockstep(engine), model_bytes)),))
+    server.add_generic_rpc_handlers((rpc_handler(PersonaCloudServicer(Lockstep(engine), model_bytes, dataset)),))
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -49,9 +51,10 @@ async def start_server(engine: CloudEngine, model_bytes: bytes, listen: str,
 
 
 async def serve(engine: CloudEngine, model_bytes: bytes, listen: str, port_file: Path | None = None,
-                announce=print, security: Security = Security()) -> None:
+                announce=print, security: Security = Security(),
+                dataset: Callable[[], Dataset] | None = None) -> None:
     """Serve until SIGINT/SIGTERM, then drain for a moment and stop."""
-    server, port, health = await start_server(engine, model_bytes, listen, security)
+    server, port, health = await start_server(engine, model_bytes, listen, security, dataset)
     host = listen.rsplit(":", 1)[0]
     mode = ("mutual TLS" if security.client_ca else "TLS") if security.tls else "plaintext"
     auth = ", bearer token required" if security.token_file else ""

@@ -11,12 +11,16 @@ other shards (they get an ABORTED error, not a hang).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from typing import Callable
 
 import grpc
 
-from persona_sim.errors import ProtocolError
+from persona_sim.data.packed import pack
+from persona_sim.data.sequences import Dataset
+from persona_sim.errors import DatasetError, ProtocolError
 from persona_sim.sim.lockstep import Lockstep
 from persona_sim.wire import codec, pb, pb_grpc
 from persona_sim.wire.messages import PROTOCOL_VERSION
@@ -67,7 +71,14 @@ def rpc_handler(servicer: "PersonaCloudServicer") -> grpc.GenericRpcHandler:
             servicer.GetInfo, response_serializer=pb.CloudInfo.SerializeToString),
         "FetchModel": grpc.unary_stream_rpc_method_handler(
             servicer.FetchModel, response_serializer=pb.ModelChunk.SerializeToString),
+        "FetchDataset": grpc.unary_stream_rpc_method_handler(
+            servicer.FetchDataset, response_serializer=pb.ModelChunk.SerializeToString),
     })
+
+
+def _chunks(data: bytes):
+    for offset in range(0, len(data), MODEL_CHUNK_BYTES):
+        yield pb.ModelChunk(offset=offset, data=data[offset: offset + MODEL_CHUNK_BYTES], total_bytes=len(data))
 
 
 def _error_frame(exc: ProtocolError) -> pb.CloudFrame:
@@ -76,9 +87,10 @@ def _error_frame(exc: ProtocolError) -> pb.CloudFrame:
 
 
 class PersonaCloudServicer(pb_grpc.PersonaCloudServicer):
-    def __init__(self, lockstep: Lockstep, model_bytes: bytes):
+    def __init__(self, lockstep: Lockstep, model_bytes: bytes, dataset: Callable[[], Dataset] | None = None):
         self.lockstep, self.engine = lockstep, lockstep.engine
         self.model = model_bytes
+        self.dataset, self.packed, self.packing = dataset, None, asyncio.Lock()   # loaded, packed on first ask
         self.bad_frames = RateLimitedLog(log)
         self.refused_streams = RateLimitedLog(log)
         self.stream_errors = RateLimitedLog(log)
@@ -108,9 +120,30 @@ class PersonaCloudServicer(pb_grpc.PersonaCloudServicer):
                    f"FetchModelRequest.model_signature {request.model_signature!r} is not served; "
                    f"this cloud serves {self.engine.bundle.signature!r}")
             return
-        for offset in range(0, len(self.model), MODEL_CHUNK_BYTES):
-            yield pb.ModelChunk(offset=offset, data=self.model[offset: offset + MODEL_CHUNK_BYTES],
-                                total_bytes=len(self.model))
+        for chunk in _chunks(self.model):
+            yield chunk
+
+    async def FetchDataset(self, raw, context):
+        request = self._parse(pb.FetchDatasetRequest, raw, "FetchDatasetRequest", context)
+        if request is None:
+            return
+        want = self.engine.info().dataset_fingerprint
+        async with self.packing:
+            if self.packed is None and self.dataset is not None:
+                try:
+                    dataset = await asyncio.to_thread(self.dataset)
+                    if dataset.fingerprint() == want:      # never hand out other data as the model's
+                        self.packed = await asyncio.to_thread(pack, dataset)
+                except DatasetError as exc:
+                    log.warning("FetchDataset: no copy of the dataset here: %s", exc)
+                self.dataset = None                       # tried once
+        if self.packed is None or request.fingerprint != want:
+            refuse(context, grpc.StatusCode.NOT_FOUND,
+                   f"FetchDatasetRequest.fingerprint {request.fingerprint!r}: this cloud's model was trained on "
+                   f"dataset {want!r}" + ("" if self.packed is not None else ", of which it has no copy"))
+            return
+        for chunk in _chunks(self.packed):
+            yield chunk
 
     async def Adapt(self, request_iterator, context):
         limit = self.engine.scenario.cloud.max_streams

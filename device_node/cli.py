@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from persona_sim.data.dataset import load_dataset
-from persona_sim.errors import NodeError
+from persona_sim.errors import DatasetError, NodeError
 from persona_sim.jobs.shard import run_shard
 from persona_sim.progress import stage_progress
 from persona_sim.report.markdown import render_table
@@ -22,7 +22,7 @@ from persona_sim.wire import pb_grpc
 from persona_sim.wire.codec import channel_options
 from persona_sim.wire.messages import Hello
 
-from .client import GrpcTransport, check_same_scenario, fetch_model, get_info
+from .client import GrpcTransport, check_same_scenario, fetch_dataset, fetch_model, get_info
 from .connect import ClientSecurity, open_channel
 
 CONNECT_TIMEOUT_S = 30
@@ -134,9 +134,12 @@ async def _run(args: argparse.Namespace, scenario):
         bundle = load_bundle_bytes(data, str(args.bundle or f"model from {target}"))
         hello = Hello(f"{socket.gethostname()}-{os.getpid()}", bundle.signature, index, count,
                       scenario_hash=scenario.run_hash())
+        try:
+            dataset = load_dataset(scenario.dataset, scenario.seed)
+        except DatasetError as missing:            # a machine without the data: the cloud has it
+            dataset = await fetch_dataset(stub, stub_info, target, missing)
         transport = GrpcTransport(ch, target, hello, stub_info.max_frame_bytes, reconnect_s=args.reconnect)
         await transport.open()
-        dataset = load_dataset(scenario.dataset, scenario.seed)
         if not (args.out / "manifest.json").exists():
             prepare(args.out, scenario, describe(scenario, dataset, bundle.signature, transport="grpc", shards=count))
         progress = stage_progress(args.quiet, position=index, prefix=f"shard {index}/{count} " if count > 1 else "")

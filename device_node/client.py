@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import grpc
 
-from persona_sim.errors import NodeError, ProtocolError, RunRestart
+from persona_sim.data.packed import unpack
+from persona_sim.data.sequences import Dataset
+from persona_sim.errors import DatasetError, NodeError, ProtocolError, RunRestart
 from persona_sim.scenario.schema import Scenario, differing_keys
 from persona_sim.train.bundle import cache_dir, signature_of, write_atomic
 from persona_sim.wire import codec, pb, pb_grpc
@@ -64,6 +66,16 @@ def check_same_scenario(info: CloudInfo, scenario: Scenario, target: str) -> Non
                         + ("; …" if len(diffs) > 5 else ""))
 
 
+async def _download(call, what: str, target: str) -> bytes:
+    parts = []
+    try:
+        async for chunk in call:
+            parts.append(chunk.data)
+    except grpc.RpcError as exc:
+        raise _rpc_error(what, target, exc) from None
+    return b"".join(parts)
+
+
 async def fetch_model(stub: pb_grpc.PersonaCloudStub, info: CloudInfo, target: str) -> bytes:
     """The cloud's bundle bytes, from the local cache or fetched and cached by signature."""
     path = cache_dir() / "fetched" / f"{info.model_signature}.pt"
@@ -71,18 +83,36 @@ async def fetch_model(stub: pb_grpc.PersonaCloudStub, info: CloudInfo, target: s
         data = path.read_bytes()
         if signature_of(data) == info.model_signature:
             return data
-    parts = []
-    try:
-        async for chunk in stub.FetchModel(pb.FetchModelRequest(model_signature=info.model_signature), timeout=300):
-            parts.append(chunk.data)
-    except grpc.RpcError as exc:
-        raise _rpc_error("FetchModel", target, exc) from None
-    data = b"".join(parts)
+    data = await _download(stub.FetchModel(pb.FetchModelRequest(model_signature=info.model_signature), timeout=300),
+                           "FetchModel", target)
     if signature_of(data) != info.model_signature:
         raise NodeError(f"model fetched from {target} has signature {signature_of(data)}, "
                         f"expected {info.model_signature}")
     write_atomic(path, data)
     return data
+
+
+async def fetch_dataset(stub: pb_grpc.PersonaCloudStub, info: CloudInfo, target: str,
+                        missing: DatasetError) -> Dataset:
+    """The model's training data, for a machine without it (``missing`` says where it was looked for): from
+    the local cache or fetched from the cloud and cached by fingerprint; its fingerprint is checked."""
+    if not info.dataset_fingerprint:
+        raise missing
+    path = cache_dir() / "datasets" / f"{info.dataset_fingerprint}.npz"
+    if not path.exists():
+        log.warning("%s; fetching dataset %s from the cloud at %s", missing, info.dataset_fingerprint, target)
+        try:
+            data = await _download(stub.FetchDataset(pb.FetchDatasetRequest(fingerprint=info.dataset_fingerprint),
+                                                     timeout=600), "FetchDataset", target)
+        except NodeError as exc:
+            raise DatasetError(f"{missing}; nor could the cloud send it: {exc}") from None
+        write_atomic(path, data)
+    dataset = unpack(path.read_bytes(), str(path))
+    if dataset.fingerprint() != info.dataset_fingerprint:
+        path.unlink(missing_ok=True)
+        raise DatasetError(f"{path}: dataset has fingerprint {dataset.fingerprint()}, expected "
+                           f"{info.dataset_fingerprint}")
+    return dataset
 
 
 class GrpcTransport:

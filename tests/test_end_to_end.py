@@ -447,3 +447,46 @@ def test_a_cloud_killed_mid_run_and_restarted_lets_the_run_finish_with_the_same_
     assert all("reconnected to the cloud" in err for _, err in outputs), outputs
     assert main(["merge", str(tmp_path / "r"), str(tmp_path / "d0"), str(tmp_path / "d1")]) == 0
     assert summary(tmp_path / "r")["results_digest"] == summary(full)["results_digest"]
+
+
+def test_a_device_machine_without_the_data_fetches_it_from_the_cloud(tiny_dict, tmp_path, capsys):
+    from persona_sim.data.dataset import load_dataset
+    from persona_sim.data.export import write_dataset
+    from persona_sim.scenario.schema import parse_scenario
+
+    synthetic = load_dataset(parse_scenario(tiny_dict, "tiny").dataset, tiny_dict["seed"])
+    write_dataset(synthetic, "sequences", tmp_path / "data" / "sequences.txt")
+    tiny_dict.pop("drift")                                      # a plain sequence file carries no categories
+    tiny_dict["dataset"] = {"name": "tinyfile", "path": str(tmp_path / "data" / "sequences.txt")}
+    scenario = tmp_path / "file.yaml"
+    scenario.write_text(yaml.safe_dump(tiny_dict))
+    assert main(["run", str(scenario), "--out", str(tmp_path / "local"), "--transport", "inproc", "--quiet"]) == 0
+    with cloud_node(scenario, tmp_path) as target:
+        env = dict(os.environ, PERSONA_SIM_CACHE=str(tmp_path / "bare-machine"))   # no bundle, no data
+        devices = subprocess.run([sys.executable, "-m", "persona_sim.cli", "devices", "--scenario", str(scenario),
+                                  "--set", f"dataset.path={tmp_path / 'elsewhere' / 'sequences.txt'}",
+                                  "--cloud", target, "--out", str(tmp_path / "remote"), "--quiet"],
+                                 capture_output=True, text=True, timeout=180, env=env)
+        assert devices.returncode == 0, devices.stderr
+        assert "fetching dataset" in devices.stderr
+        assert list((tmp_path / "bare-machine" / "datasets").glob("*.npz"))
+    assert summary(tmp_path / "remote")["results_digest"] == summary(tmp_path / "local")["results_digest"]
+
+
+def test_a_packed_dataset_round_trips_and_anything_else_is_refused(tiny_world, tmp_path):
+    import io
+
+    import numpy as np
+
+    from persona_sim.data.packed import pack, unpack
+    from persona_sim.errors import DatasetError
+
+    _, dataset, _, _, _ = tiny_world
+    back = unpack(pack(dataset), "here")
+    assert back.fingerprint() == dataset.fingerprint() and back.num_items == dataset.num_items
+    assert (back.item_category == dataset.item_category).all()
+    hostile = io.BytesIO()
+    np.savez(hostile, meta=np.array([{"format": "x"}], dtype=object))        # needs unpickling: refused
+    for data in (b"not a zip", hostile.getvalue()):
+        with pytest.raises(DatasetError, match="from-the-wire: not a packed dataset"):
+            unpack(data, "from-the-wire")

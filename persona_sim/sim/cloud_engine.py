@@ -47,7 +47,8 @@ class CloudEngine:
     def info(self) -> CloudInfo:
         return CloudInfo(self.cloud_id, self.bundle.signature, self.model_bytes, self.scenario.name,
                          tuple(self.scenario.methods), self.max_frame_bytes, self.scenario.devices.count,
-                         scenario_json=json.dumps(self.scenario.run_view(), sort_keys=True))
+                         scenario_json=json.dumps(self.scenario.run_view(), sort_keys=True),
+                         dataset_fingerprint=self.bundle.meta.get("dataset_fingerprint", ""))
 
     def check_hello(self, hello: Hello) -> None:
         if hello.protocol_version != PROTOCOL_VERSION:

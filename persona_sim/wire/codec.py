@@ -277,13 +277,13 @@ def info_to_pb(info: CloudInfo) -> pb.CloudInfo:
                         model_signature=info.model_signature, model_bytes=info.model_bytes,
                         scenario_name=info.scenario_name, methods=list(info.methods),
                         max_frame_bytes=info.max_frame_bytes, device_count=info.device_count,
-                        scenario_json=info.scenario_json)
+                        scenario_json=info.scenario_json, dataset_fingerprint=info.dataset_fingerprint)
 
 
 def info_from_pb(msg: pb.CloudInfo) -> CloudInfo:
     return CloudInfo(msg.cloud_id, msg.model_signature, int(msg.model_bytes), msg.scenario_name,
                      tuple(msg.methods), int(msg.max_frame_bytes), int(msg.device_count), int(msg.protocol_version),
-                     msg.scenario_json or "{}")
+                     msg.scenario_json or "{}", msg.dataset_fingerprint)
 
 
 def parse(message_type, data: bytes, what: str):

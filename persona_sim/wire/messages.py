@@ -99,6 +99,7 @@ class CloudInfo:
     device_count: int
     protocol_version: int = PROTOCOL_VERSION
     scenario_json: str = "{}"        # the cloud's Scenario.run_view(), as JSON
+    dataset_fingerprint: str = ""    # the model's training data; FetchDataset serves it when set
 
 
 def device_id(index: int) -> str:

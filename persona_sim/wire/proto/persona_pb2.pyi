@@ -216,7 +216,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class CloudInfo(_message.Message):
-    __slots__ = ("protocol_version", "cloud_id", "model_signature", "model_bytes", "scenario_name", "methods", "max_frame_bytes", "device_count", "scenario_json")
+    __slots__ = ("protocol_version", "cloud_id", "model_signature", "model_bytes", "scenario_name", "methods", "max_frame_bytes", "device_count", "scenario_json", "dataset_fingerprint")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CLOUD_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
@@ -226,6 +226,7 @@ class CloudInfo(_message.Message):
     MAX_FRAME_BYTES_FIELD_NUMBER: _ClassVar[int]
     DEVICE_COUNT_FIELD_NUMBER: _ClassVar[int]
     SCENARIO_JSON_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     cloud_id: str
     model_signature: str
@@ -235,13 +236,20 @@ class CloudInfo(_message.Message):
     max_frame_bytes: int
     device_count: int
     scenario_json: str
-    def __init__(self, protocol_version: _Optional[int] = ..., cloud_id: _Optional[str] = ..., model_signature: _Optional[str] = ..., model_bytes: _Optional[int] = ..., scenario_name: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., max_frame_bytes: _Optional[int] = ..., device_count: _Optional[int] = ..., scenario_json: _Optional[str] = ...) -> None: ...
+    dataset_fingerprint: str
+    def __init__(self, protocol_version: _Optional[int] = ..., cloud_id: _Optional[str] = ..., model_signature: _Optional[str] = ..., model_bytes: _Optional[int] = ..., scenario_name: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., max_frame_bytes: _Optional[int] = ..., device_count: _Optional[int] = ..., scenario_json: _Optional[str] = ..., dataset_fingerprint: _Optional[str] = ...) -> None: ...
 
 class FetchModelRequest(_message.Message):
     __slots__ = ("model_signature",)
     MODEL_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     model_signature: str
     def __init__(self, model_signature: _Optional[str] = ...) -> None: ...
+
+class FetchDatasetRequest(_message.Message):
+    __slots__ = ("fingerprint",)
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    fingerprint: str
+    def __init__(self, fingerprint: _Optional[str] = ...) -> None: ...
 
 class ModelChunk(_message.Message):
     __slots__ = ("offset", "data", "total_bytes")

@@ -49,6 +49,11 @@ class PersonaCloudStub:
                 request_serializer=persona__sim_dot_wire_dot_proto_dot_persona__pb2.FetchModelRequest.SerializeToString,
                 response_deserializer=persona__sim_dot_wire_dot_proto_dot_persona__pb2.ModelChunk.FromString,
                 _registered_method=True)
+        self.FetchDataset = channel.unary_stream(
+                '/persona_sim.v1.PersonaCloud/FetchDataset',
+                request_serializer=persona__sim_dot_wire_dot_proto_dot_persona__pb2.FetchDatasetRequest.SerializeToString,
+                response_deserializer=persona__sim_dot_wire_dot_proto_dot_persona__pb2.ModelChunk.FromString,
+                _registered_method=True)
 
 
 class PersonaCloudServicer:
@@ -76,6 +81,14 @@ class PersonaCloudServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchDataset(self, request, context):
+        """Control: the dataset the bundle was trained on, packed (plain arrays, no pickle), so a device
+        machine needs only the package and the cloud's address. NOT_FOUND when the cloud has no copy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PersonaCloudServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +105,11 @@ def add_PersonaCloudServicer_to_server(servicer, server):
             'FetchModel': grpc.unary_stream_rpc_method_handler(
                     servicer.FetchModel,
                     request_deserializer=persona__sim_dot_wire_dot_proto_dot_persona__pb2.FetchModelRequest.FromString,
+                    response_serializer=persona__sim_dot_wire_dot_proto_dot_persona__pb2.ModelChunk.SerializeToString,
+            ),
+            'FetchDataset': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchDataset,
+                    request_deserializer=persona__sim_dot_wire_dot_proto_dot_persona__pb2.FetchDatasetRequest.FromString,
                     response_serializer=persona__sim_dot_wire_dot_proto_dot_persona__pb2.ModelChunk.SerializeToString,
             ),
     }
@@ -175,6 +193,33 @@ class PersonaCloud:
             target,
             '/persona_sim.v1.PersonaCloud/FetchModel',
             persona__sim_dot_wire_dot_proto_dot_persona__pb2.FetchModelRequest.SerializeToString,
+            persona__sim_dot_wire_dot_proto_dot_persona__pb2.ModelChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/persona_sim.v1.PersonaCloud/FetchDataset',
+            persona__sim_dot_wire_dot_proto_dot_persona__pb2.FetchDatasetRequest.SerializeToString,
             persona__sim_dot_wire_dot_proto_dot_persona__pb2.ModelChunk.FromString,
             options,
             channel_credentials,
