@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import platform
 import statistics
@@ -34,6 +33,7 @@ import grpc
 import numpy as np
 
 from persona_sim.data.dataset import load_dataset
+from persona_sim.jobs.bench_sim import scaled_settings
 from persona_sim.scenario.files import command_overrides, load_scenario
 from persona_sim.sim.cloud_engine import CloudEngine
 from persona_sim.train.bundle import ensure_bundle, load_bundle
@@ -97,21 +97,18 @@ def _start(cmd: list[str], port_file: Path, log: Path) -> tuple[subprocess.Popen
 # ---- the load -----------------------------------------------------------------------------------
 
 class Load:
-    """K requests per round, for distinct devices where the scenario has enough, each device's seq rising."""
+    """K requests per round for K distinct devices (K <= devices.count), each device's seq rising by round."""
 
     def __init__(self, scenario, num_items: int, method: str, k: int, seed: int = 0):
         rng = np.random.default_rng(seed)
         self.method, self.k, self.count = method, k, scenario.devices.count
         self.windows = [tuple(int(i) for i in rng.integers(1, num_items + 1, scenario.persona.window))
                         for _ in range(k)]
-        self.per_round = math.ceil(k / self.count)    # requests per device per round
         self.round = 0
 
     def requests(self, t_us: int) -> list[AdaptRequest]:
         self.round += 1
-        base = (self.round - 1) * self.per_round
-        return [AdaptRequest(device_id(j % self.count), base + j // self.count + 1, t_us, self.method,
-                             self.windows[j]) for j in range(self.k)]
+        return [AdaptRequest(device_id(j), self.round, t_us, self.method, self.windows[j]) for j in range(self.k)]
 
 
 async def _drive_cloud(transport: GrpcTransport, load: Load, seconds: float) -> dict:
@@ -261,7 +258,12 @@ def render(result: dict) -> str:
 def run_bench_cloud(args: argparse.Namespace) -> int:
     import torch
     torch.set_num_threads(1)                  # as the cloud node runs
-    scenario = load_scenario(args.scenario, command_overrides(args.set, None))
+    overrides = command_overrides(args.set, None)
+    scenario = load_scenario(args.scenario, overrides)
+    if max(args.k) > scenario.devices.count:  # a round holds one request per device at most: scale it up
+        overrides = scaled_settings(Path(args.scenario), max(args.k), overrides)
+        args.set = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+        scenario = load_scenario(args.scenario, overrides)
     dataset = load_dataset(scenario.dataset, scenario.seed)
     bundle_path, _ = ensure_bundle(scenario, dataset, lambda *a: None)
     progress = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))

@@ -46,10 +46,10 @@ def test_bench_cloud_drives_a_real_cloud_node_beside_an_echo_and_the_editor_alon
                  "--out", str(tmp_path), "--quiet"]) == 0
     (path,) = tmp_path.glob("bench-cloud-*.json")
     rows = {r["k"]: r for r in json.loads(path.read_text())["rows"]}
-    assert set(rows) == {1, 16}                      # 16 > the scenario's 12 devices: some ask twice a round
+    assert set(rows) == {1, 16}                      # 16 > the scenario's 12 devices: scaled to 16 devices
     for k, r in rows.items():
         assert r["cloud"]["rounds"] > 0 and r["echo"]["rounds"] > 0 and r["editor_alone"]["rounds"] > 0
-        assert r["cloud"]["adaptations_per_s"] == r["cloud"]["rounds_per_s"] * k or k > 1
+        assert abs(r["cloud"]["adaptations_per_s"] - r["cloud"]["rounds_per_s"] * k) <= 0.1 * k
         assert 0 < r["cloud"]["latency_ms_p50"] <= r["cloud"]["latency_ms_p99"]
         assert 0 < r["cloud_vs_editor"] and 0 < r["cloud_vs_echo_rounds"]
     assert "cloud/editor" in capsys.readouterr().out

@@ -69,15 +69,24 @@ def _measure(cmd: list[str], env: dict, cwd: Path | None) -> tuple[float, int, i
     return wall, peak[0], proc.returncode, out[-2000:]
 
 
-def _scaled(scenario_file: Path, devices: int, overrides: dict) -> list[str]:
+def scaled_settings(scenario_file: Path, devices: int, overrides: dict) -> dict:
+    """``overrides`` plus the keys that scale a synthetic scenario to ``devices`` devices: as many held-out
+    users, and the dataset grown by as many, so the trained part keeps its size."""
     base = load_scenario(scenario_file, overrides)
     if base.dataset.name != "synthetic":
-        raise ScenarioError(str(scenario_file), [("dataset.name", "bench sim scales a synthetic scenario",
-                                                  base.dataset.name)])
+        raise ScenarioError(str(scenario_file), [("dataset.name", "only a synthetic scenario can be scaled to "
+                                                  f"{devices:,} devices", base.dataset.name)])
     trained_users = base.dataset.synthetic.users - base.split.device_users
-    settings = {**overrides, "devices.count": devices, "split.device_users": devices,
-                "dataset.synthetic.users": devices + trained_users}
+    return {**overrides, "devices.count": devices, "split.device_users": devices,
+            "dataset.synthetic.users": devices + trained_users}
+
+
+def set_args(settings: dict) -> list[str]:
     return [a for k, v in settings.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+
+
+def _scaled(scenario_file: Path, devices: int, overrides: dict) -> list[str]:
+    return set_args(scaled_settings(scenario_file, devices, overrides))
 
 
 def bench_sim(scenario_file: Path, sizes: list[int], transports: list[str], repeats: int, overrides: dict,
