@@ -202,9 +202,10 @@ def _laid_out_images(box, found: list) -> list:
 
 
 def test_html_report_renders_with_its_plots_visible(grpc_run, tmp_path):
-    """No headless browser exists on the development machine; WeasyPrint, an HTML/CSS layout engine,
-    renders the page instead. Each plot must be decoded and laid out as an image box of real size (an
-    image that fails to load becomes its alt text, and this fails), and the page prints to PDF."""
+    """In the default run, where no browser need be installed, WeasyPrint (an HTML/CSS layout engine) renders
+    the page: each plot must be decoded and laid out as an image box of real size (an image that fails to
+    load becomes its alt text, and this fails), and the page prints to PDF. The slow test below uses a real
+    headless Chromium."""
     try:
         import weasyprint
     except (ImportError, OSError) as exc:       # OSError: the Pango libraries it needs are missing
@@ -490,3 +491,41 @@ def test_a_packed_dataset_round_trips_and_anything_else_is_refused(tiny_world, t
     for data in (b"not a zip", hostile.getvalue()):
         with pytest.raises(DatasetError, match="from-the-wire: not a packed dataset"):
             unpack(data, "from-the-wire")
+
+
+PROBE = """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  document.body.setAttribute('data-probe', JSON.stringify({
+    overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+    images: imgs.length, loaded: imgs.filter(i => i.complete && i.naturalWidth > 0).length}));
+});
+</script>"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [1280, 800])
+def test_report_in_a_real_browser_fits_the_window_and_shows_every_plot(grpc_run, tmp_path, width):
+    """Headless Chromium (`apt-get install -y chromium`) loads report.html at a window width: nothing wider
+    than the window, every image decoded; a screenshot is kept next to the copy for a person to look at."""
+    import html
+    import re
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no Chromium here (apt-get install -y chromium)")
+    _, out, _ = grpc_run
+    page = tmp_path / "run"
+    shutil.copytree(out, page)
+    (page / "probe.html").write_text((page / "report.html").read_text().replace("</body>", PROBE + "</body>"))
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=10000"]
+    dom = subprocess.run(flags + [f"--window-size={width},1000", "--dump-dom", (page / "probe.html").as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    found = re.search(r'data-probe="([^"]*)"', dom)
+    assert found, dom[-2000:]
+    probe = json.loads(html.unescape(found.group(1)))
+    assert probe["overflow"] <= 0 and probe["images"] == probe["loaded"] == 6, probe
+    shot = page / f"report-{width}.png"
+    subprocess.run(flags + [f"--window-size={width},4200", f"--screenshot={shot}", (page / "report.html").as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.stat().st_size > 100_000

@@ -156,7 +156,8 @@ MARKERS = "osD^v<>px*"
 
 def plot_accuracy_vs_latency(points: list[tuple[str, str, float | None, float]], out: Path,
                              title: str) -> str | None:
-    """One point per (run, method): the adaptation's round trip p50 (log scale, issued to applied) against
+    """One point per (run, method): the adaptation's round trip p50 (issued to applied; log scale when it spans
+    more than a decade) against
     NDCG@10; a method that never adapts is a horizontal line. ``points``: (run label, method, ms, ndcg@10)."""
     if not any(ms for _, _, ms, _ in points):
         return None
@@ -170,8 +171,16 @@ def plot_accuracy_vs_latency(points: list[tuple[str, str, float | None, float]],
             ax.annotate(method, (ms, ndcg), textcoords="offset points", xytext=(5, 4), fontsize=7)
         else:
             ax.axhline(ndcg, color=style(method)["color"], linestyle=":", linewidth=1, label=f"{label}: no adaptation")
-    ax.set_xscale("log")
-    ax.set_xlabel("adaptation latency p50, issued to applied (virtual ms, log scale)")
+    latencies = [ms for _, _, ms, _ in points if ms]
+    wide = max(latencies) > 10 * min(latencies)    # ms to seconds (on-device training): a log axis
+    if wide:
+        ax.set_xscale("log")
+    else:                                          # a narrow range on a log axis gets unreadable ticks
+        ax.ticklabel_format(axis="x", style="plain", useOffset=False)
+        lo, hi = min(latencies), max(latencies)
+        pad = max(0.05 * (hi - lo), 0.02 * hi)
+        ax.set_xlim(lo - pad, hi + pad)
+    ax.set_xlabel("adaptation latency p50, issued to applied (virtual ms" + (", log scale)" if wide else ")"))
     ax.set_ylabel("NDCG@10")
     ax.set_title(title)
     ax.legend(fontsize=7, loc="best")
