@@ -529,3 +529,20 @@ def test_report_in_a_real_browser_fits_the_window_and_shows_every_plot(grpc_run,
     subprocess.run(flags + [f"--window-size={width},4200", f"--screenshot={shot}", (page / "report.html").as_uri()],
                    capture_output=True, timeout=120)
     assert shot.stat().st_size > 100_000
+
+
+def test_run_over_several_seeds_reports_means_spreads_and_bands(tiny_file, tmp_path, capsys):
+    out = tmp_path / "seeds"
+    assert main(["run", str(tiny_file), "--seeds", "2", "--set", "methods=[static,persona-s]", "--out", str(out),
+                 "--transport", "inproc", "--quiet"]) == 0
+    data = json.loads((out / "seeds.json").read_text())
+    runs = [summary(out / f"seed-{s}") for s in (3, 4)]
+    assert data["seeds"] == [3, 4] and runs[0]["results_digest"] != runs[1]["results_digest"]
+    ndcg = [r["methods"]["persona-s"]["ndcg@10"] for r in runs]
+    row = data["methods"]["persona-s"]
+    assert row["ndcg@10"]["mean"] == pytest.approx(sum(ndcg) / 2, abs=1e-6) and row["ndcg@10"]["n"] == 2
+    assert row["ndcg@10"]["std"] == pytest.approx(abs(ndcg[0] - ndcg[1]) / 2**0.5, abs=1e-6)
+    deltas = [r["methods"]["persona-s"]["ndcg@10"] - r["methods"]["static"]["ndcg@10"] for r in runs]
+    assert row["delta_ndcg@10_vs_static"]["mean"] == pytest.approx(sum(deltas) / 2, abs=1e-6)
+    assert (out / "accuracy-over-time-seeds.png").stat().st_size > 0 and "± " in (out / "seeds.md").read_text()
+    assert "Δ NDCG@10 vs static" in capsys.readouterr().out

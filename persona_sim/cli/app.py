@@ -145,6 +145,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     variants = load_variants(args.scenario, _overrides(args))
     base = variants[0].scenario
     out = args.out or Path("runs") / f"{base.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.seeds < 1:
+        raise ScenarioError("--seeds", [("--seeds", "must be at least 1", args.seeds)])
+    if args.seeds > 1:
+        return _run_seeds(args, variants, out)
     if len(variants) == 1:
         check_fresh(out, args.force, "results.sqlite", "summary.json")
         summary = run(base, out, args.transport, args.shards, args.quiet, stage_progress(args.quiet))
@@ -159,6 +163,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
         run(v.scenario, d, args.transport, args.shards, args.quiet, stage_progress(args.quiet))
     print(render_compare(write_compare(out, dirs, [v.label for v in variants])))
     print(f"sweep directory: {out}  (compare.md, compare.json, one run directory per variant)")
+    return EXIT_OK
+
+
+def _run_seeds(args: argparse.Namespace, variants: list, out: Path) -> int:
+    """The scenario once per seed (its seed and the next N-1), each into out/seed-S, then seeds.md/json."""
+    from ..jobs.runner import run
+    from ..progress import stage_progress
+    from ..report.rundir import check_fresh
+    from ..report.seeds import render_seeds, write_seeds
+    from ..scenario.files import load_variants
+
+    if len(variants) > 1:
+        raise ScenarioError(args.scenario, [("--seeds", "a scenario with a sweep runs one seed per variant here; "
+                                                        "use `persona-sim eval --seeds N` or fix the sweep with --set",
+                                             args.seeds)])
+    check_fresh(out, args.force, "seeds.json")
+    seeds = [variants[0].scenario.seed + i for i in range(args.seeds)]
+    dirs = [out / f"seed-{s}" for s in seeds]
+    for seed, d in zip(seeds, dirs):
+        print(f"== seed {seed} -> {d}", flush=True)
+        check_fresh(d, args.force, "results.sqlite", "summary.json")
+        scenario = load_variants(args.scenario, {**_overrides(args), "seed": seed})[0].scenario
+        run(scenario, d, args.transport, args.shards, args.quiet, stage_progress(args.quiet))
+    print(render_seeds(write_seeds(out, dirs, seeds)))
+    print(f"seeds directory: {out}  (seeds.md, seeds.json, accuracy-over-time-seeds.png, one run directory per seed)")
     return EXIT_OK
 
 
@@ -245,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grpc: cloud and device nodes as processes over loopback gRPC (default); "
                         "inproc: one process, no sockets; same results")
     p.add_argument("--shards", type=int, default=1, help="device-node processes (default 1)")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="run N seeds (the scenario's and the next ones), each into OUT/seed-S, and write their "
+                        "mean ± std per method and accuracy bands (seeds.md)")
     p.add_argument("--force", action="store_true", help="replace results already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_cmd_run)
