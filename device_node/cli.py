@@ -3,35 +3,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
-import socket
 from pathlib import Path
 
 import torch
 
-from persona_sim.data.dataset import load_dataset
-from persona_sim.errors import DatasetError, NodeError
-from persona_sim.jobs.shard import run_shard
-from persona_sim.progress import stage_progress
 from persona_sim.report.markdown import render_table
-from persona_sim.report.rundir import check_fresh, describe, prepare, shard_file
+from persona_sim.report.rundir import check_fresh, shard_file
 from persona_sim.scenario.files import command_overrides, load_scenario
-from persona_sim.train.bundle import load_bundle_bytes
-from persona_sim.wire import pb_grpc
-from persona_sim.wire.codec import channel_options
-from persona_sim.wire.messages import Hello
 
-from .client import GrpcTransport, check_same_scenario, fetch_dataset, fetch_model, get_info
-from .connect import ClientSecurity, open_channel
+from .connect import ClientSecurity
+from .node import CONNECT_TIMEOUT_S, RECONNECT_S, NodeOptions, probe, run_node
 
-CONNECT_TIMEOUT_S = 30
-RECONNECT_S = 60
-# gRPC's own reconnect backoff (1 s growing to 120 s by default) would leave a restarted cloud unseen for
-# minutes; the node backs off itself (client.Backoff), so the channel only has to try when asked.
-RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
-                     ("grpc.max_reconnect_backoff_ms", 1000)]
-PROBE_TIMEOUT_S = 1.5   # a plain TCP connect that tells "refused" from "slow" before gRPC retries hide it
+__all__ = ["probe", "register", "run_devices"]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -95,57 +78,8 @@ def run_devices(args: argparse.Namespace) -> int:
     return 0
 
 
-def probe(target: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
-    """Fail at once, saying what happened, when nothing listens at HOST:PORT or the host has no address; a slow
-    or silent host is left to the gRPC connect wait (--connect-timeout)."""
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([A-Za-z0-9._-]+):(\d+)", target)
-    if match is None:
-        return                                   # a gRPC target of another form (dns:///…, unix:…): gRPC decides
-    host, port = match.group(1) or match.group(3), int(match.group(2) or match.group(4))
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return
-    except ConnectionRefusedError:
-        raise NodeError(f"connection refused by {target}: no cloud node listens there "
-                        "(start `persona-sim cloud` first, or check the port)") from None
-    except socket.gaierror as exc:
-        raise NodeError(f"cannot resolve the cloud's host {host!r} in {target}: {exc.strerror}") from None
-    except OSError:
-        return                                   # timed out or filtered: let the gRPC wait decide
-
-
 async def _run(args: argparse.Namespace, scenario):
-    index, count = args.shard
-    target = args.cloud
-    probe(target)
     sec = ClientSecurity(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name, args.token_file)
-    options = channel_options(int(scenario.cloud.max_frame_mb * 2**20)) + RECONNECT_OPTIONS
-    async with open_channel(target, options, sec) as ch:
-        try:
-            await asyncio.wait_for(ch.channel_ready(), args.connect_timeout)
-        except asyncio.TimeoutError:
-            hint = (" (it accepts TCP connections, so check TLS: --tls-ca, the certificate's name "
-                    "(--tls-server-name), and a client certificate if the cloud requires one)") if sec.ca else ""
-            raise NodeError(f"cannot reach the cloud node at {target} within {args.connect_timeout:g} s{hint}") from None
-        stub = pb_grpc.PersonaCloudStub(ch)
-        stub_info = await get_info(stub, target)
-        check_same_scenario(stub_info, scenario, target)
-        data = args.bundle.read_bytes() if args.bundle else await fetch_model(stub, stub_info, target)
-        bundle = load_bundle_bytes(data, str(args.bundle or f"model from {target}"))
-        hello = Hello(f"{socket.gethostname()}-{os.getpid()}", bundle.signature, index, count,
-                      scenario_hash=scenario.run_hash())
-        try:
-            dataset = load_dataset(scenario.dataset, scenario.seed)
-        except DatasetError as missing:            # a machine without the data: the cloud has it
-            dataset = await fetch_dataset(stub, stub_info, target, missing)
-        transport = GrpcTransport(ch, target, hello, stub_info.max_frame_bytes, reconnect_s=args.reconnect)
-        await transport.open()
-        if not (args.out / "manifest.json").exists():
-            prepare(args.out, scenario, describe(scenario, dataset, bundle.signature, transport="grpc", shards=count))
-        progress = stage_progress(args.quiet, position=index, prefix=f"shard {index}/{count} " if count > 1 else "")
-        try:
-            return await run_shard(scenario, bundle, dataset, transport, args.out, index, count,
-                                   facts={"transport": "grpc"}, progress=progress,
-                                   finalize_when_complete=not args.no_finalize, resume=args.resume)
-        finally:
-            await transport.close()
+    return await run_node(scenario, args.cloud, args.out, NodeOptions(
+        args.shard, args.bundle, sec, args.connect_timeout, args.reconnect, args.quiet, args.resume,
+        finalize=not args.no_finalize))
