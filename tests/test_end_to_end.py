@@ -546,3 +546,28 @@ def test_run_over_several_seeds_reports_means_spreads_and_bands(tiny_file, tmp_p
     assert row["delta_ndcg@10_vs_static"]["mean"] == pytest.approx(sum(deltas) / 2, abs=1e-6)
     assert (out / "accuracy-over-time-seeds.png").stat().st_size > 0 and "± " in (out / "seeds.md").read_text()
     assert "Δ NDCG@10 vs static" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_run_on_a_real_local_ray_cluster_gives_the_local_digest(grpc_run, tmp_path):
+    """A head and a worker node as separate `ray start` processes; the cloud and 3 shards placed on them.
+    (`ray stop` at the end stops every Ray process of this machine.)"""
+    pytest.importorskip("ray")
+    scenario, local, _ = grpc_run
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    port = _free_port()
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    try:
+        for args in (["--head", f"--port={port}", "--include-dashboard=false"], [f"--address=127.0.0.1:{port}"]):
+            subprocess.run([ray_cli, "start", "--num-cpus=1", *args], check=True, capture_output=True, env=env,
+                           timeout=180)
+        out = tmp_path / "ray"
+        proc = cli("run", str(scenario), "--out", str(out), "--cluster", f"ray://127.0.0.1:{port}", "--shards", "3",
+                   timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, env=env, timeout=120)
+    s = summary(out)
+    assert s["results_digest"] == summary(local)["results_digest"]
+    assert s["cluster"]["nodes"] == 2 and len(s["cluster"]["shard_nodes"]) == 3
+    assert "ray: 2 node(s)" in proc.stdout and not list(out.glob("shard-*.sqlite"))

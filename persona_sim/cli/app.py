@@ -151,7 +151,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _run_seeds(args, variants, out)
     if len(variants) == 1:
         check_fresh(out, args.force, "results.sqlite", "summary.json")
-        summary = run(base, out, args.transport, args.shards, args.quiet, stage_progress(args.quiet))
+        summary = run(base, out, args.transport, args.shards, args.quiet, stage_progress(args.quiet),
+                      cluster=args.cluster)
         print(render_table(summary))
         print(f"\nrun directory: {out}  (report.md, summary.json, results.sqlite)")
         return EXIT_OK
@@ -160,7 +161,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for v, d in zip(variants, dirs):
         print(f"== {v.label} -> {d}", flush=True)
         check_fresh(d, args.force, "results.sqlite", "summary.json")
-        run(v.scenario, d, args.transport, args.shards, args.quiet, stage_progress(args.quiet))
+        run(v.scenario, d, args.transport, args.shards, args.quiet, stage_progress(args.quiet), cluster=args.cluster)
     print(render_compare(write_compare(out, dirs, [v.label for v in variants])))
     print(f"sweep directory: {out}  (compare.md, compare.json, one run directory per variant)")
     return EXIT_OK
@@ -185,7 +186,7 @@ def _run_seeds(args: argparse.Namespace, variants: list, out: Path) -> int:
         print(f"== seed {seed} -> {d}", flush=True)
         check_fresh(d, args.force, "results.sqlite", "summary.json")
         scenario = load_variants(args.scenario, {**_overrides(args), "seed": seed})[0].scenario
-        run(scenario, d, args.transport, args.shards, args.quiet, stage_progress(args.quiet))
+        run(scenario, d, args.transport, args.shards, args.quiet, stage_progress(args.quiet), cluster=args.cluster)
     print(render_seeds(write_seeds(out, dirs, seeds)))
     print(f"seeds directory: {out}  (seeds.md, seeds.json, accuracy-over-time-seeds.png, one run directory per seed)")
     return EXIT_OK
@@ -274,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grpc: cloud and device nodes as processes over loopback gRPC (default); "
                         "inproc: one process, no sockets; same results")
     p.add_argument("--shards", type=int, default=1, help="device-node processes (default 1)")
+    p.add_argument("--cluster", metavar="ENGINE[://ADDRESS]",
+                   help="place the cloud and the --shards device shards on a cluster: `ray` (the cluster in "
+                        "$RAY_ADDRESS, or a one-machine Ray) or `ray://HOST:PORT` (a cluster's GCS address); "
+                        "needs pip install 'persona-sim[ray]'")
     p.add_argument("--seeds", type=int, default=1, metavar="N",
                    help="run N seeds (the scenario's and the next ones), each into OUT/seed-S, and write their "
                         "mean ± std per method and accuracy bands (seeds.md)")

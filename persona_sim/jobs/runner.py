@@ -120,8 +120,20 @@ def _resumable(out: Path, scenario: Scenario, signature: str) -> int:
     return int(manifest.get("shards", 1))
 
 
+def _run_cluster(cluster: str, scenario_file: Path, bundle_path: Path, out: Path, shards: int, quiet: bool) -> dict:
+    """``ENGINE`` or ``ENGINE://ADDRESS``: the launcher a node shell registers for that engine places the nodes."""
+    from importlib.metadata import entry_points
+
+    engine, _, address = cluster.partition("://")
+    launchers = {ep.name: ep for ep in entry_points(group="persona_sim.clusters")}
+    if engine not in launchers:
+        raise NodeError(f"--cluster {cluster!r}: no launcher for {engine!r} (known: {', '.join(sorted(launchers)) or 'none'})")
+    return launchers[engine].load()(scenario_file, bundle_path, out, shards, address or None,
+                                    progress=(lambda line: None) if quiet else print)
+
+
 def run(scenario: Scenario, out: Path, transport: str, shards: int, quiet: bool,
-        progress: Callback, resume: bool = False) -> dict:
+        progress: Callback, resume: bool = False, cluster: str | None = None) -> dict:
     """Run the scenario into ``out``; return the summary. Each method's results are kept as it completes:
     if the run fails, ``out`` reports the completed methods (marked incomplete) and ``resume`` goes on from
     there, ending with the results an uninterrupted run gives."""
@@ -134,19 +146,21 @@ def run(scenario: Scenario, out: Path, transport: str, shards: int, quiet: bool,
     else:
         prepare(out, scenario, describe(scenario, dataset, signature, transport=transport, shards=shards,
                                         bundle_trained_now=trained))
+    facts: dict = {"transport": transport}
     try:
-        if transport == "grpc":
+        if cluster is not None:
+            facts.update(_run_cluster(cluster, out / "scenario.yaml", bundle_path, out, shards, quiet))
+        elif transport == "grpc":
             _run_grpc(out / "scenario.yaml", bundle_path, out, shards, quiet, resume)
         else:
             with reproducible_torch():   # the same kernels and thread count as the node processes
                 asyncio.run(_run_inproc(scenario, bundle_path, dataset, out, shards, progress, resume))
     except BaseException:             # failed or interrupted: report what finished, keep it for --resume
         try:
-            finalize(out, scenario, shards, {"transport": transport}, partial=True)
+            finalize(out, scenario, shards, facts, partial=True)
         except Exception:             # the original failure is the one to report
             pass
         raise
-    summary = finalize(out, scenario, shards, {"transport": transport,
-                                               "wall_seconds": round(time.perf_counter() - t0, 2)})
+    summary = finalize(out, scenario, shards, {**facts, "wall_seconds": round(time.perf_counter() - t0, 2)})
     assert summary is not None, "every shard ran, so the run is complete"
     return summary
