@@ -441,3 +441,45 @@ def test_a_report_larger_than_the_shard_could_send_is_refused_not_buffered(tiny_
     refused, after = serve(tiny_world, body)
     assert refused.error.code == pb.BAD_FRAME and "at most 12 requests" in refused.error.message
     assert after.WhichOneof("body") == "edits" and after.edits.frame_id == 2
+
+
+def test_a_shard_that_starts_a_run_again_on_a_new_stream_aborts_the_old_run(tiny_world):
+    """A shard reconnected before the cloud saw its old stream go (a half-open connection): its report at 0
+    ends the run in progress for the others (ABORTED). The aborted shard's stream then ends, which aborts the
+    new run too (it cannot go on without that shard); once both are back, the run starts afresh."""
+    def report(frame_id, until):
+        return pb.DeviceFrame(requests=pb.RequestBatch(frame_id=frame_id, method="persona-s", until_us=until,
+                                                       next_arrival_us=10**9, final=True))
+
+    async def opened(stub, shard):
+        call = stub.Adapt()
+        await call.write(_hello_frame(engine_of[0], shard, 2))
+        await call.read()
+        return call
+
+    engine_of = []
+
+    async def body(channel, engine):
+        engine_of.append(engine)
+        stub = pb_grpc.PersonaCloudStub(channel)
+        a, b = await opened(stub, 0), await opened(stub, 1)
+        for call in (a, b):
+            await call.write(report(1, 0))
+        (until,) = {(await call.read()).edits.until_us for call in (a, b)}
+        await a.write(report(2, until))                # shard 0 waits for shard 1 ...
+        await asyncio.sleep(0.1)
+        b2 = await opened(stub, 1)                     # ... which comes back on a new stream, from the start
+        await b2.write(report(1, 0))
+        told = [await a.read(), await b2.read()]
+        a2, b3 = await opened(stub, 0), await opened(stub, 1)
+        for call in (a2, b3):
+            await call.write(report(1, 0))
+        fresh = [(await call.read()).edits.until_us for call in (a2, b3)]
+        for call in (a, b, a2, b2, b3):
+            call.cancel()
+        return told, fresh, until
+
+    (a_told, b2_told), fresh, until = serve(tiny_world, body)
+    assert a_told.error.code == pb.ABORTED and "shard 1/2 started again the run of 'persona-s'" in a_told.error.message
+    assert b2_told.error.code == pb.ABORTED and "shard 0/2 left" in b2_told.error.message
+    assert fresh == [until, until]                     # the new run's first round, as the old one's was

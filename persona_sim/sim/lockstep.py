@@ -102,18 +102,20 @@ class Lockstep:
         if self.connected[key]:
             return
         del self.connected[key]
-        for method, session in list(self.sessions.items()):
-            if session.shards != hello.shard_count:
-                continue
-            del self.sessions[method]
-            self.told_late[method] = set(range(session.shards)) - set(session.waiting) - {hello.shard_index}
-            log.warning("shard %d/%d left the run of %r at virtual time %d µs: run aborted", hello.shard_index,
-                        hello.shard_count, method, session.until)
-            for future in session.waiting.values():
-                if not future.done():
-                    future.set_exception(ProtocolError(
-                        "ABORTED", f"shard {hello.shard_index}/{hello.shard_count} left the run of {method!r} "
-                                   f"at virtual time {session.until} µs"))
+        for session in list(self.sessions.values()):
+            if session.shards == hello.shard_count:
+                self._abort(session, hello, "left")
+
+    def _abort(self, session: _Session, hello: Hello, what: str) -> None:
+        """End ``session`` for every shard: those waiting get ABORTED now, the others at their next report."""
+        del self.sessions[session.method]
+        self.told_late[session.method] = set(range(session.shards)) - set(session.waiting) - {hello.shard_index}
+        reason = (f"shard {hello.shard_index}/{hello.shard_count} {what} the run of {session.method!r} "
+                  f"at virtual time {session.until} µs")
+        log.warning("%s: run aborted", reason)
+        for future in session.waiting.values():
+            if not future.done():
+                future.set_exception(ProtocolError("ABORTED", reason))
 
     def _session(self, hello: Hello, report: RoundReport) -> _Session:
         late = self.told_late.get(report.method, set())
@@ -123,6 +125,9 @@ class Lockstep:
                 raise ProtocolError("ABORTED", f"the run of {report.method!r} was aborted while shard "
                                                f"{hello.shard_index}/{hello.shard_count} computed its round")
         session = self.sessions.get(report.method)
+        if session is not None and report.until_us == 0 and session.until != 0:
+            self._abort(session, hello, "started again")   # it reconnected before its old stream was seen gone
+            session = None
         if session is None:
             if report.until_us != 0:
                 raise ProtocolError("BAD_FRAME", f"no run of {report.method!r} is in progress, so the first "
