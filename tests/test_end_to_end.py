@@ -543,7 +543,8 @@ def test_run_over_several_seeds_reports_means_spreads_and_bands(tiny_file, tmp_p
     assert row["ndcg@10"]["mean"] == pytest.approx(sum(ndcg) / 2, abs=1e-6) and row["ndcg@10"]["n"] == 2
     assert row["ndcg@10"]["std"] == pytest.approx(abs(ndcg[0] - ndcg[1]) / 2**0.5, abs=1e-6)
     deltas = [r["methods"]["persona-s"]["ndcg@10"] - r["methods"]["static"]["ndcg@10"] for r in runs]
-    assert row["delta_ndcg@10_vs_static"]["mean"] == pytest.approx(sum(deltas) / 2, abs=1e-6)
+    assert data["verdict"]["persona-s"]["delta"] == pytest.approx(sum(deltas) / 2, abs=1e-6)
+    assert data["verdict"]["persona-s"]["delta_std"] == pytest.approx(abs(deltas[0] - deltas[1]) / 2**0.5, abs=1e-6)
     assert (out / "accuracy-over-time-seeds.png").stat().st_size > 0 and "± " in (out / "seeds.md").read_text()
     assert "Δ NDCG@10 vs static" in capsys.readouterr().out
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .plots import plt, save, style
+from .verdict import eval_verdict, verdict_sentence
 
 KEYS = ("ndcg@10", "hr@10", "auc", "rtt_ms_p50", "rtt_ms_p99", "bytes_per_device")
 BANDS_PNG = "accuracy-over-time-seeds.png"
@@ -28,29 +29,31 @@ def _stats(values: list[float]) -> dict | None:
 
 
 def seed_summary(summaries: list[dict], seeds: list[int]) -> dict:
-    methods = list(summaries[0]["methods"])
-    out: dict = {"seeds": seeds, "methods": {}}
-    for m in methods:
-        row = {k: _stats([s["methods"][m].get(k) for s in summaries]) for k in KEYS}
-        if "static" in methods and m != "static":
-            row["delta_ndcg@10_vs_static"] = _stats([s["methods"][m]["ndcg@10"] - s["methods"]["static"]["ndcg@10"]
-                                                     for s in summaries])
-        out["methods"][m] = row
-    return out
+    return {"seeds": seeds, "verdict": eval_verdict(summaries, "ndcg@10"),
+            "methods": {m: {k: _stats([s["methods"][m].get(k) for s in summaries]) for k in KEYS}
+                        for m in summaries[0]["methods"]}}
 
 
-def _pm(stat: dict | None, digits: int, signed: bool = False) -> str:
+def _pm(stat: dict | None, digits: int) -> str:
     if stat is None:
         return "–"
-    return f"{stat['mean']:{'+' if signed else ''}.{digits}f} ± {stat['std']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def _delta(v: dict | None) -> str:
+    if v is None:
+        return "–"
+    return f"{v['delta']:+.4f}" + (f" ± {v['delta_std']:.4f}" if v.get("delta_std") is not None else "")
 
 
 def render_seeds(data: dict) -> str:
-    lines = [f"Mean ± sample std over seeds {', '.join(map(str, data['seeds']))}; Δ is taken seed by seed.", "",
+    verdict = data.get("verdict") or {}
+    lines = [verdict_sentence(data.get("verdict")), "",
+             f"Mean ± sample std over seeds {', '.join(map(str, data['seeds']))}; Δ is taken seed by seed.", "",
              "| method | NDCG@10 | Δ NDCG@10 vs static | AUC | RTT p50 (ms) | RTT p99 (ms) | bytes / device |",
              "|---|---|---|---|---|---|---|"]
     for m, r in data["methods"].items():
-        lines.append(f"| {m} | {_pm(r['ndcg@10'], 4)} | {_pm(r.get('delta_ndcg@10_vs_static'), 4, True)} | "
+        lines.append(f"| {m} | {_pm(r['ndcg@10'], 4)} | {_delta(verdict.get(m))} | "
                      f"{_pm(r['auc'], 4)} | {_pm(r['rtt_ms_p50'], 1)} | {_pm(r['rtt_ms_p99'], 1)} | "
                      f"{_pm(r['bytes_per_device'], 0)} |")
     return "\n".join(lines) + "\n"
