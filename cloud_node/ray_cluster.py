@@ -31,8 +31,7 @@ def _ray():
     return ray
 
 
-def _files(scenario_text: str, token: str) -> tuple[Path, Path]:
-    tmp = Path(tempfile.mkdtemp(prefix="persona-ray-"))
+def _files(scenario_text: str, token: str, tmp: Path) -> tuple[Path, Path]:
     (tmp / "scenario.yaml").write_text(scenario_text)
     (tmp / "token").write_text(token)
     return tmp / "scenario.yaml", tmp / "token"
@@ -53,7 +52,8 @@ class CloudActor:
         from .server import start_server
 
         torch.set_num_threads(1)
-        scenario_file, token_file = _files(scenario_text, token)
+        self.tmp = tempfile.TemporaryDirectory(prefix="persona-ray-cloud-")   # removed with the actor
+        scenario_file, token_file = _files(scenario_text, token, Path(self.tmp.name))
         scenario = load_scenario(scenario_file)
         engine = CloudEngine(scenario, load_bundle_bytes(bundle_bytes, "the run's bundle"), len(bundle_bytes))
         ready, self.loop = threading.Event(), asyncio.new_event_loop()
@@ -86,13 +86,14 @@ def shard_task(scenario_text: str, target: str, index: int, count: int, bundle_b
     from persona_sim.scenario.files import load_scenario
 
     torch.set_num_threads(1)
-    scenario_file, token_file = _files(scenario_text, token)
-    bundle = scenario_file.parent / "bundle.pt"
-    bundle.write_bytes(bundle_bytes)
-    out = scenario_file.parent / "out"
-    asyncio.run(run_node(load_scenario(scenario_file), target, out, NodeOptions(
-        (index, count), bundle, ClientSecurity(token_file=token_file), finalize=False)))
-    return shard_file(out, index, count).read_bytes(), ray.get_runtime_context().get_node_id()[:12]
+    with tempfile.TemporaryDirectory(prefix="persona-ray-shard-") as tmp:
+        scenario_file, token_file = _files(scenario_text, token, Path(tmp))
+        bundle = scenario_file.parent / "bundle.pt"
+        bundle.write_bytes(bundle_bytes)
+        out = scenario_file.parent / "out"
+        asyncio.run(run_node(load_scenario(scenario_file), target, out, NodeOptions(
+            (index, count), bundle, ClientSecurity(token_file=token_file), finalize=False)))
+        return shard_file(out, index, count).read_bytes(), ray.get_runtime_context().get_node_id()[:12]
 
 
 def run_on_ray(scenario_file: Path, bundle_path: Path, out: Path, shards: int, address: str | None,

@@ -37,7 +37,7 @@ from persona_sim.jobs.bench_sim import scaled_settings
 from persona_sim.scenario.files import command_overrides, load_scenario
 from persona_sim.sim.cloud_engine import CloudEngine
 from persona_sim.train.bundle import ensure_bundle, load_bundle
-from persona_sim.wire.codec import channel_options
+from persona_sim.wire.codec import channel_options, report_frames
 from persona_sim.wire.messages import AdaptRequest, Arrival, Hello, RoundReport, device_id
 
 from .client import GrpcTransport
@@ -238,7 +238,6 @@ async def _bench(args, scenario, bundle_path: Path, bundle, progress) -> dict:
 
 
 def _report_frames(load: Load, engine: CloudEngine):
-    from persona_sim.wire.codec import report_frames
     arrivals = tuple(Arrival(r, 0) for r in load.requests(0))
     return report_frames(1, RoundReport(load.method, 0, None, arrivals), engine.max_frame_bytes)
 
