@@ -6,6 +6,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -65,7 +66,8 @@ def test_every_method_runs_over_both_transports_with_one_digest(all_runs):
 
 
 def test_a_device_method_pays_its_steps_in_its_stage_times(all_runs):
-    """finetune trains every layer, so each step costs the profile's whole step: 3 × 30 ms, on an idle processor."""
+    """finetune trains every layer at every position of a full (padded) history, so each step costs the profile's
+    whole step: 3 × 30 ms, on an idle processor."""
     con = sqlite3.connect(all_runs / "inproc" / "results.sqlite")
     rows = con.execute("SELECT method, issued_us, upload_done_us, download_done_us, applied_us, bytes_up, bytes_down, "
                        "device_us FROM adaptations WHERE method IN (%s)" % ",".join("?" * len(DEVICE)), DEVICE).fetchall()
@@ -80,6 +82,21 @@ def test_a_device_method_pays_its_steps_in_its_stage_times(all_runs):
     assert all(span == cost for span, cost in firsts)                       # the processor was idle: no wait
     split = _summary(all_runs / "inproc")["methods"]["finetune"]["latency_split_ms"]
     assert split["network"]["p99"] == split["cloud"]["p99"] == 0.0 and split["device"]["p50"] == 90.0
+
+
+def test_a_device_step_is_charged_its_flops_relative_to_a_whole_model_step(tiny_dict):
+    """The profile's step time is one whole-model step on ``max_len`` items, the loss at every position against
+    1 + negatives items; a step that learns at fewer positions costs less, one that scores the catalogue more."""
+    from persona_sim.model import flops
+    scenario = parse_scenario(tiny_dict)
+    m, negatives = scenario.model, scenario.baselines.negatives
+    finetune, tta = METHODS["finetune"].device(scenario), METHODS["tta"].device(scenario)
+    assert finetune.window >= m.max_len and finetune.step_share(scenario, 500) == 1.0
+    short = replace(finetune, window=m.max_len // 2).step_share(scenario, 500)
+    assert short == flops.step_flops(m, "all", m.max_len, m.max_len // 2, 1 + negatives) / \
+        flops.reference_step_flops(m, negatives) and 0.5 < short < 1.0  # the encoder runs over every item anyway
+    small, large = (tta.step_share(scenario, n) for n in (1 + negatives, 20_000))
+    assert small < 1.0 < large                         # entropy over 20,000 items: dearer than a fine-tuning step
 
 
 def test_only_cloud_methods_reach_the_cloud(all_runs):
@@ -228,11 +245,15 @@ def test_eval_runs_every_method_with_its_modelled_time(tiny_dict, tmp_path):
     methods = _summary(tmp_path / "ev")["methods"]
     assert list(methods) == ALL
     assert methods["static"]["modelled_ms"] is None
-    assert methods["finetune"]["modelled_ms"] == 3 * 30.0                 # every layer: whole steps
-    assert 0 < methods["dccl"]["modelled_ms"] < 3 * 30.0                  # the head only: a share of a step
-    assert methods["cloud-finetune"]["modelled_ms"] > methods["persona-s"]["modelled_ms"]   # + 3 cloud steps
+    ft = methods["finetune"]["modelled_ms"]
+    assert ft == methods["finetune"]["modelled_compute_ms"] == 3 * 30.0    # every layer: whole steps, no network
+    assert 0 < methods["dccl"]["modelled_ms"] < ft                         # the head only: a share of a step
+    persona = methods["persona-s"]
+    assert 0 < persona["modelled_compute_ms"] < persona["modelled_ms"]     # + upload and download
+    assert methods["cloud-finetune"]["modelled_compute_ms"] > persona["modelled_compute_ms"]   # + 3 cloud steps
     report = (tmp_path / "ev" / "report.md").read_text()
-    assert "| Fine-tune |" in report and "90.0 ms" in report
+    assert "| Fine-tune |" in report and f"{ft:.1f} ms |" in report
+    assert f"({persona['modelled_compute_ms']:.1f} ms)" in report
 
 
 def test_every_cloud_method_gives_a_request_the_same_layers_alone_or_in_a_batch(tiny_dict):

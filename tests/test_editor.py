@@ -53,9 +53,9 @@ def test_edited_weights_are_prototype_plus_edit():
     assert torch.allclose(edit_norm(edits)[1, 2], manual)
 
 
-@pytest.mark.parametrize("clkt", [True, False])
-def test_every_editor_part_receives_gradients_and_is_saved(clkt):
-    bank = _bank(clkt=clkt)
+@pytest.mark.parametrize("clkt,encoder", [(True, "mean-last"), (False, "mean-last"), (True, "gru")])
+def test_every_editor_part_receives_gradients_and_is_saved(clkt, encoder):
+    bank = _bank(clkt=clkt, encoder=encoder)
     proto = {k: torch.randn(1, *v.shape[2:]) for k, v in bank.edits(*_window(1)).items()}
     params = {k: v[0] for k, v in apply_edits(proto, bank.edits(*_window())).items()}
     adaptive_forward(torch.randn(3, 8), params).pow(2).sum().backward()
@@ -63,7 +63,38 @@ def test_every_editor_part_receives_gradients_and_is_saved(clkt):
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     state = bank.state_dict()
     assert {"head_w.0", "head_w.1", "head_b.0", "head_b.1", "proj_w.0", "proj_w.1"} <= set(state)
-    assert ("gru_wi" in state) == clkt
+    assert ("gru_wi" in state) == clkt and ("win_wi" in state) == (encoder == "gru")
+
+
+def test_the_gru_window_encoder_reads_the_items_in_order_and_ignores_padding():
+    """The GRU's state after the window's last real item stands in for the items' mean: the order of the items
+    matters (it does not for the mean), padding columns change no bit, and a row's edit does not depend on the
+    other rows of its call (8-row blocks, as the cloud calls it)."""
+    gru, mean = _bank(encoder="gru"), _bank()
+    emb, mask = _window()
+    flipped = emb.clone()
+    flipped[0] = emb[0, [2, 1, 0, 3]]                                   # same items, same last one
+    for bank, order_matters in ((gru, True), (mean, False)):
+        a, b = bank.edits(emb, mask)["head.0.weight"][0, 0], bank.edits(flipped, mask)["head.0.weight"][0, 0]
+        assert (not torch.allclose(a, b)) == order_matters
+    wide = torch.cat([emb, torch.randn(3, 2, 8)], 1)                    # two more columns, masked out
+    wide_mask = torch.cat([mask, torch.zeros(3, 2, dtype=torch.bool)], 1)
+    rows = torch.randn(13, 4, 8)
+    rows_mask = torch.rand(13, 4) < 0.7
+    rows_mask[:, 0] = True
+    block = torch.cat([emb, rows[:5]]), torch.cat([mask, rows_mask[:5]])          # 8 rows
+    big = torch.cat([emb, rows]), torch.cat([mask, rows_mask])                    # 16 rows
+    for name, e in gru.edits(*_pad8(emb, mask)).items():
+        assert torch.equal(e[:, :3], gru.edits(*_pad8(wide, wide_mask))[name][:, :3])
+        assert torch.equal(e[:, :3], gru.edits(*block)[name][:, :3])
+        assert torch.equal(e[:, :3], gru.edits(*big)[name][:, :3])
+
+
+def _pad8(emb, mask):
+    """Pad a call to 8 rows with empty windows, as the cloud pads its calls."""
+    n = 8 - len(emb)
+    return (torch.cat([emb, emb.new_zeros(n, *emb.shape[1:])]),
+            torch.cat([mask, mask.new_zeros(n, mask.shape[1])]))
 
 
 def test_clkt_makes_the_second_layer_depend_on_the_first():

@@ -25,12 +25,11 @@ import numpy as np
 from ..data.dataset import Dataset, load_dataset
 from ..data.split import training_data
 from ..methods import METHODS, Method
-from ..model.local import local_data
 from ..model.metrics import METRICS, USER_METRICS, user_metrics
 from ..report.verdict import eval_verdict
 from ..scenario.files import Variant
 from ..scenario.schema import Scenario
-from ..sim.costs import modelled_ms
+from ..sim.costs import modelled_cost
 from ..train.bundle import Bundle, ensure_bundle, load_bundle
 from ..train.evaluation import TEST_PURPOSE, CaseSet, build_cases, evaluate, evaluate_on_device, mean_metrics
 
@@ -48,17 +47,6 @@ def _evaluate(bundle: Bundle, method: Method, scenario: Scenario, test: CaseSet,
         return evaluate(bundle.models, method.adapter(scenario), test, scenario.model.max_len)
     return evaluate_on_device(bundle.models, method.device(scenario), test, scenario.model.max_len, scenario.seed,
                               lambda done, total: progress(method.name, done, total))
-
-
-def _modelled_ms(bundle: Bundle, method: Method, scenario: Scenario, test: CaseSet) -> float | None:
-    shares = None
-    if method.device is not None:
-        part = method.device(scenario)
-        data = local_data(test.histories, scenario.model.max_len, part.window, part.labelled)
-        shares = part.step_shares(scenario, bundle.num_items, data)
-    shapes = {k: tuple(v.shape[1:]) for k, v in bundle.models.head.items()}
-    ms = modelled_ms(method, scenario, shapes, shares)
-    return None if ms is None else round(ms, 3)
 
 
 def eval_seed(variant: Variant, seed: int, dataset: Dataset, progress: Progress, out: Path | None = None) -> dict:
@@ -79,8 +67,11 @@ def eval_seed(variant: Variant, seed: int, dataset: Dataset, progress: Progress,
         seconds = time.perf_counter() - start
         counts = np.bincount(per_case["prototype"], minlength=max(1, scenario.persona.prototypes))
         per_user = user_metrics(test.users, per_case["scores"]) if protocol == "realtime" else {}
+        cost = modelled_cost(METHODS[method], scenario, {k: tuple(v.shape[1:]) for k, v in bundle.models.head.items()},
+                             bundle.num_items)
         results[method] = dict(mean_metrics(per_case), **{k: float(v.mean()) for k, v in per_user.items()},
-                               modelled_ms=_modelled_ms(bundle, METHODS[method], scenario, test),
+                               modelled_ms=None if cost is None else round(cost.total_ms, 3),
+                               modelled_compute_ms=None if cost is None else round(cost.compute_ms, 3),
                                cases=len(test.windows), users=len(np.unique(test.users)),
                                ms_per_case=round(1000 * seconds / len(test.windows), 4),
                                prototype_share=[round(float(c) / len(test.windows), 4) for c in counts])
@@ -101,6 +92,7 @@ def aggregate(per_seed: list[dict], methods: list[str]) -> dict:
         entry["cases"], entry["users"] = rows[0]["cases"], rows[0]["users"]
         entry["ms_per_case"] = round(float(np.median([r["ms_per_case"] for r in rows])), 4)
         entry["modelled_ms"] = rows[0].get("modelled_ms")
+        entry["modelled_compute_ms"] = rows[0].get("modelled_compute_ms")
         out[method] = entry
     return out
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-import numpy as np
 import torch
 
 from ..model import flops
@@ -31,15 +30,16 @@ class DevicePart:
         negatives = torch.randint(1, models.item_emb.shape[0], (self.negatives,), generator=gen)
         return learn(models, data, self.part, self.objective, self.steps, self.lr, negatives, gen, self.rank)
 
-    def step_shares(self, scenario: Scenario, num_items: int, data: LocalData) -> np.ndarray:
-        """(B,) one of its steps on each row, as a share of a whole-model step on the same row: a device
-        profile's ``finetune_step_ms`` times this is the step's time on that device."""
+    def step_share(self, scenario: Scenario, num_items: int) -> float:
+        """One of its steps as a share of the reference step a device profile's ``finetune_step_ms`` times
+        (``flops.reference_step_flops``). A device runs a graph of fixed shape, as on-device runtimes do: every
+        row is ``max_len`` items, shorter histories padded, so the share depends on what the method trains,
+        at how many positions and against how many items, not on the device's history. A step that scores
+        the whole catalogue (entropy) costs accordingly more than one that scores sampled negatives."""
+        m = scenario.model
         cands = num_items if self.objective == "entropy" else 1 + self.negatives
-        out = np.zeros(len(data.seqs))
-        for i, (tokens, positions) in enumerate(zip((data.seqs > 0).sum(1).tolist(), data.positions.tolist())):
-            full = flops.full_step_flops(scenario.model, tokens, positions, cands)
-            out[i] = flops.step_flops(scenario.model, self.part, tokens, positions, cands) / full if full else 0.0
-        return out
+        step = flops.step_flops(m, self.part, m.max_len, min(self.window, m.max_len), cands)
+        return step / flops.reference_step_flops(m, scenario.baselines.negatives)
 
 
 @dataclass(frozen=True)

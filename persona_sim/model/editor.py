@@ -1,6 +1,7 @@
 """The Parameter Editor (PE) of Persona, Eq. 5, 6 and 13, as a bank of P editors.
 
-    e_R = E(X_R)                       encoder over the device's real-time window
+    e_R = E(X_R)                       encoder over the device's real-time window: [mean, last] of its item
+                                       embeddings, or [a GRU's state after the window, last] (``encoder``)
     e^n = L^n(e_R)                     a linear layer per adaptive layer n
     {e^n} <- Ω_seq({e^n})              CLKT: a GRU over the layer index (Eq. 13), switchable
     G^n = g^n(e^n)                     a head per layer: the layer's weights and bias edit
@@ -34,6 +35,15 @@ def _linear(p: int, n_in: int, n_out: int, gen: torch.Generator) -> tuple[nn.Par
 def _apply(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """x (P, B, n_in) @ w (P, n_in, n_out) + b (P, n_out) -> (P, B, n_out)."""
     return torch.baddbmm(b[:, None, :], x, w)
+
+
+def _gru_step(x: torch.Tensor, h: torch.Tensor, wi: torch.Tensor, bi: torch.Tensor, wh: torch.Tensor,
+              bh: torch.Tensor) -> torch.Tensor:
+    """One GRU cell step, P cells at once: x (P, B, n_in), h (P, B, H) -> (P, B, H); gates r, z, n stacked."""
+    ir, iz, in_ = _apply(x, wi, bi).chunk(3, dim=-1)
+    hr, hz, hn = _apply(h, wh, bh).chunk(3, dim=-1)
+    r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+    return (1 - z) * torch.tanh(in_ + r * hn) + z * h
 
 
 class EditorBank(nn.Module):
@@ -75,6 +85,12 @@ class EditorBank(nn.Module):
                 b[:, n_in * r: n_in * r + r * n_out] = torch.randn(P, r * n_out, generator=gen) / math.sqrt(r)
             self.head_w.append(nn.Parameter(w))
             self.head_b.append(nn.Parameter(b))
+        # A GRU over the window's items, oldest first, in place of their mean (drawn last, so the default
+        # encoder's initialisation is unchanged).
+        self.encoder = spec.encoder
+        if spec.encoder == "gru":
+            self.win_wi, self.win_bi = _linear(P, hidden, 3 * hidden, gen)
+            self.win_wh, self.win_bh = _linear(P, hidden, 3 * hidden, gen)
 
     def edit_width(self, n_in: int, n_out: int) -> int:
         """Outputs of g^n: the full matrix and bias, or U (N_in×r), V (r×N_out) and the bias."""
@@ -84,27 +100,32 @@ class EditorBank(nn.Module):
 
     def _features(self, window_emb: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
         """window_emb (B, W, D), mask (B, W) True on real items (left-aligned, newest last) -> N_l × (P, B, H)."""
-        m = mask[..., None].float()                                          # (B, W, 1)
-        total = (window_emb * m).cumsum(1)[:, -1]                            # (B, D): a running sum in item order
-        mean = total / m.sum(1).clamp(min=1.0)                               # has the same bits at any width or
-                                                                             # batch (.sum's grouping varies with both)
         last_idx = mask.long().sum(1).clamp(min=1) - 1                       # (B,)
-        last = window_emb[torch.arange(len(last_idx)), last_idx]             # (B, D)
-        x = torch.cat([mean, last], dim=1).expand(self.prototypes, -1, -1)   # (P, B, 2D)
+        last = window_emb[torch.arange(len(last_idx)), last_idx].expand(self.prototypes, -1, -1)   # (P, B, D)
+        x = torch.cat([self._summary(window_emb, mask), last], dim=-1)       # (P, B, 2D)
         e_r = F.gelu(_apply(F.gelu(_apply(x, self.enc1_w, self.enc1_b)), self.enc2_w, self.enc2_b))   # (P, B, H)
         feats = [_apply(e_r, w, b) for w, b in zip(self.proj_w, self.proj_b)]  # e^n, Eq. 5
         if not self.clkt:
             return feats
         out, h = [], torch.zeros_like(feats[0])
         for x_n in feats:                                                    # layer n+1 sees layer n (Eq. 13)
-            gi = _apply(x_n, self.gru_wi, self.gru_bi)                       # (P, B, 3H)
-            gh = _apply(h, self.gru_wh, self.gru_bh)
-            ir, iz, in_ = gi.chunk(3, dim=-1)
-            hr, hz, hn = gh.chunk(3, dim=-1)
-            r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
-            h = (1 - z) * torch.tanh(in_ + r * hn) + z * h
+            h = _gru_step(x_n, h, self.gru_wi, self.gru_bi, self.gru_wh, self.gru_bh)
             out.append(h)
         return out
+
+    def _summary(self, window_emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, W, D), (B, W) -> (P, B, D): the items' mean, or the GRU's state after the last real item."""
+        if self.encoder == "gru":
+            h = window_emb.new_zeros(self.prototypes, *window_emb.shape[::2])          # (P, B, D)
+            for t in range(window_emb.shape[1]):                             # padding columns leave h as it is,
+                x_t = window_emb[:, t].expand(self.prototypes, -1, -1)       # so any width gives the same bits
+                h = torch.where(mask[None, :, t, None], _gru_step(x_t, h, self.win_wi, self.win_bi, self.win_wh,
+                                                                  self.win_bh), h)
+            return h
+        m = mask[..., None].float()                                          # (B, W, 1)
+        total = (window_emb * m).cumsum(1)[:, -1]                            # (B, D): a running sum in item order
+        mean = total / m.sum(1).clamp(min=1.0)                               # has the same bits at any width or
+        return mean.expand(self.prototypes, -1, -1)                          # batch (.sum's grouping varies with both)
 
     def edits(self, window_emb: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """Clipped edits Clip(G^n, -T, T) of every prototype: '<layer>.weight' (P, B, N_in, N_out), '.bias' (P, B, N_out)."""

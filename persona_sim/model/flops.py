@@ -39,7 +39,7 @@ def step_flops(spec: ModelSpec, part: str, tokens: int, positions: int, candidat
     return 3 * (enc + head)                                  # all
 
 
-def full_step_flops(spec: ModelSpec, tokens: int, positions: int, candidates: int) -> float:
-    """The same step training the whole model: what a device profile's ``finetune_step_ms`` measures."""
-    return step_flops(spec, "all", tokens, positions, candidates)
-
+def reference_step_flops(spec: ModelSpec, negatives: int) -> float:
+    """The step a device profile's ``finetune_step_ms`` times: the whole model trained on one full history
+    (``max_len`` items, the loss at every position against the positive and ``negatives`` sampled items)."""
+    return step_flops(spec, "all", spec.max_len, spec.max_len, 1 + negatives)

@@ -38,15 +38,21 @@ def _cell(m: dict, key: str, seeds: int) -> str:
 
 def _rows(methods: dict, seeds: int, prefix: list[str], columns=COLUMNS) -> list[str]:
     return ["| " + " | ".join(prefix + [_label(name)] + [_cell(m, k, seeds) for k, _ in columns]
-                              + [_time(m.get("modelled_ms")), f"{m['ms_per_case']:.3f}"]) + " |"
+                              + [_time(m.get("modelled_ms"), m.get("modelled_compute_ms")), f"{m['ms_per_case']:.3f}"]) + " |"
             for name, m in methods.items()]
 
 
-def _time(ms: float | None) -> str:
-    """The paper's "time consumption": modelled, per adaptation."""
+def _ms(ms: float) -> str:
+    return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.1f} ms"
+
+
+def _time(ms: float | None, compute_ms: float | None) -> str:
+    """Modelled time per adaptation, end to end (compute, the paper's "time consumption", in brackets)."""
     if ms is None:
         return "–"
-    return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.1f} ms"
+    if compute_ms is None or compute_ms == ms:
+        return _ms(ms)
+    return f"{_ms(ms)} ({_ms(compute_ms)})"
 
 
 def render(summary: dict) -> str:
@@ -65,14 +71,15 @@ def render(summary: dict) -> str:
     lines += [f"- {(v['label'] + ': ') if v['label'] else ''}{verdict_sentence(v.get('verdict') or eval_verdict(v['per_seed']), labels)}"
               for v in variants]
     lines += ["", "## Results", ""]
-    head = [s for s in swept] + ["Method"] + [c for _, c in COLUMNS] + ["time / adaptation", "ms / case"]
+    head = [s for s in swept] + ["Method"] + [c for _, c in COLUMNS] + ["time / adaptation (compute)", "ms / case"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in variants:
         lines += _rows(v["methods"], seeds, [str(v["settings"][k]) for k in swept])
-    lines += ["", "Cells are means over test events. Time / adaptation: the paper's \"time consumption\", modelled "
-              "for the scenario's median device and link (device methods: steps × the profile's fine-tuning step × "
-              "the step's share of a whole-model step; cloud methods: upload, cloud compute of one request, "
-              "download, apply; `persona-sim run` measures it with queueing, sharing, jitter and loss). "
+    lines += ["", "Cells are means over test events. Time / adaptation: modelled for the scenario's median device "
+              "and link, end to end, and in brackets its compute alone — the paper's \"time consumption\" "
+              "(device methods: steps × the profile's fine-tuning step × the step's FLOPs relative to a whole-model "
+              "step on a full history, all compute; cloud methods: cloud compute of one request and applying it, "
+              "plus upload and download; `persona-sim run` measures it with queueing, sharing, jitter and loss). "
               f"ms / case: wall time of the whole method (shared layers, editors or on-device training, scoring) "
               f"per test case, batched {CHUNK} cases at a time ({DEVICE_CHUNK} for on-device training), on this "
               "machine; the median over seeds.", ""]

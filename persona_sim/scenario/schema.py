@@ -112,6 +112,8 @@ class TrainSpec(_Strict):
 
 class PersonaSpec(_Strict):
     window: int = Field(10, ge=1)          # W: the device's real-time window
+    encoder: Literal["mean-last", "gru"] = "mean-last"   # E of Eq. 5: [mean, last] of the window's items, or a
+                                                         # GRU over them in place of the mean
     clip: float = Field(1.0, gt=0.0)       # T of Eq. 6
     editor_hidden: int = Field(64, ge=4)
     clkt: bool = True                      # cross-layer knowledge transfer (Eq. 13)
@@ -223,7 +225,9 @@ class ComputeSpec(_Strict):
     profile: Literal[DEVICE_PROFILES] = "fixed"
     apply_ms: float = Field(2.0, ge=0.0)          # load an edit into the adaptive layers
     infer_ms: float = Field(5.0, ge=0.0)          # one on-device prediction
-    finetune_step_ms: float = Field(30.0, ge=0.0)  # one on-device fine-tuning step (on-device baselines)
+    # one whole-model training step on a full history (max_len items, the loss at every position against
+    # 1 + baselines.negatives items); an on-device method's step costs its FLOPs relative to that (model.flops)
+    finetune_step_ms: float = Field(30.0, ge=0.0)
 
 
 class DevicesSpec(_Strict):

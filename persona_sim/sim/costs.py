@@ -2,14 +2,19 @@
 evaluation's "time consumption" column (the paper's Table 1).
 
 The same cost models as the simulation, at their medians and with nothing shared or queued:
-  device methods   steps × the profile's fine-tuning step × the step's share (``DevicePart.step_shares``)
-  cloud methods    upload + cloud compute of a batch of one + download + apply, on the scenario's
-                   median link (propagation, then transmission of the real encoded sizes; no jitter, no loss)
+  device methods   steps × the profile's fine-tuning step × the step's share of the reference step
+                   (``DevicePart.step_share``): all compute
+  cloud methods    cloud compute of a batch of one + apply (compute), and upload + download on the
+                   scenario's median link (propagation, then transmission of the real encoded sizes; no
+                   jitter, no loss)
+The paper's "time consumption" column is the compute part: its Persona and DUET rows are the same
+10.78 ms, the editor's forward, with no network in it.
 A run measures the real thing, with queueing, sharing, jitter and loss: ``persona-sim run``.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,17 +47,28 @@ def _transfer_ms(nbytes: int, mbps: float, delay_ms: float) -> float:
     return delay_ms + math.ceil(nbytes * 8 / mbps) / 1000.0
 
 
-def modelled_ms(method: Method, scenario: Scenario, shapes: dict[str, tuple[int, ...]],
-                device_shares: np.ndarray | None = None) -> float | None:
+@dataclass(frozen=True)
+class ModelledCost:
+    """One adaptation's median modelled time, split as the paper's time column and a run report it."""
+
+    compute_ms: float      # device training, or cloud compute + applying the reply: the paper's "time consumption"
+    network_ms: float      # upload + download (propagation and transmission); 0 for device methods
+
+    @property
+    def total_ms(self) -> float:
+        return self.compute_ms + self.network_ms
+
+
+def modelled_cost(method: Method, scenario: Scenario, shapes: dict[str, tuple[int, ...]],
+                  num_items: int) -> ModelledCost | None:
     """The median modelled time of one adaptation by ``method`` (None: it never adapts).
 
-    ``shapes``: the adaptive layers' parameter shapes (what a cloud reply carries); ``device_shares``: for a
-    device method, each case's step share (its median is used)."""
+    ``shapes``: the adaptive layers' parameter shapes (what a cloud reply carries); ``num_items``: the
+    catalogue's size (what a step that scores every item pays for)."""
     apply_ms, step_ms = _median_compute_ms(scenario)
     if method.device is not None:
         part = method.device(scenario)
-        share = float(np.median(device_shares)) if device_shares is not None and len(device_shares) else 1.0
-        return part.steps * step_ms * share
+        return ModelledCost(part.steps * step_ms * part.step_share(scenario, num_items), 0.0)
     if not method.asks_cloud:
         return None
     W = scenario.persona.window
@@ -65,5 +81,5 @@ def modelled_ms(method: Method, scenario: Scenario, shapes: dict[str, tuple[int,
     compute_ms = (c.base_ms + c.per_request_ms + method.prototypes(scenario) * c.per_prototype_ms
                   + method.steps(scenario) * c.per_step_ms)
     up_mbps, down_mbps, delay_ms = _median_link(scenario.network)
-    return (_transfer_ms(request_wire_bytes(req), up_mbps, delay_ms) + compute_ms
-            + _transfer_ms(down, down_mbps, delay_ms) + apply_ms)
+    return ModelledCost(compute_ms + apply_ms, _transfer_ms(request_wire_bytes(req), up_mbps, delay_ms)
+                        + _transfer_ms(down, down_mbps, delay_ms))

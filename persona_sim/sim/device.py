@@ -157,14 +157,14 @@ class DeviceUpdate:
 def learn_on_device(bundle: Bundle, scenario: Scenario, part: DevicePart, plan: DevicePlan, event: int, seq: int,
                     step_us: int) -> DeviceUpdate:
     """The device trains on everything it has seen up to event ``event`` (real steps, alone, so its result never
-    depends on other devices). It pays steps × its fine-tuning step time × the step's share of a whole-model
-    step (``DevicePart.step_shares``)."""
+    depends on other devices). It pays steps × its fine-tuning step time × the step's share of the reference
+    step (``DevicePart.step_share``)."""
     L = scenario.model.max_len
     known = plan.items[: int(plan.positions[event]) + 1]
     data = local_data([known], L, part.window, part.labelled)
     gen = torch.Generator().manual_seed(int(device_rng(scenario.seed, plan.index, 7 + seq).integers(2**62)))
     learned = part.learn(bundle.models, data, gen)
-    share = float(part.step_shares(scenario, bundle.num_items, data)[0])
+    share = part.step_share(scenario, bundle.num_items)
     params = {k: v[0].numpy().astype(np.float32) for k, v in learned.head.items()}
     own_h = None
     if learned.shared is not None:

@@ -26,7 +26,7 @@ class DeviceCompute:
     finetune_step_us: int
 
 
-PROFILES = {   # medians in ms: apply an edit, one prediction, one fine-tuning step
+PROFILES = {   # medians in ms: apply an edit, one prediction, one whole-model training step (flops.reference_step_flops)
     "flagship": (1.0, 2.0, 15.0),
     "midrange": (2.5, 6.0, 40.0),
     "lowend": (6.0, 15.0, 120.0),
