@@ -104,6 +104,7 @@ class TrainSpec(_Strict):
     sampled_negatives: int = Field(128, ge=1)     # k negatives per step (shared by the batch for sampled-ce)
     editor_epochs: int = Field(6, ge=1)
     editor_lr: float = Field(1e-3, gt=0.0)
+    editor_shift: float = Field(0.0, ge=0.0, le=1.0)   # share of editor samples given another sample's history
     group_epochs: int = Field(3, ge=1)            # Persona (m): fine-tuning epochs of group PMs, then group PEs
     group_lr: float = Field(5e-4, gt=0.0)
     kmeans_samples: int = Field(8192, ge=10)      # edits the k-means of Eq. 9 is fitted on (all are assigned)

@@ -99,7 +99,8 @@ _STAGE_SETTINGS = {   # stage -> settings (section.key) it depends on, beyond th
 }
 # Settings added after caches were filled enter a stage's key only when set away from their default, so
 # adding one never invalidates the stages already trained: stage -> {setting: default}.
-_LATER_SETTINGS = {"prototype": {"train.loss": "sampled-ce"}, "editor": {"persona.encoder": "mean-last"}}
+_LATER_SETTINGS = {"prototype": {"train.loss": "sampled-ce"}, "editor": {"persona.encoder": "mean-last",
+                                                                       "train.editor_shift": 0.0}}
 STAGES = list(_STAGE_SETTINGS)
 
 

@@ -140,13 +140,22 @@ def editor_samples(shared: SharedLayers, sequences: list[np.ndarray], scenario: 
 
 def editor_epoch(editor: EditorBank, head: dict[str, torch.Tensor], samples: EditorSamples, rows: torch.Tensor,
                  item_emb: torch.Tensor, opt: torch.optim.Optimizer, scenario: Scenario, gen: torch.Generator) -> None:
-    """One pass of Eq. 7 over ``rows`` of the samples: train the editor (a bank of 1) to edit ``head``."""
+    """One pass of Eq. 7 over ``rows`` of the samples: train the editor (a bank of 1) to edit ``head``.
+
+    With ``train.editor_shift`` > 0, that share of the samples is shifted: Θb's output comes from another
+    sample (mostly another user's history) while the window and the target stay, as after a takeover, so the
+    editor learns to move the model towards what the window shows when the history no longer does."""
     tr = scenario.train
     editor.train()
     for idx in rows[torch.randperm(len(rows), generator=gen)].split(tr.batch_size):
         w = samples.windows[idx]
+        h = samples.h[idx]
+        if tr.editor_shift > 0:
+            shifted = torch.rand(len(idx), generator=gen) < tr.editor_shift
+            donors = samples.h[torch.randint(0, len(samples), (len(idx),), generator=gen)]
+            h = torch.where(shifted[:, None], donors, h)
         params = {k: v[0] for k, v in apply_edits(head, editor.edits(item_emb[w], w > 0)).items()}   # (B, ...)
-        loss = sampled_loss(adaptive_forward(samples.h[idx], params), samples.targets[idx], item_emb, tr, gen)
+        loss = sampled_loss(adaptive_forward(h, params), samples.targets[idx], item_emb, tr, gen)
         opt.zero_grad()
         loss.backward()
         opt.step()
