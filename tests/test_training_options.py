@@ -36,3 +36,41 @@ def test_authors_style_base_trains_and_evaluates_under_both_protocols(tiny_dict,
         summary = json.loads((tmp_path / protocol / "summary.json").read_text())
         for m in summary["methods"].values():
             assert 0.0 < m["auc"] <= 1.0 and 0.0 <= m["ndcg@5"] <= m["ndcg@10"] <= 1.0
+
+
+def test_a_shifted_editor_sample_keeps_its_window_and_target_but_takes_another_history(tiny_dict, monkeypatch):
+    """train.editor_shift: the share of samples whose Θb output is another sample's (as after a takeover)."""
+    from persona_sim.model.editor import EditorBank
+    from persona_sim.model.networks import adaptive_shapes
+    from persona_sim.scenario.schema import parse_scenario
+    from persona_sim.train import training
+    tiny_dict["train"] = {**tiny_dict["train"], "batch_size": 64}
+    scenario = parse_scenario(tiny_dict)
+    D, shapes = scenario.model.hidden, adaptive_shapes(scenario.model)
+    h = torch.arange(64, dtype=torch.float32)[:, None].expand(64, D).contiguous()   # row i is all i
+    samples = training.EditorSamples(h, torch.randint(1, 20, (64, 4)), torch.randint(1, 20, (64,)))
+    editor = EditorBank(D, shapes, scenario.persona, 1, 0)
+    head = {f"{n}.{p}": torch.zeros(1, *((i, o) if p == "weight" else (o,))) for n, (i, o) in shapes.items()
+            for p in ("weight", "bias")}
+    seen = []
+    real = training.adaptive_forward
+    monkeypatch.setattr(training, "adaptive_forward", lambda x, params: seen.append(x[:, 0].clone()) or real(x, params))
+    for shift, lo, hi in ((0.0, 0, 0), (0.5, 20, 44), (1.0, 56, 64)):
+        seen.clear()
+        shifted = scenario.model_copy(update={"train": scenario.train.model_copy(update={"editor_shift": shift})})
+        order = torch.randperm(64, generator=torch.Generator().manual_seed(0))      # the epoch's own first draw
+        opt = torch.optim.SGD(editor.parameters(), lr=0.0)
+        training.editor_epoch(editor, head, samples, torch.arange(64), torch.randn(20, D), opt, shifted,
+                              torch.Generator().manual_seed(0))
+        away = int((seen[0] != order.float()).sum())        # samples whose history is not their own
+        assert lo <= away <= hi, (shift, away)
+
+
+def test_editor_options_train_and_evaluate_at_tiny_scale(tiny_dict, tmp_path):
+    tiny_dict["persona"] = {**tiny_dict.get("persona", {}), "encoder": "gru"}
+    tiny_dict["train"] = {**tiny_dict["train"], "editor_shift": 0.5}
+    path = tmp_path / "options.yaml"
+    path.write_text(yaml.safe_dump(tiny_dict))
+    assert main(["eval", str(path), "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+    methods = json.loads((tmp_path / "ev" / "summary.json").read_text())["methods"]
+    assert 0.0 < methods["persona-s"]["ndcg@10"] <= 1.0
