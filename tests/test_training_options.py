@@ -74,3 +74,20 @@ def test_editor_options_train_and_evaluate_at_tiny_scale(tiny_dict, tmp_path):
     assert main(["eval", str(path), "--out", str(tmp_path / "ev"), "--quiet"]) == 0
     methods = json.loads((tmp_path / "ev" / "summary.json").read_text())["methods"]
     assert 0.0 < methods["persona-s"]["ndcg@10"] <= 1.0
+
+
+def test_a_list_of_editor_shifts_trains_an_editor_for_each_and_keeps_the_best_on_validation(tiny_dict):
+    from persona_sim.data.dataset import load_dataset
+    from persona_sim.scenario.schema import parse_scenario
+    from persona_sim.train.bundle import ensure_bundle, load_bundle
+
+    def bundle(shift):
+        scenario = parse_scenario({**tiny_dict, "train": {**tiny_dict["train"], "editor_shift": shift}})
+        path, _ = ensure_bundle(scenario, load_dataset(scenario.dataset, scenario.seed), lambda *a: None)
+        return load_bundle(path)
+    both, alone = bundle([0.0, 0.9]), {s: bundle(s) for s in (0.0, 0.9)}
+    scores = {s: b.meta["editor"]["best_ndcg@10"] for s, b in alone.items()}
+    chosen = both.meta["editor"]["editor_shift"]
+    assert scores[chosen] == max(scores.values()) and scores[0.0] != scores[0.9]
+    assert all(torch.equal(v, alone[chosen].models.editor.state_dict()[k])
+               for k, v in both.models.editor.state_dict().items())

@@ -104,11 +104,26 @@ class TrainSpec(_Strict):
     sampled_negatives: int = Field(128, ge=1)     # k negatives per step (shared by the batch for sampled-ce)
     editor_epochs: int = Field(6, ge=1)
     editor_lr: float = Field(1e-3, gt=0.0)
-    editor_shift: float = Field(0.0, ge=0.0, le=1.0)   # share of editor samples given another sample's history
+    # the share of editor samples given another sample's history (train.training.editor_epoch); a list: train
+    # an editor for each value and keep the one best on validation
+    editor_shift: float | list[float] = 0.0
     group_epochs: int = Field(3, ge=1)            # Persona (m): fine-tuning epochs of group PMs, then group PEs
     group_lr: float = Field(5e-4, gt=0.0)
     kmeans_samples: int = Field(8192, ge=10)      # edits the k-means of Eq. 9 is fitted on (all are assigned)
     patience: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _shift_choices(self) -> "TrainSpec":
+        shifts = self.editor_shifts
+        if not shifts or len(set(shifts)) != len(shifts) or not all(0.0 <= x <= 1.0 for x in shifts):
+            raise ValueError(f"editor_shift must be a share in [0, 1] or a list of distinct ones, "
+                             f"got {self.editor_shift}")
+        return self
+
+    @property
+    def editor_shifts(self) -> list[float]:
+        """The editor_shift values to train an editor with (one, or the list to choose from on validation)."""
+        return list(self.editor_shift) if isinstance(self.editor_shift, list) else [self.editor_shift]
 
 
 class PersonaSpec(_Strict):

@@ -33,7 +33,8 @@ from ..model.networks import PrototypeModel, SharedLayers, adaptive_shapes
 from ..scenario.schema import ModelSpec, PersonaSpec, Scenario
 from .evaluation import VALID_PURPOSE, build_cases
 from .groups import train_groups
-from .training import UNCLIPPED, Progress, editor_samples, stacked, train_editor, train_generator, train_prototype
+from .training import (SELECT_ON, UNCLIPPED, Progress, editor_samples, stacked, train_editor, train_generator,
+                       train_prototype)
 
 CACHE_ENV = "PERSONA_SIM_CACHE"
 FORMAT = 2
@@ -226,8 +227,9 @@ class _Stages:
         self._samples = None
         self.trained: list[str] = []
 
-    def cached(self, stage: str, train) -> dict:
-        path = cache_dir() / "stages" / f"{stage}-{stage_key(self.scenario, self.dataset, self.protocol, stage)}.pt"
+    def cached(self, stage: str, train, scenario: Scenario | None = None) -> dict:
+        key = stage_key(scenario or self.scenario, self.dataset, self.protocol, stage)
+        path = cache_dir() / "stages" / f"{stage}-{key}.pt"
         if path.exists():
             return _load(path.read_bytes(), str(path))
         t0 = time.perf_counter()
@@ -249,20 +251,32 @@ class _Stages:
             return {"shared": model.shared.state_dict(), "head": stacked(model.head_params()), "meta": meta}
         return self.cached("prototype", train)
 
+    def editor(self, model: PrototypeModel, shared: SharedLayers, head: dict) -> tuple[dict, Scenario]:
+        """The global editor's stage, and the scenario with the ``train.editor_shift`` it was trained with:
+        with a list of values, one editor each, and the one best on validation is kept."""
+        best = None
+        for shift in self.scenario.train.editor_shifts:
+            sc = self.scenario.model_copy(update={"train": self.scenario.train.model_copy(update={"editor_shift": shift})})
+
+            def train_global_editor() -> dict:
+                model.head.load_state_dict({k.replace(".", "_"): v[0] for k, v in head.items()})
+                editor, meta = train_editor(model, self.samples(shared), self.valid, sc, self.progress)
+                return {"editor": editor.state_dict(), "meta": meta}
+            stage = self.cached("editor", train_global_editor, sc)
+            if best is None or stage["meta"]["best_" + SELECT_ON] > best[0]["meta"]["best_" + SELECT_ON]:
+                best = stage, sc
+        stage, sc = best
+        if len(self.scenario.train.editor_shifts) > 1:
+            stage = dict(stage, meta=dict(stage["meta"], editor_shift=sc.train.editor_shift))
+        return stage, sc
+
     def build(self) -> tuple[PersonaModels, dict]:
-        sc = self.scenario
         proto = self.prototype()
-        model = PrototypeModel(self.dataset.num_items, sc.model, sc.seed)
+        model = PrototypeModel(self.dataset.num_items, self.scenario.model, self.scenario.seed)
         model.shared.load_state_dict(proto["shared"])
         shared = _frozen(model.shared)
         head = proto["head"]
-
-        def train_global_editor() -> dict:
-            model.head.load_state_dict({k.replace(".", "_"): v[0] for k, v in head.items()})
-            editor, meta = train_editor(model, self.samples(shared), self.valid, sc, self.progress)
-            return {"editor": editor.state_dict(), "meta": meta}
-
-        stage = self.cached("editor", train_global_editor)
+        stage, sc = self.editor(model, shared, head)      # sc: the scenario with the chosen editor_shift
         editor = EditorBank(sc.model.hidden, adaptive_shapes(sc.model), sc.persona, 1)
         editor.load_state_dict(stage["editor"])
         models = PersonaModels(shared, head, _frozen(editor), None, sc.persona.assignment)
@@ -272,7 +286,7 @@ class _Stages:
                 model.head.load_state_dict({k.replace(".", "_"): v[0] for k, v in head.items()})
                 generator, gmeta = train_generator(model, self.samples(shared), self.valid, sc, self.progress)
                 return {"head": generator.head, "editor": generator.editor.state_dict(), "meta": gmeta}
-            d = self.cached("generator", train_duet)
+            d = self.cached("generator", train_duet, sc)
             models.generator = _generator(d, sc.model, sc.persona)
             meta["generator"] = d["meta"]
         if needs_groups(sc.methods):
@@ -280,7 +294,7 @@ class _Stages:
                 groups, gmeta = train_groups(models, self.samples(shared), self.valid, sc, self.progress)
                 return {"heads": groups.heads, "editor": groups.editor.state_dict(), "centres": groups.centres,
                         "meta": gmeta}
-            g = self.cached("groups", train)
+            g = self.cached("groups", train, sc)
             bank = EditorBank(sc.model.hidden, adaptive_shapes(sc.model), sc.persona, sc.persona.prototypes)
             bank.load_state_dict(g["editor"])
             models.groups = Groups(g["heads"], _frozen(bank), g["centres"])
