@@ -105,8 +105,8 @@ class TrainSpec(_Strict):
     editor_epochs: int = Field(6, ge=1)
     editor_lr: float = Field(1e-3, gt=0.0)
     # the share of editor samples given another sample's history (train.training.editor_epoch); a list: train
-    # an editor for each value and keep the one best on validation
-    editor_shift: float | list[float] = 0.0
+    # an editor for each value and keep the one best on validation (0: the paper's training alone)
+    editor_shift: float | list[float] = [0.0, 1.0]
     group_epochs: int = Field(3, ge=1)            # Persona (m): fine-tuning epochs of group PMs, then group PEs
     group_lr: float = Field(5e-4, gt=0.0)
     kmeans_samples: int = Field(8192, ge=10)      # edits the k-means of Eq. 9 is fitted on (all are assigned)
