@@ -22,7 +22,7 @@ from persona_sim.sim import simulation
 from persona_sim.sim.device import DevicePlan, shared_outputs
 from persona_sim.train.evaluation import TEST_PURPOSE, build_cases, evaluate, evaluate_on_device
 
-ALL = list(METHODS)
+ALL = [m for m in METHODS if not METHODS[m].offline_only]   # what a run simulates
 DEVICE = [m for m in ALL if METHODS[m].where == "device"]
 CLOUD = [m for m in ALL if METHODS[m].where == "cloud"]
 

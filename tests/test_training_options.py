@@ -91,3 +91,34 @@ def test_a_list_of_editor_shifts_trains_an_editor_for_each_and_keeps_the_best_on
     assert scores[chosen] == max(scores.values()) and scores[0.0] != scores[0.9]
     assert all(torch.equal(v, alone[chosen].models.editor.state_dict()[k])
                for k, v in both.models.editor.state_dict().items())
+
+
+def test_windows_at_every_position_are_the_last_w_items_up_to_it_left_aligned():
+    from persona_sim.train.joint import windows_at_every_position
+    inp = torch.tensor([[5, 6, 7, 8, 0]])
+    w = windows_at_every_position(inp, 3)[0]
+    assert w.tolist() == [[5, 0, 0], [5, 6, 0], [5, 6, 7], [6, 7, 8], [7, 8, 0]]   # the last: padding, unused
+
+
+def test_the_joint_method_trains_its_own_backbone_and_is_scored_offline_only(tiny_dict, tmp_path, capsys):
+    """The authors' joint training: a fresh Θb and editor learn together; static stays the prototype."""
+    from persona_sim.data.dataset import load_dataset
+    from persona_sim.scenario.schema import parse_scenario
+    from persona_sim.train.bundle import ensure_bundle, load_bundle
+    tiny_dict["methods"] = ["static", "persona-s", "persona-joint"]
+    tiny_dict["train"] = {**tiny_dict["train"], "editor_shift": 0.0}
+    path = tmp_path / "joint.yaml"
+    path.write_text(yaml.safe_dump(tiny_dict))
+    assert main(["eval", str(path), "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert list(summary["methods"]) == ["static", "persona-s", "persona-joint"]
+    assert summary["methods"]["persona-joint"]["ndcg@10"] != summary["methods"]["persona-s"]["ndcg@10"]
+    scenario = parse_scenario(tiny_dict)
+    bundle = load_bundle(ensure_bundle(scenario, load_dataset(scenario.dataset, scenario.seed), lambda *a: None)[0])
+    joint, proto = bundle.models.joint.shared.state_dict(), bundle.models.shared.state_dict()
+    assert all(not torch.equal(joint[k], proto[k]) for k in proto if k.endswith("weight"))
+    assert "joint" in bundle.meta and bundle.meta["joint"]["best_ndcg@10"] > 0
+    capsys.readouterr()
+    assert main(["run", str(path), "--out", str(tmp_path / "run"), "--quiet", "--transport", "inproc"]) != 0
+    assert "methods: persona-joint can only be scored offline" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()                  # refused before anything was trained or written

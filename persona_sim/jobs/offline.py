@@ -44,7 +44,8 @@ def _store_cases(path: Path, cases: CaseSet, num_items: int) -> None:
 
 def _evaluate(bundle: Bundle, method: Method, scenario: Scenario, test: CaseSet, progress: Progress) -> dict:
     if method.device is None:
-        return evaluate(bundle.models, method.adapter(scenario), test, scenario.model.max_len)
+        models = bundle.models if method.predicts_with is None else method.predicts_with(bundle.models)
+        return evaluate(models, method.adapter(scenario), test, scenario.model.max_len)
     return evaluate_on_device(bundle.models, method.device(scenario), test, scenario.model.max_len, scenario.seed,
                               lambda done, total: progress(method.name, done, total))
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..data.dataset import load_dataset
 from ..errors import NodeError
+from ..methods import require_simulable
 from ..progress import Callback
 from ..report.rundir import describe, finalize, prepare
 from ..scenario.schema import Scenario
@@ -138,6 +139,7 @@ def run(scenario: Scenario, out: Path, transport: str, shards: int, quiet: bool,
     if the run fails, ``out`` reports the completed methods (marked incomplete) and ``resume`` goes on from
     there, ending with the results an uninterrupted run gives."""
     t0 = time.perf_counter()
+    require_simulable(scenario.methods, scenario.name)
     dataset = load_dataset(scenario.dataset, scenario.seed)
     bundle_path, trained = ensure_bundle(scenario, dataset, progress)
     signature = signature_of(bundle_path.read_bytes())

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from . import cloud_finetune, dccl, duet, finetune, group_finetune, persona_m, persona_s, static, tta
+from ..errors import ScenarioError
+from . import cloud_finetune, dccl, duet, finetune, group_finetune, persona_joint, persona_m, persona_s, static, tta
 from .base import DevicePart, Method
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     static.METHOD, persona_s.METHOD, persona_m.METHOD, group_finetune.METHOD,
-    finetune.METHOD, tta.METHOD, dccl.METHOD, duet.METHOD, cloud_finetune.METHOD)}
+    finetune.METHOD, tta.METHOD, dccl.METHOD, duet.METHOD, cloud_finetune.METHOD, persona_joint.METHOD)}
 BASELINE = static.METHOD.name   # what the reports measure every other method against
 
 
@@ -36,4 +37,18 @@ def needs_generator(names: Iterable[str]) -> bool:
     return any(get(n).uses_generator for n in names)
 
 
-__all__ = ["BASELINE", "METHODS", "DevicePart", "Method", "get", "needs_generator", "needs_groups"]
+def needs_joint(names: Iterable[str]) -> bool:
+    """Whether a bundle for these methods must hold the jointly trained Θb and editor."""
+    return any(get(n).uses_joint for n in names)
+
+
+def require_simulable(names: Iterable[str], source: str) -> None:
+    """Refuse methods that ``eval`` scores but a simulated run cannot (their devices would need a Θb of their own)."""
+    only = [n for n in names if get(n).offline_only]
+    if only:
+        raise ScenarioError(source, [("methods", f"{', '.join(only)} can only be scored offline (persona-sim eval): "
+                                      "a run's devices share one Θb", only)])
+
+
+__all__ = ["BASELINE", "METHODS", "DevicePart", "Method", "get", "needs_generator", "needs_groups", "needs_joint",
+           "require_simulable"]

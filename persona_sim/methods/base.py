@@ -52,6 +52,9 @@ class Method:
     where: Literal["none", "device", "cloud"]   # where it adapts: nowhere, on the device, in the cloud
     uses_groups: bool = False                   # needs Persona (m)'s group prototypes in the model bundle
     uses_generator: bool = False                # needs DUET's generator in the model bundle
+    uses_joint: bool = False                    # needs the jointly trained Θb and editor in the model bundle
+    offline_only: bool = False                  # `eval` only: its devices would run a Θb of their own
+    predicts_with: Callable[[PersonaModels], PersonaModels] | None = None   # models other than the bundle's
     adapt: AdaptFn | None = None                # cloud: the adaptive layers it gives each device for its window
     configure: Callable[[Scenario], AdaptFn] | None = None      # cloud, when the layers depend on settings
     device: Callable[[Scenario], DevicePart] | None = None      # device: its on-device part

@@ -41,6 +41,15 @@ class Generator:
 
 
 @dataclass
+class Joint:
+    """The authors' Persona (s) as their code trains it: a fresh Θb and the editor trained together, end to
+    end, editing the global prototype's Θc (a fixed offset)."""
+
+    shared: SharedLayers                   # its own Θb, not the static model's
+    editor: EditorBank                     # a bank of 1
+
+
+@dataclass
 class PersonaModels:
     shared: SharedLayers                   # Θb, identical on every device
     head: dict[str, torch.Tensor]          # the global PM's Θc, each (1, ...)
@@ -48,10 +57,17 @@ class PersonaModels:
     groups: Groups | None = None           # Persona (m), when trained
     assignment: str = "edit-norm"
     generator: Generator | None = None     # DUET, when trained
+    joint: Joint | None = None             # the authors' joint training, when trained
 
     @property
     def item_emb(self) -> torch.Tensor:
         return self.shared.item_emb
+
+    def jointly_trained(self) -> "PersonaModels":
+        """The models the joint method predicts with: its own Θb and editor, the global prototype's Θc."""
+        if self.joint is None:
+            raise ValueError("this method needs a bundle trained with the joint editor")
+        return PersonaModels(self.joint.shared, self.head, self.joint.editor)
 
 
 @dataclass

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..errors import ScenarioError
 
 # The names a scenario may list; what each method does lives in persona_sim.methods (a test keeps the two equal).
-METHODS = ("static", "persona-s", "persona-m", "group-finetune", "finetune", "tta", "dccl", "duet", "cloud-finetune")
+METHODS = ("static", "persona-s", "persona-m", "group-finetune", "finetune", "tta", "dccl", "duet", "cloud-finetune",
+           "persona-joint")
 Method = Literal[METHODS]
 
 

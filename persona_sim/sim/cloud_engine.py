@@ -30,6 +30,7 @@ class CloudEngine:
             raise BundleError(f"the model bundle {bundle.signature} was trained for another scenario "
                               f"(training key {bundle.meta.get('training_key')}, this scenario's is "
                               f"{training_key(scenario)})")
+        methods.require_simulable(scenario.methods, scenario.name)
         self.scenario = scenario
         self.bundle = bundle
         self.cloud_id = cloud_id or f"cloud-{os.getpid()}"

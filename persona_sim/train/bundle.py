@@ -26,15 +26,24 @@ import torch
 from ..data.dataset import Dataset
 from ..data.split import protocol_id, training_data
 from ..errors import BundleError
-from ..methods import needs_generator, needs_groups
-from ..model.adaptation import Generator, Groups, PersonaModels
+from ..methods import needs_generator, needs_groups, needs_joint
+from ..model.adaptation import Generator, Groups, Joint, PersonaModels
 from ..model.editor import EditorBank
 from ..model.networks import PrototypeModel, SharedLayers, adaptive_shapes
 from ..scenario.schema import ModelSpec, PersonaSpec, Scenario
 from .evaluation import VALID_PURPOSE, build_cases
 from .groups import train_groups
-from .training import (SELECT_ON, UNCLIPPED, Progress, editor_samples, stacked, train_editor, train_generator,
-                       train_prototype)
+from .joint import train_joint
+from .training import (
+    SELECT_ON,
+    UNCLIPPED,
+    Progress,
+    editor_samples,
+    stacked,
+    train_editor,
+    train_generator,
+    train_prototype,
+)
 
 CACHE_ENV = "PERSONA_SIM_CACHE"
 FORMAT = 2
@@ -60,6 +69,8 @@ def training_key(scenario: Scenario, protocol: str = "holdout") -> str:
     relevant.update(code_version=TRAINING_CODE_VERSION, protocol=protocol_id(scenario, protocol), groups=needs_groups(scenario.methods))
     if needs_generator(scenario.methods):      # only then, so the keys of bundles without one stay as they were
         relevant["generator"] = True
+    if needs_joint(scenario.methods):
+        relevant["joint"] = True
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -97,6 +108,7 @@ _STAGE_SETTINGS = {   # stage -> settings (section.key) it depends on, beyond th
     "generator": [],      # DUET: the editor's settings (it shares the editor's samples and schedule)
     "groups": ["persona.prototypes", "persona.group_prototypes", "persona.assignment", "train.group_epochs",
                "train.group_lr", "train.kmeans_samples"],
+    "joint": [],          # the authors' joint training: the prototype's and the editor's settings
 }
 # Settings added after caches were filled enter a stage's key only when set away from their default, so
 # adding one never invalidates the stages already trained: stage -> {setting: default}.
@@ -167,6 +179,8 @@ def load_bundle_bytes(data: bytes, origin: str = "<bytes>") -> Bundle:
     models = PersonaModels(_frozen(shared), payload["head"], _frozen(editor), groups, persona_spec.assignment)
     if payload.get("generator") is not None:
         models.generator = _generator(payload["generator"], model_spec, persona_spec)
+    if payload.get("joint") is not None:
+        models.joint = _joint(payload["joint"], payload["num_items"], model_spec, persona_spec)
     meta = dict(payload["meta"], training_key=payload["training_key"], protocol=payload["protocol"],
                 dataset_fingerprint=payload["dataset_fingerprint"])
     return Bundle(signature_of(data), payload["num_items"], model_spec, persona_spec, models, meta)
@@ -176,6 +190,14 @@ def _generator(stage: dict, model_spec: ModelSpec, persona_spec: PersonaSpec) ->
     bank = EditorBank(model_spec.hidden, adaptive_shapes(model_spec), persona_spec.model_copy(update={"clip": UNCLIPPED}), 1)
     bank.load_state_dict(stage["editor"])
     return Generator(stage["head"], _frozen(bank))
+
+
+def _joint(stage: dict, num_items: int, model_spec: ModelSpec, persona_spec: PersonaSpec) -> Joint:
+    shared = SharedLayers(num_items, model_spec, torch.Generator())
+    shared.load_state_dict(stage["shared"])
+    editor = EditorBank(model_spec.hidden, adaptive_shapes(model_spec), persona_spec, 1)
+    editor.load_state_dict(stage["editor"])
+    return Joint(_frozen(shared), _frozen(editor))
 
 
 def load_bundle(path: Path) -> Bundle:
@@ -299,6 +321,14 @@ class _Stages:
             bank.load_state_dict(g["editor"])
             models.groups = Groups(g["heads"], _frozen(bank), g["centres"])
             meta["groups"] = g["meta"]
+        if needs_joint(sc.methods):
+            def train_joined() -> dict:
+                j_shared, j_editor, jmeta = train_joint(self.data.sequences, self.dataset.num_items, head,
+                                                        self.valid, sc, self.progress)
+                return {"shared": j_shared.state_dict(), "editor": j_editor.state_dict(), "meta": jmeta}
+            j = self.cached("joint", train_joined, sc)
+            models.joint = _joint(j, self.dataset.num_items, sc.model, sc.persona)
+            meta["joint"] = j["meta"]
         return models, meta
 
 
@@ -321,6 +351,8 @@ def ensure_bundle(scenario: Scenario, dataset: Dataset, progress: Progress,
                                                "centres": groups.centres},
         "generator": None if models.generator is None else {"head": models.generator.head,
                                                             "editor": models.generator.editor.state_dict()},
+        "joint": None if models.joint is None else {"shared": models.joint.shared.state_dict(),
+                                                    "editor": models.joint.editor.state_dict()},
         "meta": dict(meta, train_cases=len(stages.data.sequences), valid_cases=len(stages.data.valid)),
     }
     write_atomic(path, _save(payload))
