@@ -101,3 +101,19 @@ def test_global_prototypes_option_keeps_the_global_pm(tmp_path, monkeypatch):
                                        "leave-one-out")[0])
     for k, v in bundle.models.groups.heads.items():
         assert torch.equal(v[0], bundle.models.head[k][0]) and torch.equal(v[1], bundle.models.head[k][0])
+
+
+def test_a_fine_tuning_that_never_beats_its_start_keeps_the_start():
+    """fit(from_start=True): the state before any epoch competes on validation, as epoch 0."""
+    from persona_sim.train.training import fit
+    w = torch.nn.Parameter(torch.tensor(1.0), requires_grad=False)
+    module = torch.nn.ParameterDict({"w": w})
+
+    def worse() -> None:
+        with torch.no_grad():
+            w.sub_(0.1)
+
+    meta = fit("t", 3, 5, worse, lambda: {"ndcg@10": float(w)}, module, lambda *a: None, from_start=True)
+    assert float(w) == 1.0 and meta["best_ndcg@10"] == 1.0 and [e["epoch"] for e in meta["epochs"]] == [0, 1, 2, 3]
+    fit("t", 3, 5, worse, lambda: {"ndcg@10": float(w)}, module, lambda *a: None)
+    assert abs(float(w) - 0.9) < 1e-6                        # without it, the best epoch is kept even if worse

@@ -106,10 +106,13 @@ _STAGE_SETTINGS = {   # stage -> settings (section.key) it depends on, beyond th
     "editor": ["persona.window", "persona.clip", "persona.editor_hidden", "persona.clkt", "persona.rank",
                "train.editor_epochs", "train.editor_lr", "eval.negatives"],
     "generator": [],      # DUET: the editor's settings (it shares the editor's samples and schedule)
+    "joint": [],          # the authors' joint training: the prototype's and the editor's settings
     "groups": ["persona.prototypes", "persona.group_prototypes", "persona.assignment", "train.group_epochs",
                "train.group_lr", "train.kmeans_samples"],
-    "joint": [],          # the authors' joint training: the prototype's and the editor's settings
 }
+# A stage whose training code changed since caches were filled: stage -> its version (1 when absent), so only
+# that stage and those after it retrain. groups 2: its fine-tunings' starting points compete on validation.
+_STAGE_VERSIONS = {"groups": 2}
 # Settings added after caches were filled enter a stage's key only when set away from their default, so
 # adding one never invalidates the stages already trained: stage -> {setting: default}.
 _LATER_SETTINGS = {"prototype": {"train.loss": "sampled-ce"}, "editor": {"persona.encoder": "mean-last",
@@ -132,6 +135,8 @@ def stage_key(scenario: Scenario, dataset: Dataset, protocol: str, stage: str) -
         for setting, default in _LATER_SETTINGS.get(name, {}).items():
             if _setting(resolved, setting) != default:
                 relevant[setting] = _setting(resolved, setting)
+        if name in _STAGE_VERSIONS:
+            relevant[f"{name}.code_version"] = _STAGE_VERSIONS[name]
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 

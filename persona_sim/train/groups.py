@@ -8,9 +8,11 @@
    (Θb stays shared: it is fixed on every device). With
    ``persona.group_prototypes: false`` every group keeps the global PM.
 3. Group PEs (Eq. 10): the global PE fine-tuned per group, editing its group PM.
-Both fine-tunings are selected on the validation cases: group PMs through the
-nearest-centre assignment (there is no group edit yet), group PEs through
-Persona (m) itself.
+Both fine-tunings are selected on the validation cases, their starting points
+included: group PMs through the nearest-centre assignment (there is no group
+edit yet; starting from the global PM), group PEs through Persona (m) itself
+(starting from copies of the global PE). Where no epoch beats its start, the
+groups stay the global models, and Persona (m) gives Persona (s)'s edits.
 """
 from __future__ import annotations
 
@@ -114,7 +116,7 @@ def train_groups(models: PersonaModels, samples: EditorSamples, valid: CaseSet, 
             return mean_metrics(evaluate(view, nearest_group, valid, scenario.model.max_len))
 
         meta["group_prototypes"] = fit("group PMs", tr.group_epochs, tr.patience, head_round, validate_heads,
-                                       heads, progress)
+                                       heads, progress, from_start=True)
         for p in heads.parameters():
             p.requires_grad_(False)
         groups.heads = stacked_heads()
@@ -134,7 +136,7 @@ def train_groups(models: PersonaModels, samples: EditorSamples, valid: CaseSet, 
 
     meta["group_editors"] = fit("group PEs", tr.group_epochs, tr.patience, editor_round,
                                 lambda: mean_metrics(evaluate(view, edit_groups, valid, scenario.model.max_len)),
-                                editors, progress)
+                                editors, progress, from_start=True)
     groups.editor = EditorBank.stack(list(editors))
     for p in groups.editor.parameters():
         p.requires_grad_(False)

@@ -60,9 +60,15 @@ def sampled_loss(u: torch.Tensor, pos: torch.Tensor, item_emb: torch.Tensor, tra
 
 
 def fit(stage: str, epochs: int, patience: int, run_epoch: Callable[[], None],
-        validate: Callable[[], dict[str, float]], module: torch.nn.Module, progress: Progress) -> dict:
-    """Epochs with validation after each; keep the best state by NDCG@10, stop after ``patience`` stale epochs."""
+        validate: Callable[[], dict[str, float]], module: torch.nn.Module, progress: Progress,
+        from_start: bool = False) -> dict:
+    """Epochs with validation after each; keep the best state by NDCG@10, stop after ``patience`` stale epochs.
+    ``from_start``: the state before any epoch (a fine-tuning's starting point) competes too, as epoch 0."""
     best, best_state, history, stale = -1.0, None, [], 0
+    if from_start:
+        metrics = validate()
+        history.append({"epoch": 0, **{k: round(v, 6) for k, v in metrics.items()}})
+        best, best_state = metrics[SELECT_ON], copy.deepcopy(module.state_dict())
     for epoch in range(epochs):
         run_epoch()
         metrics = validate()
