@@ -71,6 +71,7 @@ def training_key(scenario: Scenario, protocol: str = "holdout") -> str:
         relevant["generator"] = True
     if needs_joint(scenario.methods):
         relevant["joint"] = True
+    relevant["stage_versions"] = _STAGE_VERSIONS   # a bundle holds every stage: retrained stages give a new one
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
