@@ -117,3 +117,27 @@ def test_a_fine_tuning_that_never_beats_its_start_keeps_the_start():
     assert float(w) == 1.0 and meta["best_ndcg@10"] == 1.0 and [e["epoch"] for e in meta["epochs"]] == [0, 1, 2, 3]
     fit("t", 3, 5, worse, lambda: {"ndcg@10": float(w)}, module, lambda *a: None)
     assert abs(float(w) - 0.9) < 1e-6                        # without it, the best epoch is kept even if worse
+
+
+def test_the_authors_groups_cluster_codes_and_start_each_pm_at_its_centres_edit(tiny_dict):
+    """persona.groups: authors — k-means over the global PE's codes, group PM = global PM + the centre's edit
+    (not fine-tuned), devices assigned to the nearest centre in code space."""
+    from persona_sim.data.dataset import load_dataset
+    from persona_sim.model.adaptation import edit_groups, partition_vectors
+    from persona_sim.scenario.schema import parse_scenario
+    from persona_sim.train.bundle import ensure_bundle, load_bundle
+    tiny_dict["methods"] = ["static", "persona-s", "persona-m"]
+    tiny_dict["persona"] = {**tiny_dict.get("persona", {}), "groups": "authors", "assignment": "nearest-centre",
+                            "prototypes": 3}
+    tiny_dict["train"] = {**tiny_dict["train"], "editor_shift": 0.0}
+    scenario = parse_scenario(tiny_dict)
+    bundle = load_bundle(ensure_bundle(scenario, load_dataset(scenario.dataset, scenario.seed), lambda *a: None)[0])
+    models, groups = bundle.models, bundle.models.groups
+    H = scenario.persona.editor_hidden
+    assert groups.space == "codes" and groups.centres.shape == (3, 2 * H)      # two adaptive layers' codes
+    centre_edits = models.editor.edits_from_codes(groups.centres[None])
+    for name, head in groups.heads.items():
+        assert torch.allclose(head, models.head[name][0] + centre_edits[name][0], atol=1e-6)
+    windows = torch.randint(1, bundle.num_items, (16, scenario.persona.window))
+    codes = partition_vectors(models.editor, models.item_emb[windows], windows > 0, "codes")
+    assert torch.equal(edit_groups(models, windows).prototype, ((codes[:, None] - groups.centres) ** 2).sum(-1).argmin(1))

@@ -25,6 +25,7 @@ class Groups:
     heads: dict[str, torch.Tensor]
     editor: EditorBank
     centres: torch.Tensor
+    space: str = "edits"       # what the centres cluster: the global PE's edits (Eq. 9) or its codes (the authors')
 
     @property
     def count(self) -> int:
@@ -90,6 +91,12 @@ def nearest_centre(edits: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     return sq_dist(edits, centres).argmin(1)
 
 
+def partition_vectors(editor: EditorBank, emb: torch.Tensor, mask: torch.Tensor, space: str) -> torch.Tensor:
+    """What groups are formed and found by, for (B, W, D) windows -> (B, F): the global PE's flattened edits
+    (Eq. 9), or its codes (the per-layer features its heads read, as the authors' code clusters)."""
+    return (editor.codes(emb, mask) if space == "codes" else flat_edits(editor.edits(emb, mask)))[0]
+
+
 def _window_inputs(models: PersonaModels, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """windows (B, W) -> their item embeddings (B, W, D) and the mask of real items (B, W)."""
     return models.item_emb[windows], windows > 0
@@ -121,14 +128,16 @@ def edit_global(models: PersonaModels, windows: torch.Tensor) -> Adapted:
 def nearest_group(models: PersonaModels, windows: torch.Tensor) -> Adapted:
     """The group PM whose k-means centre is nearest to the global PE's edit, unedited."""
     groups = _groups(models)
-    chosen = nearest_centre(flat_edits(models.editor.edits(*_window_inputs(models, windows)))[0], groups.centres)
+    chosen = nearest_centre(partition_vectors(models.editor, *_window_inputs(models, windows), groups.space),
+                            groups.centres)
     return Adapted({k: v[chosen] for k, v in groups.heads.items()}, chosen, torch.zeros(len(windows)))
 
 
 @torch.no_grad()
 def edit_groups(models: PersonaModels, windows: torch.Tensor) -> Adapted:
     """Every group PE edits its group PM in one batched call (Eq. 11); each device gets the group whose
-    edit is smallest (Eq. 12), or, with ``assignment: nearest-centre``, the group nearest to the global PE's edit."""
+    edit is smallest (Eq. 12), or, with ``assignment: nearest-centre``, the group nearest to the global PE's edit
+    (or code: the norm of its residual from the centre)."""
     groups = _groups(models)
     emb, mask = _window_inputs(models, windows)                                # (B, W, D), (B, W)
     edits = groups.editor.edits(emb, mask)                                     # each (P, B, ...): all groups at once
@@ -136,7 +145,7 @@ def edit_groups(models: PersonaModels, windows: torch.Tensor) -> Adapted:
     if models.assignment == "edit-norm":
         chosen = norms.argmin(0)                                               # (B,) Eq. 12
     else:
-        chosen = nearest_centre(flat_edits(models.editor.edits(emb, mask))[0], groups.centres)
+        chosen = nearest_centre(partition_vectors(models.editor, emb, mask, groups.space), groups.centres)
     rows = torch.arange(len(windows))
     params = {k: v[chosen, rows] for k, v in apply_edits(groups.heads, edits).items()}
     return Adapted(params, chosen, norms[chosen, rows])

@@ -129,8 +129,19 @@ class EditorBank(nn.Module):
 
     def edits(self, window_emb: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """Clipped edits Clip(G^n, -T, T) of every prototype: '<layer>.weight' (P, B, N_in, N_out), '.bias' (P, B, N_out)."""
+        return self._edits(self._features(window_emb, mask))
+
+    def codes(self, window_emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The per-layer features e^n (after CLKT) side by side: (P, B, N_l × H), what the heads g^n read."""
+        return torch.cat(self._features(window_emb, mask), dim=-1)
+
+    def edits_from_codes(self, codes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``edits`` from codes (P, B, N_l × H), e.g. a k-means centre's."""
+        return self._edits([c.contiguous() for c in codes.chunk(len(self.layers), dim=-1)])
+
+    def _edits(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {}
-        for name, feat, w, b in zip(self.layers, self._features(window_emb, mask), self.head_w, self.head_b):
+        for name, feat, w, b in zip(self.layers, features, self.head_w, self.head_b):
             n_in, n_out = self.shapes[name]
             g = _apply(feat, w, b)                                           # (P, B, edit_width)
             if self.rank is None:

@@ -138,6 +138,9 @@ class PersonaSpec(_Strict):
     prototypes: int = Field(5, ge=1)       # N_M of Persona (m)
     group_prototypes: bool = True          # fine-tune a PM per group (False: every group edits the global PM)
     assignment: Literal["edit-norm", "nearest-centre"] = "edit-norm"   # Eq. 12, or the nearest k-means centre
+    # Persona (m)'s groups: the paper's (k-means of the global PE's edits, fine-tuned group PMs) or the authors'
+    # code's (k-means of its codes, group PM = the global PM + the centre's edit, not fine-tuned)
+    groups: Literal["paper", "authors"] = "paper"
 
 
 class FinetuneSpec(_Strict):

@@ -117,7 +117,8 @@ _STAGE_VERSIONS = {"groups": 2}
 # Settings added after caches were filled enter a stage's key only when set away from their default, so
 # adding one never invalidates the stages already trained: stage -> {setting: default}.
 _LATER_SETTINGS = {"prototype": {"train.loss": "sampled-ce"}, "editor": {"persona.encoder": "mean-last",
-                                                                       "train.editor_shift": 0.0}}
+                                                                       "train.editor_shift": 0.0},
+                   "groups": {"persona.groups": "paper"}}
 STAGES = list(_STAGE_SETTINGS)
 
 
@@ -181,7 +182,7 @@ def load_bundle_bytes(data: bytes, origin: str = "<bytes>") -> Bundle:
         g = payload["groups"]
         bank = EditorBank(model_spec.hidden, shapes, persona_spec, len(g["centres"]))
         bank.load_state_dict(g["editor"])
-        groups = Groups(g["heads"], _frozen(bank), g["centres"])
+        groups = Groups(g["heads"], _frozen(bank), g["centres"], g.get("space", "edits"))
     models = PersonaModels(_frozen(shared), payload["head"], _frozen(editor), groups, persona_spec.assignment)
     if payload.get("generator") is not None:
         models.generator = _generator(payload["generator"], model_spec, persona_spec)
@@ -321,11 +322,11 @@ class _Stages:
             def train() -> dict:
                 groups, gmeta = train_groups(models, self.samples(shared), self.valid, sc, self.progress)
                 return {"heads": groups.heads, "editor": groups.editor.state_dict(), "centres": groups.centres,
-                        "meta": gmeta}
+                        "space": groups.space, "meta": gmeta}
             g = self.cached("groups", train, sc)
             bank = EditorBank(sc.model.hidden, adaptive_shapes(sc.model), sc.persona, sc.persona.prototypes)
             bank.load_state_dict(g["editor"])
-            models.groups = Groups(g["heads"], _frozen(bank), g["centres"])
+            models.groups = Groups(g["heads"], _frozen(bank), g["centres"], g.get("space", "edits"))
             meta["groups"] = g["meta"]
         if needs_joint(sc.methods):
             def train_joined() -> dict:
@@ -354,7 +355,7 @@ def ensure_bundle(scenario: Scenario, dataset: Dataset, progress: Progress,
         "persona_spec": scenario.persona.model_dump(mode="json"), "dataset_fingerprint": dataset.fingerprint(),
         "shared": models.shared.state_dict(), "head": models.head, "editor": models.editor.state_dict(),
         "groups": None if groups is None else {"heads": groups.heads, "editor": groups.editor.state_dict(),
-                                               "centres": groups.centres},
+                                               "centres": groups.centres, "space": groups.space},
         "generator": None if models.generator is None else {"head": models.generator.head,
                                                             "editor": models.generator.editor.state_dict()},
         "joint": None if models.joint is None else {"shared": models.joint.shared.state_dict(),

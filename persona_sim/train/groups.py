@@ -8,6 +8,10 @@
    (Θb stays shared: it is fixed on every device). With
    ``persona.group_prototypes: false`` every group keeps the global PM.
 3. Group PEs (Eq. 10): the global PE fine-tuned per group, editing its group PM.
+``persona.groups: authors`` does what the public research code does instead:
+k-means over the global PE's codes (the features its heads read), each group
+PM the global PM plus its centre's edit (not fine-tuned), assignment to the
+nearest centre in code space with ``assignment: nearest-centre``.
 Both fine-tunings are selected on the validation cases, their starting points
 included: group PMs through the nearest-centre assignment (there is no group
 edit yet; starting from the global PM), group PEs through Persona (m) itself
@@ -21,8 +25,16 @@ import copy
 import torch
 from torch import nn
 
-from ..model.adaptation import Groups, PersonaModels, edit_groups, nearest_centre, nearest_group, sq_dist
-from ..model.editor import EditorBank, flat_edits
+from ..model.adaptation import (
+    Groups,
+    PersonaModels,
+    edit_groups,
+    nearest_centre,
+    nearest_group,
+    partition_vectors,
+    sq_dist,
+)
+from ..model.editor import EditorBank
 from ..model.networks import adaptive_forward
 from ..scenario.schema import Scenario
 from .evaluation import CaseSet, evaluate, mean_metrics
@@ -33,9 +45,9 @@ KMEANS_ITERS = 50
 
 
 @torch.no_grad()
-def global_edits(editor: EditorBank, item_emb: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
-    """The global PE's flattened edits for windows (N, W) -> (N, F)."""
-    return torch.cat([flat_edits(editor.edits(item_emb[w], w > 0))[0] for w in windows.split(CHUNK)])
+def global_vectors(editor: EditorBank, item_emb: torch.Tensor, windows: torch.Tensor, space: str) -> torch.Tensor:
+    """The global PE's flattened edits (or codes) for windows (N, W) -> (N, F)."""
+    return torch.cat([partition_vectors(editor, item_emb[w], w > 0, space) for w in windows.split(CHUNK)])
 
 
 def kmeans(x: torch.Tensor, k: int, gen: torch.Generator, iters: int = KMEANS_ITERS) -> torch.Tensor:
@@ -63,11 +75,11 @@ def kmeans(x: torch.Tensor, k: int, gen: torch.Generator, iters: int = KMEANS_IT
 
 @torch.no_grad()
 def partition(editor: EditorBank, item_emb: torch.Tensor, samples: EditorSamples, k: int, fit_on: int,
-              gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+              gen: torch.Generator, space: str = "edits") -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 9: (centres (k, F), group of every sample (N,))."""
     pick = torch.randperm(len(samples), generator=gen)[:fit_on]
-    centres = kmeans(global_edits(editor, item_emb, samples.windows[pick]), k, gen)
-    groups = torch.cat([nearest_centre(global_edits(editor, item_emb, w), centres)
+    centres = kmeans(global_vectors(editor, item_emb, samples.windows[pick], space), k, gen)
+    groups = torch.cat([nearest_centre(global_vectors(editor, item_emb, w, space), centres)
                         for w in samples.windows.split(CHUNK)])
     return centres, groups
 
@@ -90,21 +102,28 @@ def train_groups(models: PersonaModels, samples: EditorSamples, valid: CaseSet, 
     torch.manual_seed(scenario.seed + 2)
     gen = torch.Generator().manual_seed(scenario.seed + 2)
     emb = models.item_emb
-    centres, member = partition(models.editor, emb, samples, k, tr.kmeans_samples, gen)
+    authors = scenario.persona.groups == "authors"
+    space = "codes" if authors else "edits"
+    centres, member = partition(models.editor, emb, samples, k, tr.kmeans_samples, gen, space)
     rows = [torch.nonzero(member == j)[:, 0] for j in range(k)]
     names = list(models.head)
     meta: dict = {"group_sizes": [len(r) for r in rows]}
 
-    # Group PMs: each group's Θc, fine-tuned from the global one (keys 'head_0_weight': ParameterDict forbids '.').
-    heads = nn.ModuleList(nn.ParameterDict({n.replace(".", "_"): nn.Parameter(models.head[n][0].clone())
-                                            for n in names}) for _ in range(k))
+    # Group PMs: each group's Θc, from the global one (keys 'head_0_weight': ParameterDict forbids '.'); the
+    # authors' code starts each at the global PM plus its centre's edit and does not fine-tune it.
+    start = {n: models.head[n][0].expand(k, *models.head[n].shape[1:]) for n in names}
+    if authors:
+        with torch.no_grad():
+            start = {n: v + models.editor.edits_from_codes(centres[None])[n][0] for n, v in start.items()}
+    heads = nn.ModuleList(nn.ParameterDict({n.replace(".", "_"): nn.Parameter(start[n][j].clone())
+                                            for n in names}) for j in range(k))
 
     def stacked_heads() -> dict[str, torch.Tensor]:
         return {n: torch.stack([h[n.replace(".", "_")].detach() for h in heads]) for n in names}
 
-    groups = Groups(stacked_heads(), EditorBank.stack([models.editor] * k), centres)
+    groups = Groups(stacked_heads(), EditorBank.stack([models.editor] * k), centres, space)
     view = PersonaModels(models.shared, models.head, models.editor, groups, "nearest-centre")
-    if scenario.persona.group_prototypes:
+    if scenario.persona.group_prototypes and not authors:
         opts = [torch.optim.Adam(h.parameters(), lr=tr.group_lr) for h in heads]
 
         def head_round() -> None:
