@@ -49,6 +49,19 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def _spawn(into: list[subprocess.Popen], args: list[str], **kwargs) -> subprocess.Popen:
+    """Start a node process and record it in ``into`` with SIGINT/SIGTERM held off meanwhile: a signal between
+    the fork and the record would leave a child that nobody stops. The child starts with the signals open."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        proc = subprocess.Popen(args, preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, before), **kwargs)
+        into.append(proc)
+        return proc
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def _wait_for_nodes(nodes: list[subprocess.Popen], cloud: subprocess.Popen, cloud_log: Path) -> list[int]:
     """The device nodes' exit codes; a cloud that exits while any of them still runs ends the run at once."""
     while any(n.poll() is None for n in nodes):
@@ -64,10 +77,11 @@ def _run_grpc(scenario_file: Path, bundle_path: Path, out: Path, shards: int, qu
     port_file.unlink(missing_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     common = ["--scenario", str(scenario_file), "--bundle", str(bundle_path)] + (["--quiet"] if quiet else [])
-    with cloud_log.open("w") as log:
-        cloud = subprocess.Popen([sys.executable, "-m", "cloud_node", *common, "--listen", "127.0.0.1:0",
-                                  "--port-file", str(port_file)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    started: list[subprocess.Popen] = []
     try:
+        with cloud_log.open("w") as log:
+            cloud = _spawn(started, [sys.executable, "-m", "cloud_node", *common, "--listen", "127.0.0.1:0",
+                                     "--port-file", str(port_file)], stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + CLOUD_START_TIMEOUT_S
         while not port_file.exists():
             if cloud.poll() is not None:
@@ -79,10 +93,9 @@ def _run_grpc(scenario_file: Path, bundle_path: Path, out: Path, shards: int, qu
         nodes = []
         try:
             for i in range(shards):
-                nodes.append(subprocess.Popen([sys.executable, "-m", "device_node", *common, "--cloud", target,
-                                               "--shard", f"{i}/{shards}", "--out", str(out), "--no-finalize",
-                                               "--resume" if resume else "--force"], stdout=subprocess.DEVNULL,
-                                              env=env))
+                _spawn(nodes, [sys.executable, "-m", "device_node", *common, "--cloud", target, "--shard",
+                               f"{i}/{shards}", "--out", str(out), "--no-finalize",
+                               "--resume" if resume else "--force"], stdout=subprocess.DEVNULL, env=env)
             codes = _wait_for_nodes(nodes, cloud, cloud_log)
         finally:                      # interrupted (SIGINT, SIGTERM) or failed: no device node outlives the run
             for n in nodes:
@@ -92,7 +105,8 @@ def _run_grpc(scenario_file: Path, bundle_path: Path, out: Path, shards: int, qu
             raise NodeError(f"device node shard(s) failed: {', '.join(f'{i}/{shards} exit {c}' for i, c in bad)}"
                             f"; cloud log: {cloud_log}")
     finally:
-        _stop(cloud)
+        for proc in started:          # the cloud, once started
+            _stop(proc)
         port_file.unlink(missing_ok=True)
 
 
