@@ -10,5 +10,5 @@ def _models(models: PersonaModels) -> PersonaModels:
     return models.jointly_trained()
 
 
-METHOD = Method(name="persona-joint", label="Persona (s), joint", where="cloud", uses_joint=True,
+METHOD = Method(name="persona-joint", label="Persona (s) joint", where="cloud", uses_joint=True,
                 offline_only=True, adapt=edit_global, predicts_with=_models)
