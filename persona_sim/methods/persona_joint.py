@@ -5,10 +5,5 @@ its devices would run a Θb of their own, which the simulated devices do not mod
 from ..model.adaptation import PersonaModels, edit_global
 from .base import Method
 
-
-def _models(models: PersonaModels) -> PersonaModels:
-    return models.jointly_trained()
-
-
 METHOD = Method(name="persona-joint", label="Persona (s) joint", where="cloud", uses_joint=True,
-                offline_only=True, adapt=edit_global, predicts_with=_models)
+                offline_only=True, adapt=edit_global, predicts_with=PersonaModels.jointly_trained)

@@ -114,7 +114,8 @@ def train_groups(models: PersonaModels, samples: EditorSamples, valid: CaseSet, 
     start = {n: models.head[n][0].expand(k, *models.head[n].shape[1:]) for n in names}
     if authors:
         with torch.no_grad():
-            start = {n: v + models.editor.edits_from_codes(centres[None])[n][0] for n, v in start.items()}
+            centre_edits = models.editor.edits_from_codes(centres[None])              # each (1, k, ...)
+            start = {n: v + centre_edits[n][0] for n, v in start.items()}
     heads = nn.ModuleList(nn.ParameterDict({n.replace(".", "_"): nn.Parameter(start[n][j].clone())
                                             for n in names}) for j in range(k))
 
