@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from persona_sim.methods import METHODS
@@ -141,3 +142,35 @@ def test_the_authors_groups_cluster_codes_and_start_each_pm_at_its_centres_edit(
     windows = torch.randint(1, bundle.num_items, (16, scenario.persona.window))
     codes = partition_vectors(models.editor, models.item_emb[windows], windows > 0, "codes")
     assert torch.equal(edit_groups(models, windows).prototype, ((codes[:, None] - groups.centres) ** 2).sum(-1).argmin(1))
+
+
+def test_a_list_of_groups_variants_trains_each_and_keeps_the_best_on_validation(tiny_dict):
+    """persona.groups: [paper, authors] — both trained, the one whose group editors validate best is kept,
+    with its own assignment (the authors': nearest centre), identical to training it alone."""
+    from persona_sim.data.dataset import load_dataset
+    from persona_sim.scenario.schema import parse_scenario
+    from persona_sim.train.bundle import ensure_bundle, load_bundle
+    tiny_dict["methods"] = ["static", "persona-s", "persona-m"]
+    tiny_dict["train"] = {**tiny_dict["train"], "editor_shift": 0.0}
+
+    def bundle(groups):
+        tiny_dict["persona"] = {**tiny_dict.get("persona", {}), "groups": groups, "prototypes": 3}
+        scenario = parse_scenario(tiny_dict)
+        return load_bundle(ensure_bundle(scenario, load_dataset(scenario.dataset, scenario.seed), lambda *a: None)[0])
+    both, alone = bundle(["paper", "authors"]), {g: bundle(g) for g in ("paper", "authors")}
+    scores = {g: b.meta["groups"]["group_editors"]["best_ndcg@10"] for g, b in alone.items()}
+    chosen = both.meta["groups"]["groups"]
+    assert scores[chosen] == max(scores.values()) and scores["paper"] != scores["authors"]
+    assert both.models.assignment == alone[chosen].models.assignment
+    assert alone["authors"].models.assignment == "nearest-centre" and alone["paper"].models.assignment == "edit-norm"
+    assert all(torch.equal(v, alone[chosen].models.groups.editor.state_dict()[k])
+               for k, v in both.models.groups.editor.state_dict().items())
+
+
+def test_groups_must_be_a_known_variant_or_a_list_of_distinct_ones(tiny_dict):
+    from persona_sim.errors import ScenarioError
+    from persona_sim.scenario.schema import parse_scenario
+    for bad in (["paper", "paper"], [], "nobody"):
+        tiny_dict["persona"] = {**tiny_dict.get("persona", {}), "groups": bad}
+        with pytest.raises(ScenarioError, match="groups"):
+            parse_scenario(tiny_dict)

@@ -55,16 +55,23 @@ def _time(ms: float | None, compute_ms: float | None) -> str:
     return f"{_ms(ms)} ({_ms(compute_ms)})"
 
 
-def _editor_lines(variants: list[dict]) -> list[str]:
-    """Which editor training each seed's bundle kept (train.editor_shift), when it chose on validation."""
+_CHOICES = {   # what a bundle chose on validation: summary key -> (setting, what the values mean)
+    "editor_shift": ("train.editor_shift", "the share of takeover-like samples; 0.0 is the paper's training"),
+    "groups": ("persona.groups", "Persona (m)'s groups: the paper's text, or the authors' code"),
+}
+
+
+def _choice_lines(variants: list[dict]) -> list[str]:
+    """Which editor training and groups each seed's bundle kept, when it chose on validation."""
     lines = []
     for v in variants:
-        chosen = [r.get("editor_shift") for r in v["per_seed"]]
-        if any(isinstance(c, list) for c in chosen) or all(c is None for c in chosen):
-            continue
         label = f"{v['label']}: " if v["label"] else ""
-        lines.append(f"- {label}editor training (`train.editor_shift`, per seed): {', '.join(str(c) for c in chosen)} "
-                     "— the share of takeover-like samples; 0.0 is the paper's training")
+        for key, (setting, meaning) in _CHOICES.items():
+            chosen = [r.get(key) for r in v["per_seed"]]
+            if any(isinstance(c, list) for c in chosen) or all(c is None for c in chosen):
+                continue
+            lines.append(f"- {label}`{setting}` kept on validation, per seed: {', '.join(str(c) for c in chosen)} "
+                         f"— {meaning}")
     return lines
 
 
@@ -79,7 +86,7 @@ def render(summary: dict) -> str:
              f"- model **{arch}** (hidden {model['hidden']}, {model['blocks']} block(s), head of "
              f"{model['head_layers']} layers, last {model['adaptive_layers']} adaptive)",
              f"- seeds {', '.join(map(str, summary['seeds']))}; cells are the mean" + (" ± sample std" if seeds > 1 else ""),
-             *_editor_lines(variants),
+             *_choice_lines(variants),
              f"- wall time {summary['wall_seconds']:.1f} s", "", "## Verdict", ""]
     labels = {name: _label(name) for name in METHODS}
     lines += [f"- {(v['label'] + ': ') if v['label'] else ''}{verdict_sentence(v.get('verdict') or eval_verdict(v['per_seed']), labels)}"

@@ -127,6 +127,9 @@ class TrainSpec(_Strict):
         return list(self.editor_shift) if isinstance(self.editor_shift, list) else [self.editor_shift]
 
 
+GroupsKind = Literal["paper", "authors"]
+
+
 class PersonaSpec(_Strict):
     window: int = Field(10, ge=1)          # W: the device's real-time window
     encoder: Literal["mean-last", "gru"] = "mean-last"   # E of Eq. 5: [mean, last] of the window's items, or a
@@ -136,11 +139,30 @@ class PersonaSpec(_Strict):
     clkt: bool = True                      # cross-layer knowledge transfer (Eq. 13)
     rank: int | None = Field(None, ge=1)   # low-rank edit heads (G = U V, rank r) instead of full ones
     prototypes: int = Field(5, ge=1)       # N_M of Persona (m)
-    group_prototypes: bool = True          # fine-tune a PM per group (False: every group edits the global PM)
+    group_prototypes: bool = True          # a PM per group (fine-tuned, or the authors': global + centre edit);
+                                           # False: every group edits the global PM
     assignment: Literal["edit-norm", "nearest-centre"] = "edit-norm"   # Eq. 12, or the nearest k-means centre
-    # Persona (m)'s groups: the paper's (k-means of the global PE's edits, fine-tuned group PMs) or the authors'
-    # code's (k-means of its codes, group PM = the global PM + the centre's edit, not fine-tuned)
-    groups: Literal["paper", "authors"] = "paper"
+    # Persona (m)'s groups: the paper's (k-means of the global PE's edits, fine-tuned group PMs, ``assignment``)
+    # or the authors' code's (k-means of its codes, group PM = the global PM + the centre's edit, not
+    # fine-tuned, devices sent to the nearest centre in code space); a list trains each, validation keeps one
+    groups: GroupsKind | list[GroupsKind] = ["paper", "authors"]
+
+    @model_validator(mode="after")
+    def _group_choices(self) -> "PersonaSpec":
+        kinds = self.group_kinds
+        if not kinds or len(set(kinds)) != len(kinds):
+            raise ValueError(f"groups must be 'paper', 'authors' or a list of distinct ones, got {self.groups}")
+        return self
+
+    @property
+    def group_kinds(self) -> list[str]:
+        """The groups variants to train (one, or the list to choose from on validation)."""
+        return list(self.groups) if isinstance(self.groups, list) else [self.groups]
+
+    def with_groups(self, kind: str) -> "PersonaSpec":
+        """This spec with one groups variant and the assignment it uses (the authors': nearest centre)."""
+        assignment = "nearest-centre" if kind == "authors" else self.assignment
+        return self.model_copy(update={"groups": kind, "assignment": assignment})
 
 
 class FinetuneSpec(_Strict):

@@ -299,7 +299,28 @@ class _Stages:
             stage = dict(stage, meta=dict(stage["meta"], editor_shift=sc.train.editor_shift))
         return stage, sc
 
-    def build(self) -> tuple[PersonaModels, dict]:
+    def groups(self, models: PersonaModels, shared: SharedLayers, scenario: Scenario) -> tuple[dict, Scenario]:
+        """Persona (m)'s groups stage, and the scenario with the ``persona.groups`` variant (and its assignment)
+        it was trained with: with a list, one stage each, and the one whose group editors are best on
+        validation is kept (the first on a tie)."""
+        best = None
+        for kind in scenario.persona.group_kinds:
+            sc = scenario.model_copy(update={"persona": scenario.persona.with_groups(kind)})
+
+            def train() -> dict:
+                groups, gmeta = train_groups(models, self.samples(shared), self.valid, sc, self.progress)
+                return {"heads": groups.heads, "editor": groups.editor.state_dict(), "centres": groups.centres,
+                        "space": groups.space, "meta": gmeta}
+            stage = self.cached("groups", train, sc)
+            score = stage["meta"]["group_editors"]["best_" + SELECT_ON]
+            if best is None or score > best[0]:
+                best = score, stage, sc
+        _, stage, sc = best
+        if len(scenario.persona.group_kinds) > 1:
+            stage = dict(stage, meta=dict(stage["meta"], groups=sc.persona.groups))
+        return stage, sc
+
+    def build(self) -> tuple[PersonaModels, dict, Scenario]:
         proto = self.prototype()
         model = PrototypeModel(self.dataset.num_items, self.scenario.model, self.scenario.seed)
         model.shared.load_state_dict(proto["shared"])
@@ -319,14 +340,11 @@ class _Stages:
             models.generator = _generator(d, sc.model, sc.persona)
             meta["generator"] = d["meta"]
         if needs_groups(sc.methods):
-            def train() -> dict:
-                groups, gmeta = train_groups(models, self.samples(shared), self.valid, sc, self.progress)
-                return {"heads": groups.heads, "editor": groups.editor.state_dict(), "centres": groups.centres,
-                        "space": groups.space, "meta": gmeta}
-            g = self.cached("groups", train, sc)
+            g, sc = self.groups(models, shared, sc)
             bank = EditorBank(sc.model.hidden, adaptive_shapes(sc.model), sc.persona, sc.persona.prototypes)
             bank.load_state_dict(g["editor"])
             models.groups = Groups(g["heads"], _frozen(bank), g["centres"], g.get("space", "edits"))
+            models.assignment = sc.persona.assignment
             meta["groups"] = g["meta"]
         if needs_joint(sc.methods):
             def train_joined() -> dict:
@@ -336,7 +354,7 @@ class _Stages:
             j = self.cached("joint", train_joined, sc)
             models.joint = _joint(j, self.dataset.num_items, sc.model, sc.persona)
             meta["joint"] = j["meta"]
-        return models, meta
+        return models, meta, sc
 
 
 def ensure_bundle(scenario: Scenario, dataset: Dataset, progress: Progress,
@@ -347,12 +365,12 @@ def ensure_bundle(scenario: Scenario, dataset: Dataset, progress: Progress,
         return path, False
     with reproducible_torch():
         stages = _Stages(scenario, dataset, protocol, progress)
-        models, meta = stages.build()
+        models, meta, chosen = stages.build()     # chosen: the scenario with the variants validation kept
     groups = models.groups
     payload = {
         "format": FORMAT, "training_key": training_key(scenario, protocol), "protocol": protocol,
         "num_items": dataset.num_items, "model_spec": scenario.model.model_dump(mode="json"),
-        "persona_spec": scenario.persona.model_dump(mode="json"), "dataset_fingerprint": dataset.fingerprint(),
+        "persona_spec": chosen.persona.model_dump(mode="json"), "dataset_fingerprint": dataset.fingerprint(),
         "shared": models.shared.state_dict(), "head": models.head, "editor": models.editor.state_dict(),
         "groups": None if groups is None else {"heads": groups.heads, "editor": groups.editor.state_dict(),
                                                "centres": groups.centres, "space": groups.space},

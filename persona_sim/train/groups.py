@@ -112,7 +112,7 @@ def train_groups(models: PersonaModels, samples: EditorSamples, valid: CaseSet, 
     # Group PMs: each group's Θc, from the global one (keys 'head_0_weight': ParameterDict forbids '.'); the
     # authors' code starts each at the global PM plus its centre's edit and does not fine-tune it.
     start = {n: models.head[n][0].expand(k, *models.head[n].shape[1:]) for n in names}
-    if authors:
+    if authors and scenario.persona.group_prototypes:
         with torch.no_grad():
             centre_edits = models.editor.edits_from_codes(centres[None])              # each (1, k, ...)
             start = {n: v + centre_edits[n][0] for n, v in start.items()}
