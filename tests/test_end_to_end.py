@@ -95,6 +95,29 @@ def test_inproc_and_sharded_runs_give_the_same_results(grpc_run, tmp_path):
     assert metrics_only(summary(tmp_path / "b")) == metrics_only(summary(out))
 
 
+def test_arrivals_reported_as_their_uploads_start_change_nothing_but_the_rounds(tiny_dict, tmp_path, monkeypatch):
+    """On links of their own (no shared cell) a request's arrival is known when its upload starts, so a shard
+    reports it then and the cloud's horizon moves an upload further each round: the same simulation, for any
+    sharding, in fewer rounds."""
+    from persona_sim.sim.netsim import Network
+    tiny_dict["network"] = {**tiny_dict["network"], "cell": None, "delay_ms": 20}
+    tiny_dict["devices"]["arrivals"]["mean_s"] = 0.02     # busy enough that requests overlap round boundaries
+    tiny_dict["cloud"] = {**tiny_dict["cloud"], "base_ms": 1, "per_request_ms": 0.1}
+    path = tmp_path / "own-links.yaml"
+    path.write_text(yaml.safe_dump(tiny_dict))
+
+    def run(name: str, *extra: str) -> tuple[str, int]:
+        assert main(["run", str(path), "--out", str(tmp_path / name), "--transport", "inproc", "--quiet", *extra]) == 0
+        with contextlib.closing(sqlite3.connect(tmp_path / name / "results.sqlite")) as con:
+            rounds = con.execute("SELECT count(*) FROM rounds").fetchone()[0]
+        return summary(tmp_path / name)["results_digest"], rounds
+    early, sharded = run("early"), run("sharded", "--shards", "3")
+    monkeypatch.setattr(Network, "exact_ends", property(lambda self: False))   # report on arrival, as in a cell
+    late = run("late")
+    assert early[0] == sharded[0] == late[0]
+    assert early[1] < 0.95 * late[1], (early, late)
+
+
 @contextlib.contextmanager
 def cloud_node(scenario: Path, tmp_path: Path, *extra: str):
     """`persona-sim cloud` on a free loopback port: yields its HOST:PORT; stopped by SIGTERM, which it survives."""

@@ -4,17 +4,20 @@ The cloud's queue and links are shared by every shard's devices, so no shard
 can simulate its devices' time at the cloud alone. Instead, every shard runs
 its SimPy clock to a common round time ``until``, then reports:
 
-  - every request that reached the cloud (its last byte left the device's link)
-    since its last report, with that virtual time;
-  - ``next_arrival_us``: no further request of its devices can reach the cloud
-    before this (a lower bound from its pending uploads and its devices' next
-    adaptation triggers).
+  - every request issued since its last report whose arrival at the cloud (its
+    last byte leaving the device's link) is known, with that virtual time: on
+    links of their own, as soon as its upload starts (the arrival may lie after
+    ``until``); in a shared cell, once it has arrived;
+  - ``next_arrival_us``: no request of its devices not yet reported can reach
+    the cloud before this (a lower bound from its pending uploads in cells and
+    its devices' next adaptation triggers, at least the least upload time away).
 
 Once every shard has reported, the cloud admits the arrivals, feeds them to its
 clock (``persona_sim.sim.cloudsim``, which computes the edits of each batch it
 forms) and runs it to H = max(until, every
-shard's next_arrival_us): every arrival before H is known, so every reply that
-leaves the cloud before H + lookahead is known exactly. Those go back to their
+shard's next_arrival_us): every arrival before H is known (arrivals reported
+for later wait in its clock), so every reply that leaves the cloud before
+H + lookahead is known exactly. Those go back to their
 shards with the next round's time, H + lookahead + the least delay of any
 device's link: a reply leaving later cannot reach its device before then, so the
 shards may run that far. When no shard expects another arrival, the cloud runs
@@ -165,10 +168,10 @@ class Lockstep:
             valid = []
             for a in report.arrivals:
                 r = a.request
-                if r.method != session.method or not (max(session.front, r.issued_us) <= a.arrived_us < session.until):
+                if r.method != session.method or not max(session.front, r.issued_us) <= a.arrived_us:
                     results[i].append(RequestError(r.device_id, r.seq, "BAD_REQUEST", (
                         f"method {r.method!r} arrived_us {a.arrived_us} issued_us {r.issued_us}: a report of "
-                        f"{session.method!r} carries arrivals in [{session.front}, {session.until}) after issue")))
+                        f"{session.method!r} carries arrivals at or after {session.front} µs and their issue")))
                 else:
                     valid.append(a)
             admitted, errors = self.engine.admit([a.request for a in valid], hello)

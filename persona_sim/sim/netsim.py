@@ -213,6 +213,12 @@ class Network:
         self.env, self.spec = env, spec
         self.cells: dict[tuple[int, bool], SharedLink] = {}
 
+    @property
+    def exact_ends(self) -> bool:
+        """Whether a transfer's end is known when it starts (``on_start``): on links of their own, not in a
+        cell shared with other devices."""
+        return self.spec.cell is None
+
     def _cell(self, index: int, up: bool) -> SharedLink:
         key = (index // self.spec.cell.devices, up)
         if key not in self.cells:
@@ -227,7 +233,7 @@ class Network:
         over after it left the cloud, ``min_delay_us``).
 
         ``on_start`` is told, once the transfer's delay and losses are drawn, a time it cannot end
-        before (exact on a link of its own)."""
+        before (its end, when ``exact_ends``)."""
         env = self.env
         delay, lost = link.propagation_us(rng), link.lost_attempts(rng)
         start = int(env.now) if start_us is None else start_us

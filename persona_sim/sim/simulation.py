@@ -94,7 +94,7 @@ class MethodRun:
         self.proto = prototype_params(bundle)
         self.compute: dict[int, DeviceCompute] = {
             p.index: device_compute(scenario.devices.compute, scenario.seed, p.index) for p in plans}
-        self.arrived: list[Arrival] = []                          # reached the cloud since the last round
+        self.arrived: list[Arrival] = []                          # to report: reached the cloud, or will
         self.waiting: dict[tuple[str, int], simpy.Event] = {}     # (device, seq) at the cloud -> its reply
         self.upload_bound: dict[int, int] = {}                    # device -> earliest end of its upload
         self.events_done = 0
@@ -117,7 +117,7 @@ class MethodRun:
         self.trigger_bound = np.minimum.accumulate(b[order][::-1])[::-1]
 
     def next_arrival_us(self) -> int | None:
-        """No request of this shard reaches the cloud before this (None: none will)."""
+        """No request of this shard not yet reported reaches the cloud before this (None: none will)."""
         i = int(np.searchsorted(self.trigger_t, self.env.now, side="left"))
         bounds = list(self.upload_bound.values()) + ([int(self.trigger_bound[i])] if i < len(self.trigger_t) else [])
         nxt = self.env.peek()
@@ -190,16 +190,19 @@ class MethodRun:
                            plan.window_after(event, self.scenario.persona.window))
         state.next_seq += 1
         issued, bytes_up, link = int(env.now), request_wire_bytes(req), self.links[plan.index]
+        reply = self.waiting[(req.device_id, req.seq)] = env.event()
 
-        def bound(t: int) -> None:
-            self.upload_bound[plan.index] = t
-        yield env.process(self.net.transfer(link, plan.index, bytes_up, True, net_rng, on_start=bound))
-        del self.upload_bound[plan.index]
+        def on_start(end: int) -> None:     # exact: reported now, so the cloud knows it a round sooner
+            if self.net.exact_ends:
+                self.arrived.append(Arrival(req, end))
+            else:
+                self.upload_bound[plan.index] = end
+        yield env.process(self.net.transfer(link, plan.index, bytes_up, True, net_rng, on_start=on_start))
         upload_done = int(env.now)
-        reply = env.event()
-        self.waiting[(req.device_id, req.seq)] = reply
-        self.arrived.append(Arrival(req, upload_done))
-        reply = yield reply
+        if not self.net.exact_ends:
+            del self.upload_bound[plan.index]
+            self.arrived.append(Arrival(req, upload_done))
+        reply = yield reply                 # it may have come back while the upload was still under way
         if isinstance(reply, RequestError):
             self.rec.adaptations.append((self.method, plan.device_id, req.seq, "error:" + reply.code, -1, issued,
                                          upload_done, None, None, None, None, None, None, bytes_up, 0, None, 0))
