@@ -55,7 +55,7 @@ def device_rng(seed: int, index: int, purpose: int) -> np.random.Generator:
     return np.random.default_rng([seed, index, purpose])
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def shared_outputs(bundle: Bundle, items: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """Θb's output after each prefix items[:t] for t in positions -> (E, D) float32."""
     L = bundle.model_spec.max_len
