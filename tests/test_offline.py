@@ -39,6 +39,8 @@ def test_eval_writes_the_paper_table_with_mean_and_std(tiny_m, tmp_path):
     assert methods["persona-m"]["auc"] == pytest.approx(mean, abs=1e-6)
     report = (out / "report.md").read_text()
     assert "| Persona (m) |" in report and "±" in report and "NDCG@5" in report
+    kept = [r["groups"] for r in per_seed]                  # Persona (m)'s groups: chosen on validation per seed
+    assert set(kept) <= {"paper", "authors"} and f"`persona.groups` kept on validation, per seed: {kept[0]}, {kept[1]}" in report
     # Same scenario, same seeds: identical figures (the bundles come from the cache, the negatives from the seed).
     again = tmp_path / "ev2"
     assert main(["eval", str(tiny_m), "--seeds", "2", "--out", str(again), "--quiet"]) == 0
