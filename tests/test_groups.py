@@ -150,7 +150,7 @@ def test_a_list_of_groups_variants_trains_each_and_keeps_the_best_on_validation(
     from persona_sim.data.dataset import load_dataset
     from persona_sim.scenario.schema import parse_scenario
     from persona_sim.train.bundle import ensure_bundle, load_bundle
-    tiny_dict["methods"] = ["static", "persona-s", "persona-m"]
+    tiny_dict["methods"] = ["static", "persona-s", "persona-m", "group-finetune"]
     tiny_dict["train"] = {**tiny_dict["train"], "editor_shift": 0.0}
 
     def bundle(groups):
@@ -165,6 +165,13 @@ def test_a_list_of_groups_variants_trains_each_and_keeps_the_best_on_validation(
     assert alone["authors"].models.assignment == "nearest-centre" and alone["paper"].models.assignment == "edit-norm"
     assert all(torch.equal(v, alone[chosen].models.groups.editor.state_dict()[k])
                for k, v in both.models.groups.editor.state_dict().items())
+    # Group fine-tuning serves the paper's groups (fine-tuned PMs) whichever Persona (m) serves.
+    paper = alone["paper"].models
+    assert paper.tuned_groups is None and alone["authors"].models.tuned_groups is not None
+    windows = torch.randint(1, both.num_items, (16, 4))
+    gft = METHODS["group-finetune"].adapt
+    for models in (both.models, alone["authors"].models):
+        assert all(torch.equal(v, gft(paper, windows).params[k]) for k, v in gft(models, windows).params.items())
 
 
 def test_groups_must_be_a_known_variant_or_a_list_of_distinct_ones(tiny_dict):

@@ -32,6 +32,12 @@ def needs_groups(names: Iterable[str]) -> bool:
     return any(get(n).uses_groups for n in names)
 
 
+def needs_tuned_groups(names: Iterable[str]) -> bool:
+    """Whether a bundle for these methods must hold groups with fine-tuned PMs (the paper's), whatever
+    Persona (m) serves."""
+    return any(get(n).uses_tuned_groups for n in names)
+
+
 def needs_generator(names: Iterable[str]) -> bool:
     """Whether a bundle for these methods must hold DUET's generator."""
     return any(get(n).uses_generator for n in names)

@@ -51,6 +51,7 @@ class Method:
     label: str                                  # as the paper's tables name it
     where: Literal["none", "device", "cloud"]   # where it adapts: nowhere, on the device, in the cloud
     uses_groups: bool = False                   # needs Persona (m)'s group prototypes in the model bundle
+    uses_tuned_groups: bool = False             # needs groups whose PMs were fine-tuned (the paper's)
     uses_generator: bool = False                # needs DUET's generator in the model bundle
     uses_joint: bool = False                    # needs the jointly trained Θb and editor in the model bundle
     offline_only: bool = False                  # `eval` only: its devices would run a Θb of their own

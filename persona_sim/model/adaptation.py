@@ -9,7 +9,7 @@ implementation.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -57,6 +57,7 @@ class PersonaModels:
     editor: EditorBank                     # the global PE (a bank of 1)
     groups: Groups | None = None           # Persona (m), when trained
     assignment: str = "edit-norm"
+    tuned_groups: Groups | None = None     # the paper's groups (fine-tuned PMs) when ``groups`` are other ones
     generator: Generator | None = None     # DUET, when trained
     joint: Joint | None = None             # the authors' joint training, when trained
 
@@ -131,6 +132,13 @@ def nearest_group(models: PersonaModels, windows: torch.Tensor) -> Adapted:
     chosen = nearest_centre(partition_vectors(models.editor, *_window_inputs(models, windows), groups.space),
                             groups.centres)
     return Adapted({k: v[chosen] for k, v in groups.heads.items()}, chosen, torch.zeros(len(windows)))
+
+
+@torch.no_grad()
+def nearest_tuned_group(models: PersonaModels, windows: torch.Tensor) -> Adapted:
+    """``nearest_group`` among the groups whose PMs were fine-tuned on their partitions (Eq. 10)."""
+    return nearest_group(models if models.tuned_groups is None else replace(models, groups=models.tuned_groups),
+                         windows)
 
 
 @torch.no_grad()

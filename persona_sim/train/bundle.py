@@ -26,7 +26,7 @@ import torch
 from ..data.dataset import Dataset
 from ..data.split import protocol_id, training_data
 from ..errors import BundleError
-from ..methods import needs_generator, needs_groups, needs_joint
+from ..methods import needs_generator, needs_groups, needs_joint, needs_tuned_groups
 from ..model.adaptation import Generator, Groups, Joint, PersonaModels
 from ..model.editor import EditorBank
 from ..model.networks import PrototypeModel, SharedLayers, adaptive_shapes
@@ -71,6 +71,8 @@ def training_key(scenario: Scenario, protocol: str = "holdout") -> str:
         relevant["generator"] = True
     if needs_joint(scenario.methods):
         relevant["joint"] = True
+    if needs_tuned_groups(scenario.methods):   # group fine-tuning's own groups (a bundle layout change)
+        relevant["tuned_groups"] = True
     relevant["stage_versions"] = _STAGE_VERSIONS   # a bundle holds every stage: retrained stages give a new one
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -177,13 +179,10 @@ def load_bundle_bytes(data: bytes, origin: str = "<bytes>") -> Bundle:
     shapes = adaptive_shapes(model_spec)
     editor = EditorBank(model_spec.hidden, shapes, persona_spec, 1)
     editor.load_state_dict(payload["editor"])
-    groups = None
-    if payload["groups"] is not None:
-        g = payload["groups"]
-        bank = EditorBank(model_spec.hidden, shapes, persona_spec, len(g["centres"]))
-        bank.load_state_dict(g["editor"])
-        groups = Groups(g["heads"], _frozen(bank), g["centres"], g.get("space", "edits"))
-    models = PersonaModels(_frozen(shared), payload["head"], _frozen(editor), groups, persona_spec.assignment)
+    models = PersonaModels(_frozen(shared), payload["head"], _frozen(editor), _groups(payload["groups"], model_spec,
+                                                                                      persona_spec),
+                           persona_spec.assignment)
+    models.tuned_groups = _groups(payload.get("tuned_groups"), model_spec, persona_spec)
     if payload.get("generator") is not None:
         models.generator = _generator(payload["generator"], model_spec, persona_spec)
     if payload.get("joint") is not None:
@@ -191,6 +190,21 @@ def load_bundle_bytes(data: bytes, origin: str = "<bytes>") -> Bundle:
     meta = dict(payload["meta"], training_key=payload["training_key"], protocol=payload["protocol"],
                 dataset_fingerprint=payload["dataset_fingerprint"])
     return Bundle(signature_of(data), payload["num_items"], model_spec, persona_spec, models, meta)
+
+
+def _groups(stage: dict | None, model_spec: ModelSpec, persona_spec: PersonaSpec) -> Groups | None:
+    if stage is None:
+        return None
+    bank = EditorBank(model_spec.hidden, adaptive_shapes(model_spec), persona_spec, len(stage["centres"]))
+    bank.load_state_dict(stage["editor"])
+    return Groups(stage["heads"], _frozen(bank), stage["centres"], stage.get("space", "edits"))
+
+
+def _groups_payload(groups: Groups | None) -> dict | None:
+    if groups is None:
+        return None
+    return {"heads": groups.heads, "editor": groups.editor.state_dict(), "centres": groups.centres,
+            "space": groups.space}
 
 
 def _generator(stage: dict, model_spec: ModelSpec, persona_spec: PersonaSpec) -> Generator:
@@ -299,26 +313,28 @@ class _Stages:
             stage = dict(stage, meta=dict(stage["meta"], editor_shift=sc.train.editor_shift))
         return stage, sc
 
-    def groups(self, models: PersonaModels, shared: SharedLayers, scenario: Scenario) -> tuple[dict, Scenario]:
-        """Persona (m)'s groups stage, and the scenario with the ``persona.groups`` variant (and its assignment)
-        it was trained with: with a list, one stage each, and the one whose group editors are best on
-        validation is kept (the first on a tie)."""
-        best = None
-        for kind in scenario.persona.group_kinds:
+    def groups(self, models: PersonaModels, shared: SharedLayers, scenario: Scenario) -> tuple[dict, Scenario, dict]:
+        """Persona (m)'s groups stage, the scenario with the ``persona.groups`` variant (and its assignment) it
+        was trained with, and, when that is not the paper's and a method serves fine-tuned group PMs (group
+        fine-tuning), the paper's groups stage (else None). With a list of variants, one stage each, and the
+        one whose group editors are best on validation is kept (the first on a tie)."""
+        def stage_of(kind: str) -> tuple[dict, Scenario]:
             sc = scenario.model_copy(update={"persona": scenario.persona.with_groups(kind)})
 
             def train() -> dict:
                 groups, gmeta = train_groups(models, self.samples(shared), self.valid, sc, self.progress)
-                return {"heads": groups.heads, "editor": groups.editor.state_dict(), "centres": groups.centres,
-                        "space": groups.space, "meta": gmeta}
-            stage = self.cached("groups", train, sc)
-            score = stage["meta"]["group_editors"]["best_" + SELECT_ON]
-            if best is None or score > best[0]:
-                best = score, stage, sc
-        _, stage, sc = best
-        if len(scenario.persona.group_kinds) > 1:
-            stage = dict(stage, meta=dict(stage["meta"], groups=sc.persona.groups))
-        return stage, sc
+                return dict(_groups_payload(groups), meta=gmeta)
+            return self.cached("groups", train, sc), sc
+        stages = {kind: stage_of(kind) for kind in scenario.persona.group_kinds}
+        kind = max(stages, key=lambda k: (stages[k][0]["meta"]["group_editors"]["best_" + SELECT_ON],
+                                          -scenario.persona.group_kinds.index(k)))
+        stage, sc = stages[kind]
+        if len(stages) > 1:
+            stage = dict(stage, meta=dict(stage["meta"], groups=kind))
+        tuned = None
+        if kind != "paper" and needs_tuned_groups(scenario.methods):
+            tuned = stages["paper"][0] if "paper" in stages else stage_of("paper")[0]
+        return stage, sc, tuned
 
     def build(self) -> tuple[PersonaModels, dict, Scenario]:
         proto = self.prototype()
@@ -340,11 +356,9 @@ class _Stages:
             models.generator = _generator(d, sc.model, sc.persona)
             meta["generator"] = d["meta"]
         if needs_groups(sc.methods):
-            g, sc = self.groups(models, shared, sc)
-            bank = EditorBank(sc.model.hidden, adaptive_shapes(sc.model), sc.persona, sc.persona.prototypes)
-            bank.load_state_dict(g["editor"])
-            models.groups = Groups(g["heads"], _frozen(bank), g["centres"], g.get("space", "edits"))
-            models.assignment = sc.persona.assignment
+            g, sc, tuned = self.groups(models, shared, sc)
+            models.groups, models.assignment = _groups(g, sc.model, sc.persona), sc.persona.assignment
+            models.tuned_groups = _groups(tuned, sc.model, sc.persona)
             meta["groups"] = g["meta"]
         if needs_joint(sc.methods):
             def train_joined() -> dict:
@@ -366,14 +380,12 @@ def ensure_bundle(scenario: Scenario, dataset: Dataset, progress: Progress,
     with reproducible_torch():
         stages = _Stages(scenario, dataset, protocol, progress)
         models, meta, chosen = stages.build()     # chosen: the scenario with the variants validation kept
-    groups = models.groups
     payload = {
         "format": FORMAT, "training_key": training_key(scenario, protocol), "protocol": protocol,
         "num_items": dataset.num_items, "model_spec": scenario.model.model_dump(mode="json"),
         "persona_spec": chosen.persona.model_dump(mode="json"), "dataset_fingerprint": dataset.fingerprint(),
         "shared": models.shared.state_dict(), "head": models.head, "editor": models.editor.state_dict(),
-        "groups": None if groups is None else {"heads": groups.heads, "editor": groups.editor.state_dict(),
-                                               "centres": groups.centres, "space": groups.space},
+        "groups": _groups_payload(models.groups), "tuned_groups": _groups_payload(models.tuned_groups),
         "generator": None if models.generator is None else {"head": models.generator.head,
                                                             "editor": models.generator.editor.state_dict()},
         "joint": None if models.joint is None else {"shared": models.joint.shared.state_dict(),
