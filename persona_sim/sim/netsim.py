@@ -164,14 +164,22 @@ class SharedLink:
         self.last = env.now
         self.next_id = 0
         self.generation = 0
+        self.settling = False
 
     def transmit(self, bits: float, cap_bps: float) -> simpy.Event:
         self._advance()
         done = self.env.event()
         self.active[self.next_id] = [float(bits), cap_bps / 1e6, done]
         self.next_id += 1
-        self._reschedule()
+        if not self.settling:      # K transfers starting at one instant share one recomputation, not K
+            self.settling = True
+            self.env.process(self._settle())
         return done
+
+    def _settle(self):
+        yield self.env.timeout(0)
+        self.settling = False
+        self._reschedule()
 
     def _advance(self) -> None:
         elapsed = self.env.now - self.last
