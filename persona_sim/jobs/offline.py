@@ -77,8 +77,9 @@ def eval_seed(variant: Variant, seed: int, dataset: Dataset, progress: Progress,
                                ms_per_case=round(1000 * seconds / len(test.windows), 4),
                                prototype_share=[round(float(c) / len(test.windows), 4) for c in counts])
     return {"seed": seed, "bundle": bundle.signature, "trained": trained,
-            "editor_shift": bundle.meta["editor"].get("editor_shift", scenario.train.editor_shift),
-            "groups": bundle.meta.get("groups", {}).get("groups", scenario.persona.groups),
+            # what validation chose where the scenario gave a choice (None where it did not)
+            "editor_shift": bundle.meta["editor"].get("editor_shift"),
+            "groups": bundle.meta.get("groups", {}).get("groups"),
             "train_seconds": round(t1 - t0, 2), "test_seconds": round(time.perf_counter() - t1, 2),
             "methods": results}
 

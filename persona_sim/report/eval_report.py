@@ -68,7 +68,7 @@ def _choice_lines(variants: list[dict]) -> list[str]:
         label = f"{v['label']}: " if v["label"] else ""
         for key, (setting, meaning) in _CHOICES.items():
             chosen = [r.get(key) for r in v["per_seed"]]
-            if any(isinstance(c, list) for c in chosen) or all(c is None for c in chosen):
+            if any(c is None or isinstance(c, list) for c in chosen):   # no choice made (or an older summary)
                 continue
             lines.append(f"- {label}`{setting}` kept on validation, per seed: {', '.join(str(c) for c in chosen)} "
                          f"— {meaning}")
