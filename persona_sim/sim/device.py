@@ -40,7 +40,7 @@ class DevicePlan:
     items: np.ndarray          # the replayed sequence
     positions: np.ndarray      # (E,) index into items of each prediction event's target
     times_us: np.ndarray       # (E,) virtual time of each interaction
-    negatives: np.ndarray      # (E, K) int32 sampled negatives per event
+    negatives: np.ndarray      # (E, K) sampled negatives per event (uint16 where item ids fit)
     h: np.ndarray              # (E, D) shared-layer output before each event
     shifts: list[Shift]        # injected distribution shifts, in event order
 
@@ -96,8 +96,9 @@ def plan_device(index: int, user: int, dataset: Dataset, scenario: Scenario, bun
         items, shifts = inject(items, int(user), index, list(injectors), scenario, drift, arrivals.event_times)
     positions = np.arange(context, len(items))
     times = arrivals.event_times(len(positions))
+    small = np.uint16 if dataset.num_items < 2**16 else np.int32      # a quarter or half of int64's memory
     negatives = sample_negatives(device_rng(scenario.seed, index, 2), dataset.num_items, items,
-                                 len(positions), scenario.eval.negatives).astype(np.int32)   # half the memory
+                                 len(positions), scenario.eval.negatives).astype(small)
     return DevicePlan(index, device_id(index), int(user), items, positions, times, negatives,
                       shared_outputs(bundle, items, positions), shifts)
 
