@@ -122,3 +122,31 @@ def test_the_joint_method_trains_its_own_backbone_and_is_scored_offline_only(tin
     assert main(["run", str(path), "--out", str(tmp_path / "run"), "--quiet", "--transport", "inproc"]) != 0
     assert "methods: persona-joint can only be scored offline" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()                  # refused before anything was trained or written
+
+
+def test_persona_m_joint_builds_its_groups_on_the_joint_models_and_is_scored_offline(tiny_dict, tmp_path):
+    """Groups from the joint editor over the joint Θb (chosen on validation like Persona (m)'s), kept apart from
+    Persona (m)'s own groups, which are built on the prototype and the global editor."""
+    from persona_sim.data.dataset import load_dataset
+    from persona_sim.model.adaptation import edit_groups
+    from persona_sim.scenario.schema import parse_scenario
+    from persona_sim.train.bundle import ensure_bundle, load_bundle
+    tiny_dict["methods"] = ["static", "persona-m", "persona-joint", "persona-joint-m"]
+    tiny_dict["train"] = {**tiny_dict["train"], "editor_shift": 0.0}
+    path = tmp_path / "joint-m.yaml"
+    path.write_text(yaml.safe_dump(tiny_dict))
+    assert main(["eval", str(path), "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    share = summary["variants"][0]["per_seed"][0]["methods"]["persona-joint-m"]["prototype_share"]
+    assert len(share) == tiny_dict["persona"]["prototypes"] and abs(sum(share) - 1) < 1e-3
+    assert summary["variants"][0]["per_seed"][0]["joint_groups"] in ("paper", "authors")
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert "the groups of Persona (m) joint" in report and "- Persona (m) joint: " in report
+    scenario = parse_scenario(tiny_dict)
+    models = load_bundle(ensure_bundle(scenario, load_dataset(scenario.dataset, scenario.seed), lambda *a: None)[0]).models
+    joint = models.jointly_trained()
+    assert joint.groups is models.joint.groups and joint.shared is models.joint.shared
+    assert not torch.equal(joint.groups.centres, models.groups.centres)
+    windows = torch.tensor([[1, 2, 3, 0, 0], [4, 5, 0, 0, 0]])
+    a, b = edit_groups(joint, windows), edit_groups(models, windows)
+    assert any(not torch.equal(a.params[k], b.params[k]) for k in a.params)

@@ -80,6 +80,7 @@ def eval_seed(variant: Variant, seed: int, dataset: Dataset, progress: Progress,
             # what validation chose where the scenario gave a choice (None where it did not)
             "editor_shift": bundle.meta["editor"].get("editor_shift"),
             "groups": bundle.meta.get("groups", {}).get("groups"),
+            "joint_groups": bundle.meta.get("joint_groups", {}).get("groups"),
             "train_seconds": round(t1 - t0, 2), "test_seconds": round(time.perf_counter() - t1, 2),
             "methods": results}
 

@@ -11,12 +11,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..errors import ScenarioError
-from . import cloud_finetune, dccl, duet, finetune, group_finetune, persona_joint, persona_m, persona_s, static, tta
+from . import (
+    cloud_finetune,
+    dccl,
+    duet,
+    finetune,
+    group_finetune,
+    persona_joint,
+    persona_joint_m,
+    persona_m,
+    persona_s,
+    static,
+    tta,
+)
 from .base import DevicePart, Method
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     static.METHOD, persona_s.METHOD, persona_m.METHOD, group_finetune.METHOD,
-    finetune.METHOD, tta.METHOD, dccl.METHOD, duet.METHOD, cloud_finetune.METHOD, persona_joint.METHOD)}
+    finetune.METHOD, tta.METHOD, dccl.METHOD, duet.METHOD, cloud_finetune.METHOD, persona_joint.METHOD,
+    persona_joint_m.METHOD)}
 BASELINE = static.METHOD.name   # what the reports measure every other method against
 
 
@@ -48,6 +61,11 @@ def needs_joint(names: Iterable[str]) -> bool:
     return any(get(n).uses_joint for n in names)
 
 
+def needs_joint_groups(names: Iterable[str]) -> bool:
+    """Whether a bundle for these methods must hold groups built on the jointly trained models."""
+    return any(get(n).uses_joint_groups for n in names)
+
+
 def require_simulable(names: Iterable[str], source: str) -> None:
     """Refuse methods that ``eval`` scores but a simulated run cannot (their devices would need a Θb of their own)."""
     only = [n for n in names if get(n).offline_only]
@@ -56,5 +74,5 @@ def require_simulable(names: Iterable[str], source: str) -> None:
                                       "a run's devices share one Θb", only)])
 
 
-__all__ = ["BASELINE", "METHODS", "DevicePart", "Method", "get", "needs_generator", "needs_groups", "needs_joint",
+__all__ = ["BASELINE", "METHODS", "DevicePart", "Method", "get", "needs_generator", "needs_groups", "needs_joint", "needs_joint_groups",
            "require_simulable"]

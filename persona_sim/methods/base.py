@@ -54,6 +54,7 @@ class Method:
     uses_tuned_groups: bool = False             # needs groups whose PMs were fine-tuned (the paper's)
     uses_generator: bool = False                # needs DUET's generator in the model bundle
     uses_joint: bool = False                    # needs the jointly trained Θb and editor in the model bundle
+    uses_joint_groups: bool = False             # needs groups built on those (``persona-joint-m``)
     offline_only: bool = False                  # `eval` only: its devices would run a Θb of their own
     predicts_with: Callable[[PersonaModels], PersonaModels] | None = None   # models other than the bundle's
     adapt: AdaptFn | None = None                # cloud: the adaptive layers it gives each device for its window
@@ -78,7 +79,7 @@ class Method:
         """Prototype editors one request is charged for in the cloud's cost model (P)."""
         if not self.asks_cloud or self.cloud_steps is not None:
             return 0
-        return scenario.persona.prototypes if self.uses_groups else 1
+        return scenario.persona.prototypes if self.uses_groups or self.uses_joint_groups else 1
 
     def steps(self, scenario: Scenario) -> int:
         """Fine-tuning steps one request is charged for in the cloud's cost model (S)."""

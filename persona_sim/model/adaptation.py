@@ -48,6 +48,8 @@ class Joint:
 
     shared: SharedLayers                   # its own Θb, not the static model's
     editor: EditorBank                     # a bank of 1
+    groups: Groups | None = None           # the authors' Persona (m) built on it, when trained
+    assignment: str = "nearest-centre"     # how those groups are assigned
 
 
 @dataclass
@@ -66,10 +68,11 @@ class PersonaModels:
         return self.shared.item_emb
 
     def jointly_trained(self) -> "PersonaModels":
-        """The models the joint method predicts with: its own Θb and editor, the global prototype's Θc."""
+        """The models the joint methods predict with: its own Θb, editor and groups, the global prototype's Θc."""
         if self.joint is None:
             raise ValueError("this method needs a bundle trained with the joint editor")
-        return PersonaModels(self.joint.shared, self.head, self.joint.editor)
+        j = self.joint
+        return PersonaModels(j.shared, self.head, j.editor, j.groups, j.assignment)
 
 
 @dataclass

@@ -58,6 +58,7 @@ def _time(ms: float | None, compute_ms: float | None) -> str:
 _CHOICES = {   # what a bundle chose on validation: summary key -> (setting, what the values mean)
     "editor_shift": ("train.editor_shift", "the share of takeover-like samples; 0.0 is the paper's training"),
     "groups": ("persona.groups", "Persona (m)'s groups: the paper's text, or the authors' code"),
+    "joint_groups": ("persona.groups", "the groups of Persona (m) joint"),
 }
 
 
@@ -115,7 +116,8 @@ def render(summary: dict) -> str:
     for plot in summary.get("plots", []):
         lines += [f"![{plot}]({plot})", ""]
     shares = [(v["label"], name, r["methods"][name]["prototype_share"]) for v in variants
-              for r in v["per_seed"][:1] for name in r["methods"] if name in METHODS and METHODS[name].uses_groups]
+              for r in v["per_seed"][:1] for name in r["methods"] if name in METHODS
+              and (METHODS[name].uses_groups or METHODS[name].uses_joint_groups)]
     if shares:
         lines += ["## Prototype assignment (first seed: share of test cases per group)", ""]
         lines += [f"- {(label + ': ') if label else ''}{_label(name)}: " + ", ".join(f"{s:.2f}" for s in share)

@@ -26,7 +26,7 @@ import torch
 from ..data.dataset import Dataset
 from ..data.split import protocol_id, training_data
 from ..errors import BundleError
-from ..methods import needs_generator, needs_groups, needs_joint, needs_tuned_groups
+from ..methods import needs_generator, needs_groups, needs_joint, needs_joint_groups, needs_tuned_groups
 from ..model.adaptation import Generator, Groups, Joint, PersonaModels
 from ..model.editor import EditorBank
 from ..model.networks import PrototypeModel, SharedLayers, adaptive_shapes
@@ -71,6 +71,8 @@ def training_key(scenario: Scenario, protocol: str = "holdout") -> str:
         relevant["generator"] = True
     if needs_joint(scenario.methods):
         relevant["joint"] = True
+    if needs_joint_groups(scenario.methods):
+        relevant["joint_groups"] = True
     if needs_tuned_groups(scenario.methods):   # group fine-tuning's own groups (a bundle layout change)
         relevant["tuned_groups"] = True
     relevant["stage_versions"] = _STAGE_VERSIONS   # a bundle holds every stage: retrained stages give a new one
@@ -112,6 +114,7 @@ _STAGE_SETTINGS = {   # stage -> settings (section.key) it depends on, beyond th
     "joint": [],          # the authors' joint training: the prototype's and the editor's settings
     "groups": ["persona.prototypes", "persona.group_prototypes", "persona.assignment", "train.group_epochs",
                "train.group_lr", "train.kmeans_samples"],
+    "joint-groups": [],   # the groups' settings, built on the joint stage's models
 }
 # A stage whose training code changed since caches were filled: stage -> its version (1 when absent), so only
 # that stage and those after it retrain. groups 2: its fine-tunings' starting points compete on validation.
@@ -218,7 +221,8 @@ def _joint(stage: dict, num_items: int, model_spec: ModelSpec, persona_spec: Per
     shared.load_state_dict(stage["shared"])
     editor = EditorBank(model_spec.hidden, adaptive_shapes(model_spec), persona_spec, 1)
     editor.load_state_dict(stage["editor"])
-    return Joint(_frozen(shared), _frozen(editor))
+    return Joint(_frozen(shared), _frozen(editor), _groups(stage.get("groups"), model_spec, persona_spec),
+                 stage.get("assignment", "nearest-centre"))
 
 
 def load_bundle(path: Path) -> Bundle:
@@ -283,9 +287,10 @@ class _Stages:
         return payload
 
     def samples(self, shared: SharedLayers):
-        if self._samples is None:
-            self._samples = editor_samples(shared, self.data.sequences, self.scenario)
-        return self._samples
+        """The editor's training samples over ``shared`` (the prototype's Θb, or the joint one): the last kept."""
+        if self._samples is None or self._samples[0] is not shared:
+            self._samples = shared, editor_samples(shared, self.data.sequences, self.scenario)
+        return self._samples[1]
 
     def prototype(self) -> dict:
         def train() -> dict:
@@ -313,18 +318,20 @@ class _Stages:
             stage = dict(stage, meta=dict(stage["meta"], editor_shift=sc.train.editor_shift))
         return stage, sc
 
-    def groups(self, models: PersonaModels, shared: SharedLayers, scenario: Scenario) -> tuple[dict, Scenario, dict]:
-        """Persona (m)'s groups stage, the scenario with the ``persona.groups`` variant (and its assignment) it
-        was trained with, and, when that is not the paper's and a method serves fine-tuned group PMs (group
+    def groups(self, models: PersonaModels, scenario: Scenario, stage_name: str = "groups",
+               want_tuned: bool = False) -> tuple[dict, Scenario, dict]:
+        """Persona (m)'s groups stage (built on ``models``: the bundle's, or the joint ones under
+        ``joint-groups``), the scenario with the ``persona.groups`` variant (and its assignment) it was trained
+        with, and, when that is not the paper's and ``want_tuned`` (a method serves fine-tuned group PMs: group
         fine-tuning), the paper's groups stage (else None). With a list of variants, one stage each, and the
         one whose group editors are best on validation is kept (the first on a tie)."""
         def stage_of(kind: str) -> tuple[dict, Scenario]:
             sc = scenario.model_copy(update={"persona": scenario.persona.with_groups(kind)})
 
             def train() -> dict:
-                groups, gmeta = train_groups(models, self.samples(shared), self.valid, sc, self.progress)
+                groups, gmeta = train_groups(models, self.samples(models.shared), self.valid, sc, self.progress)
                 return dict(_groups_payload(groups), meta=gmeta)
-            return self.cached("groups", train, sc), sc
+            return self.cached(stage_name, train, sc), sc
         stages = {kind: stage_of(kind) for kind in scenario.persona.group_kinds}
         kind = max(stages, key=lambda k: (stages[k][0]["meta"]["group_editors"]["best_" + SELECT_ON],
                                           -scenario.persona.group_kinds.index(k)))
@@ -332,7 +339,7 @@ class _Stages:
         if len(stages) > 1:
             stage = dict(stage, meta=dict(stage["meta"], groups=kind))
         tuned = None
-        if kind != "paper" and needs_tuned_groups(scenario.methods):
+        if kind != "paper" and want_tuned:
             tuned = stages["paper"][0] if "paper" in stages else stage_of("paper")[0]
         return stage, sc, tuned
 
@@ -355,9 +362,10 @@ class _Stages:
             d = self.cached("generator", train_duet, sc)
             models.generator = _generator(d, sc.model, sc.persona)
             meta["generator"] = d["meta"]
+        chosen = sc                                       # and with the groups variant kept, when trained
         if needs_groups(sc.methods):
-            g, sc, tuned = self.groups(models, shared, sc)
-            models.groups, models.assignment = _groups(g, sc.model, sc.persona), sc.persona.assignment
+            g, chosen, tuned = self.groups(models, sc, want_tuned=needs_tuned_groups(sc.methods))
+            models.groups, models.assignment = _groups(g, sc.model, sc.persona), chosen.persona.assignment
             models.tuned_groups = _groups(tuned, sc.model, sc.persona)
             meta["groups"] = g["meta"]
         if needs_joint(sc.methods):
@@ -368,7 +376,12 @@ class _Stages:
             j = self.cached("joint", train_joined, sc)
             models.joint = _joint(j, self.dataset.num_items, sc.model, sc.persona)
             meta["joint"] = j["meta"]
-        return models, meta, sc
+            if needs_joint_groups(sc.methods):
+                jg, jsc, _ = self.groups(models.jointly_trained(), sc, "joint-groups")
+                models.joint.groups = _groups(jg, sc.model, sc.persona)
+                models.joint.assignment = jsc.persona.assignment
+                meta["joint_groups"] = jg["meta"]
+        return models, meta, chosen
 
 
 def ensure_bundle(scenario: Scenario, dataset: Dataset, progress: Progress,
@@ -389,7 +402,9 @@ def ensure_bundle(scenario: Scenario, dataset: Dataset, progress: Progress,
         "generator": None if models.generator is None else {"head": models.generator.head,
                                                             "editor": models.generator.editor.state_dict()},
         "joint": None if models.joint is None else {"shared": models.joint.shared.state_dict(),
-                                                    "editor": models.joint.editor.state_dict()},
+                                                    "editor": models.joint.editor.state_dict(),
+                                                    "groups": _groups_payload(models.joint.groups),
+                                                    "assignment": models.joint.assignment},
         "meta": dict(meta, train_cases=len(stages.data.sequences), valid_cases=len(stages.data.valid)),
     }
     write_atomic(path, _save(payload))
