@@ -131,7 +131,7 @@ def test_persona_m_joint_builds_its_groups_on_the_joint_models_and_is_scored_off
     from persona_sim.model.adaptation import edit_groups
     from persona_sim.scenario.schema import parse_scenario
     from persona_sim.train.bundle import ensure_bundle, load_bundle
-    tiny_dict["methods"] = ["static", "persona-m", "persona-joint", "persona-joint-m"]
+    tiny_dict["methods"] = ["static", "persona-m", "persona-joint", "persona-joint-m", "joint-unedited"]
     tiny_dict["train"] = {**tiny_dict["train"], "editor_shift": 0.0}
     path = tmp_path / "joint-m.yaml"
     path.write_text(yaml.safe_dump(tiny_dict))
@@ -150,3 +150,6 @@ def test_persona_m_joint_builds_its_groups_on_the_joint_models_and_is_scored_off
     windows = torch.tensor([[1, 2, 3, 0, 0], [4, 5, 0, 0, 0]])
     a, b = edit_groups(joint, windows), edit_groups(models, windows)
     assert any(not torch.equal(a.params[k], b.params[k]) for k in a.params)
+    # The ablation: the joint Θb with the prototype's Θc, unedited — neither static nor the joint method.
+    methods = summary["variants"][0]["methods"]
+    assert methods["joint-unedited"]["ndcg@10"] not in (methods["static"]["ndcg@10"], methods["persona-joint"]["ndcg@10"])

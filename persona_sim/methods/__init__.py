@@ -17,6 +17,7 @@ from . import (
     duet,
     finetune,
     group_finetune,
+    joint_unedited,
     persona_joint,
     persona_joint_m,
     persona_m,
@@ -29,7 +30,7 @@ from .base import DevicePart, Method
 METHODS: dict[str, Method] = {m.name: m for m in (
     static.METHOD, persona_s.METHOD, persona_m.METHOD, group_finetune.METHOD,
     finetune.METHOD, tta.METHOD, dccl.METHOD, duet.METHOD, cloud_finetune.METHOD, persona_joint.METHOD,
-    persona_joint_m.METHOD)}
+    persona_joint_m.METHOD, joint_unedited.METHOD)}
 BASELINE = static.METHOD.name   # what the reports measure every other method against
 
 

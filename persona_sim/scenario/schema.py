@@ -17,7 +17,7 @@ from ..errors import ScenarioError
 
 # The names a scenario may list; what each method does lives in persona_sim.methods (a test keeps the two equal).
 METHODS = ("static", "persona-s", "persona-m", "group-finetune", "finetune", "tta", "dccl", "duet", "cloud-finetune",
-           "persona-joint", "persona-joint-m")
+           "persona-joint", "persona-joint-m", "joint-unedited")
 Method = Literal[METHODS]
 
 
