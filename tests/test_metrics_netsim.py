@@ -46,6 +46,32 @@ def test_negatives_avoid_the_history_and_repeat_per_seed():
     assert all(len(set(row)) == 20 for row in a)
 
 
+def _row_by_row(rng, num_items, exclude, n, k):
+    """sample_negatives as first written: each row draws 2k until k distinct allowed items are in hand."""
+    excluded = np.zeros(num_items + 1, dtype=bool)
+    excluded[[0, *exclude]] = True
+    out = []
+    for _ in range(n):
+        picked = []
+        while len(picked) < k:
+            for item in rng.integers(1, num_items + 1, size=2 * k).tolist():
+                if not excluded[item] and item not in picked:
+                    picked.append(item)
+        out.append(picked[:k])
+    return np.asarray(out, dtype=np.int64).reshape(n, k)
+
+
+@pytest.mark.parametrize("num_items, excluded, n, k", [(1000, 30, 27, 99), (12000, 300, 40, 99),
+                                                       (25, 5, 50, 5)])   # the last: some rows draw twice
+def test_negatives_drawn_for_all_rows_at_once_equal_those_drawn_row_by_row(num_items, excluded, n, k):
+    """The same items and the same generator state afterwards as the row-by-row rejection sampling."""
+    for seed in range(20):
+        exclude = np.random.default_rng(seed).choice(np.arange(1, num_items + 1), excluded, replace=False)
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        assert np.array_equal(sample_negatives(a, num_items, exclude, n, k), _row_by_row(b, num_items, exclude, n, k))
+        assert a.bit_generator.state == b.bit_generator.state
+
+
 def _link(**kw):
     return device_link(NetworkSpec(**kw), seed=0, index=0)
 

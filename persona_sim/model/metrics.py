@@ -82,6 +82,13 @@ def sample_negatives(rng: np.random.Generator, num_items: int, exclude: np.ndarr
         for i in range(n):
             out[i] = rng.choice(allowed, size=k, replace=False)
         return out
+    state = rng.bit_generator.state
+    draws = rng.integers(1, num_items + 1, size=(n, 2 * k))   # each row's first draw: the same stream as drawn
+    keep = ~excluded[draws] & _first_in_row(draws)              # row by row below
+    if (keep.sum(1) >= k).all():                                # the usual case: one draw per row is enough
+        first = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(draws, first, axis=1)
+    rng.bit_generator.state = state                             # some row draws again: row by row, same stream
     for i in range(n):
         picked = np.empty(0, dtype=np.int64)
         while len(picked) < k:
@@ -89,3 +96,12 @@ def sample_negatives(rng: np.random.Generator, num_items: int, exclude: np.ndarr
             picked = _first_unique(np.concatenate([picked, draw[~excluded[draw]]]))
         out[i] = picked[:k]
     return out
+
+
+def _first_in_row(values: np.ndarray) -> np.ndarray:
+    """(n, m) -> (n, m) True where a value is its row's first occurrence of it."""
+    order = np.argsort(values, axis=1, kind="stable")           # equal values keep their order
+    ranked = np.take_along_axis(values, order, axis=1)
+    first = np.ones_like(values, dtype=bool)
+    np.put_along_axis(first, order[:, 1:], ranked[:, 1:] != ranked[:, :-1], axis=1)
+    return first
