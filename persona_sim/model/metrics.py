@@ -86,8 +86,8 @@ def sample_negatives(rng: np.random.Generator, num_items: int, exclude: np.ndarr
     draws = rng.integers(1, num_items + 1, size=(n, 2 * k))   # each row's first draw: the same stream as drawn
     keep = ~excluded[draws] & _first_in_row(draws)              # row by row below
     if (keep.sum(1) >= k).all():                                # the usual case: one draw per row is enough
-        first = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(draws, first, axis=1)
+        keep &= np.cumsum(keep, axis=1) <= k                    # each row's first k, in the order drawn
+        return draws[keep].reshape(n, k)
     rng.bit_generator.state = state                             # some row draws again: row by row, same stream
     for i in range(n):
         picked = np.empty(0, dtype=np.int64)
@@ -99,9 +99,9 @@ def sample_negatives(rng: np.random.Generator, num_items: int, exclude: np.ndarr
 
 
 def _first_in_row(values: np.ndarray) -> np.ndarray:
-    """(n, m) -> (n, m) True where a value is its row's first occurrence of it."""
-    order = np.argsort(values, axis=1, kind="stable")           # equal values keep their order
-    ranked = np.take_along_axis(values, order, axis=1)
-    first = np.ones_like(values, dtype=bool)
-    np.put_along_axis(first, order[:, 1:], ranked[:, 1:] != ranked[:, :-1], axis=1)
-    return first
+    """(n, m) non-negative -> (n, m) True where a value is its row's first occurrence of it."""
+    n, m = values.shape
+    keyed = (values + np.arange(n)[:, None] * (int(values.max(initial=0)) + 1)).ravel()   # distinct across rows
+    first = np.zeros(n * m, dtype=bool)
+    first[np.unique(keyed, return_index=True)[1]] = True        # return_index: the first of equal values
+    return first.reshape(n, m)
