@@ -140,6 +140,8 @@ def test_persona_m_joint_builds_its_groups_on_the_joint_models_and_is_scored_off
     share = summary["variants"][0]["per_seed"][0]["methods"]["persona-joint-m"]["prototype_share"]
     assert len(share) == tiny_dict["persona"]["prototypes"] and abs(sum(share) - 1) < 1e-3
     assert summary["variants"][0]["per_seed"][0]["joint_groups"] in ("paper", "authors")
+    valid = summary["variants"][0]["per_seed"][0]["validation"]   # every part's score that a choice compared
+    assert set(valid) == {"prototype", "editor", "groups", "joint", "joint_groups"} and all(0 < v < 1 for v in valid.values())
     report = (tmp_path / "ev" / "report.md").read_text()
     assert "the groups of Persona (m) joint" in report and "- Persona (m) joint: " in report
     scenario = parse_scenario(tiny_dict)

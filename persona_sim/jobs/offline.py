@@ -32,6 +32,7 @@ from ..scenario.schema import Scenario
 from ..sim.costs import modelled_cost
 from ..train.bundle import Bundle, ensure_bundle, load_bundle
 from ..train.evaluation import TEST_PURPOSE, CaseSet, build_cases, evaluate, evaluate_on_device, mean_metrics
+from ..train.training import SELECT_ON
 
 Progress = Callable[[str, int, int], None]
 
@@ -48,6 +49,23 @@ def _evaluate(bundle: Bundle, method: Method, scenario: Scenario, test: CaseSet,
         return evaluate(models, method.adapter(scenario), test, scenario.model.max_len)
     return evaluate_on_device(bundle.models, method.device(scenario), test, scenario.model.max_len, scenario.seed,
                               lambda done, total: progress(method.name, done, total))
+
+
+# The bundle's trained parts and where their validation score sits in its meta (a group stage: its editors').
+_PARTS = {"prototype": (), "editor": (), "generator": (), "joint": (), "groups": ("group_editors",),
+          "joint_groups": ("group_editors",)}
+
+
+def validation_scores(meta: dict) -> dict[str, float]:
+    """Each trained part's best validation score (``train.SELECT_ON``): what every choice on validation compared."""
+    out = {}
+    for part, path in _PARTS.items():
+        entry = meta.get(part)
+        for key in path:
+            entry = (entry or {}).get(key)
+        if entry and f"best_{SELECT_ON}" in entry:
+            out[part] = entry[f"best_{SELECT_ON}"]
+    return out
 
 
 def eval_seed(variant: Variant, seed: int, dataset: Dataset, progress: Progress, out: Path | None = None) -> dict:
@@ -81,6 +99,7 @@ def eval_seed(variant: Variant, seed: int, dataset: Dataset, progress: Progress,
             "editor_shift": bundle.meta["editor"].get("editor_shift"),
             "groups": bundle.meta.get("groups", {}).get("groups"),
             "joint_groups": bundle.meta.get("joint_groups", {}).get("groups"),
+            "validation": validation_scores(bundle.meta),
             "train_seconds": round(t1 - t0, 2), "test_seconds": round(time.perf_counter() - t1, 2),
             "methods": results}
 
