@@ -46,9 +46,10 @@ def main() -> None:
         summary = json.loads(path.read_text())
         rows, kept = choose(summary["variants"][0]["per_seed"])
         verdict = eval_verdict(rows)
-        result[path.name] = {"protocol": summary["protocol"], "model": summary["model"], "verdict": verdict,
+        name = path.parent.name if path.name == "summary.json" else path.stem    # an eval directory, or a copy
+        result[name] = {"protocol": summary["protocol"], "model": summary["model"], "verdict": verdict,
                              "kept": kept}
-        print(f"{path.name} ({summary['protocol']}, {summary['model']['arch']}, hidden {summary['model']['hidden']}):")
+        print(f"{name} ({summary['protocol']}, {summary['model']['arch']}, hidden {summary['model']['hidden']}):")
         for name, v in verdict.items():
             print(f"  {name}: {v['delta']:+.4f} ± {v['delta_std']:.4f} ({v['relative']:+.1%})"
                   f"{', clear' if v['clear_gain'] else ''}; kept {', '.join(kept[name])}")
