@@ -17,21 +17,14 @@ from pathlib import Path
 import numpy as np
 from results_file import write_result  # benchmarks/ is on sys.path when a script here runs
 
-from persona_sim.model.metrics import _first_unique, sample_negatives
+from persona_sim.model.metrics import rows_one_by_one, sample_negatives
 
 
 def row_by_row(rng: np.random.Generator, num_items: int, exclude: np.ndarray, n: int, k: int) -> np.ndarray:
     excluded = np.zeros(num_items + 1, dtype=bool)
     excluded[0] = True
     excluded[exclude] = True
-    out = np.empty((n, k), dtype=np.int64)
-    for i in range(n):
-        picked = np.empty(0, dtype=np.int64)
-        while len(picked) < k:
-            draw = rng.integers(1, num_items + 1, size=2 * k)
-            picked = _first_unique(np.concatenate([picked, draw[~excluded[draw]]]))
-        out[i] = picked[:k]
-    return out
+    return rows_one_by_one(rng, excluded, n, k)
 
 
 def main() -> None:

@@ -76,12 +76,9 @@ def sample_negatives(rng: np.random.Generator, num_items: int, exclude: np.ndarr
     free = num_items + 1 - int(excluded.sum())
     if free < k:
         raise ValueError(f"only {free} items outside the user's history, need {k} negatives")
-    out = np.empty((n, k), dtype=np.int64)
     if free < 4 * k:
         allowed = np.flatnonzero(~excluded)
-        for i in range(n):
-            out[i] = rng.choice(allowed, size=k, replace=False)
-        return out
+        return np.array([rng.choice(allowed, size=k, replace=False) for _ in range(n)], dtype=np.int64).reshape(n, k)
     state = rng.bit_generator.state
     draws = rng.integers(1, num_items + 1, size=(n, 2 * k))   # each row's first draw: the same stream as drawn
     keep = ~excluded[draws] & _first_in_row(draws)              # row by row below
@@ -89,10 +86,17 @@ def sample_negatives(rng: np.random.Generator, num_items: int, exclude: np.ndarr
         keep &= np.cumsum(keep, axis=1) <= k                    # each row's first k, in the order drawn
         return draws[keep].reshape(n, k)
     rng.bit_generator.state = state                             # some row draws again: row by row, same stream
+    return rows_one_by_one(rng, excluded, n, k)
+
+
+def rows_one_by_one(rng: np.random.Generator, excluded: np.ndarray, n: int, k: int) -> np.ndarray:
+    """``sample_negatives`` row by row: each row draws 2k items at a time until k distinct allowed ones are in
+    hand. ``excluded`` (num_items + 1,) marks the items (and 0) never drawn."""
+    out = np.empty((n, k), dtype=np.int64)
     for i in range(n):
         picked = np.empty(0, dtype=np.int64)
         while len(picked) < k:
-            draw = rng.integers(1, num_items + 1, size=2 * k)
+            draw = rng.integers(1, len(excluded), size=2 * k)
             picked = _first_unique(np.concatenate([picked, draw[~excluded[draw]]]))
         out[i] = picked[:k]
     return out
