@@ -75,5 +75,5 @@ def require_simulable(names: Iterable[str], source: str) -> None:
                                       "a run's devices share one Θb", only)])
 
 
-__all__ = ["BASELINE", "METHODS", "DevicePart", "Method", "get", "needs_generator", "needs_groups", "needs_joint", "needs_joint_groups",
-           "require_simulable"]
+__all__ = ["BASELINE", "METHODS", "DevicePart", "Method", "get", "needs_generator", "needs_groups", "needs_joint",
+           "needs_joint_groups", "require_simulable"]

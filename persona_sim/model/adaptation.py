@@ -48,7 +48,7 @@ class Joint:
 
     shared: SharedLayers                   # its own Θb, not the static model's
     editor: EditorBank                     # a bank of 1
-    groups: Groups | None = None           # the authors' Persona (m) built on it, when trained
+    groups: Groups | None = None           # Persona (m)'s groups built on it (persona-joint-m), when trained
     assignment: str = "nearest-centre"     # how those groups are assigned
 
 
