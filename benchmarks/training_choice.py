@@ -29,7 +29,7 @@ def choose(per_seed: list[dict]) -> tuple[list[dict], dict[str, list[str]]]:
     for r in per_seed:
         valid, methods = r["validation"], {"static": r["methods"]["static"]}
         for name, options in CHOICES.items():
-            part, method = max(options, key=lambda o: valid[o[0]])   # the first on a tie: the frozen backbone
+            _, method = max(options, key=lambda o: valid[o[0]])      # the first on a tie: the frozen backbone
             methods[name] = r["methods"][method]
             kept[name].append(method)
         rows.append({"methods": methods})
