@@ -87,8 +87,9 @@ class Cloud:
                 await t.close()
                 errors = [r for r in last.results if not hasattr(r, "params")]
                 assert not errors, errors
-                return sorted((r.device_id, r.prototype_id, r.compute_end_us,
-                               {k: v.tobytes() for k, v in r.params.items()}) for r in last.results)
+                ends = {r.device_id: r.compute_end_us for r in last.results}   # edits come pending, values after
+                return sorted((v.device_id, v.prototype_id, ends[v.device_id],
+                               {k: a.tobytes() for k, a in v.params.items()}) for v in last.values)
         return asyncio.run(body())
 
     def stop(self):

@@ -77,14 +77,14 @@ def test_charged_edit_size_ignores_the_measured_time_and_the_clouds_stage_times(
 
 
 def test_tensor_whose_bytes_do_not_match_its_shape_is_rejected():
-    bad = pb.EditPush(device_id="dev-000001", seq=1, tensors=[
+    bad = pb.EditPush(device_id="dev-000001", seq=1, prototype_id=0, edit_norm=0.0, tensors=[
         pb.Tensor(name="w", dtype=pb.FLOAT32, shape=[3, 3], data=b"\x00" * 12)])
     with pytest.raises(ProtocolError, match=r"tensor 'w' shape \(3, 3\) needs 36 bytes, got 12"):
         codec.edit_from_pb(bad)
 
 
 def test_tensor_with_unknown_dtype_is_rejected():
-    bad = pb.EditPush(device_id="dev-000001", seq=1, tensors=[pb.Tensor(name="w", dtype=0, shape=[1], data=b"1234")])
+    bad = pb.EditPush(device_id="dev-000001", seq=1, prototype_id=0, edit_norm=0.0, tensors=[pb.Tensor(name="w", dtype=0, shape=[1], data=b"1234")])
     with pytest.raises(ProtocolError, match="unsupported dtype"):
         codec.edit_from_pb(bad)
 

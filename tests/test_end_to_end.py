@@ -118,6 +118,29 @@ def test_arrivals_reported_as_their_uploads_start_change_nothing_but_the_rounds(
     assert early[1] < 0.95 * late[1], (early, late)
 
 
+
+def test_edits_whose_values_come_later_change_nothing(tiny_dict, tmp_path, monkeypatch):
+    """Edits sent pending, their values computed a few at a time in later rounds (or at the end, with 3 shards)
+    simulate exactly what edits computed as their batches start do."""
+    import functools
+
+    from persona_sim.jobs import runner
+    from persona_sim.sim import lockstep
+    tiny_dict["devices"]["arrivals"]["mean_s"] = 0.05     # busy: many edits pending at once
+    path = tmp_path / "busy.yaml"
+    path.write_text(yaml.safe_dump(tiny_dict))
+
+    def run(name: str, *extra: str) -> str:
+        assert main(["run", str(path), "--out", str(tmp_path / name), "--transport", "inproc", "--quiet", *extra]) == 0
+        return summary(tmp_path / name)["results_digest"]
+    monkeypatch.setattr(lockstep, "FLUSH_ROWS", 3)
+    later, sharded = run("later"), run("sharded", "--shards", "3")
+    monkeypatch.setattr(runner, "Lockstep", functools.partial(lockstep.Lockstep, defer_values=False))
+    at_once = run("at-once")
+    assert later == sharded == at_once
+    with contextlib.closing(sqlite3.connect(tmp_path / "later" / "results.sqlite")) as con:
+        assert con.execute("SELECT count(*) FROM adaptations WHERE status = 'ok'").fetchone()[0] > 20
+
 @contextlib.contextmanager
 def cloud_node(scenario: Path, tmp_path: Path, *extra: str):
     """`persona-sim cloud` on a free loopback port: yields its HOST:PORT; stopped by SIGTERM, which it survives."""

@@ -86,8 +86,9 @@ class LiveCloud:
                                  for i in range(4))
                 last = await t.round(RoundReport("persona-s", first.until_us, None, arrivals))
                 await t.close()
-                return sorted((r.device_id, r.prototype_id, r.compute_end_us,
-                               {k: v.tobytes() for k, v in r.params.items()}) for r in last.results)
+                ends = {r.device_id: r.compute_end_us for r in last.results}   # edits come pending, values after
+                return sorted((v.device_id, v.prototype_id, ends[v.device_id],
+                               {k: a.tobytes() for k, a in v.params.items()}) for v in last.values)
         return asyncio.run(body())
 
 
@@ -165,7 +166,8 @@ def _tensor(name, dtype, shape, data) -> pb.Tensor:
 def test_hostile_edit_tensors_decode_or_raise_a_protocol_error(dtype, shape, data, special):
     if special is not None and dtype == pb.FLOAT32 and len(data) >= 4:
         data = np.float32(special).tobytes() + data[4:]
-    push = pb.EditPush(device_id="dev-000001", seq=1, tensors=[_tensor("head.0.weight", dtype, shape, data)])
+    push = pb.EditPush(device_id="dev-000001", seq=1, prototype_id=0, edit_norm=0.0,
+                       tensors=[_tensor("head.0.weight", dtype, shape, data)])
     try:
         edit = codec.edit_from_pb(push)
     except ProtocolError as exc:

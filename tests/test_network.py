@@ -35,7 +35,7 @@ def test_fair_share_through_the_network_adds_the_delay_exactly():
                        cell={"devices": 4, "uplink_mbps": 10, "downlink_mbps": 10})
     env = simpy.Environment()
     net = Network(env, spec)
-    procs = {i: env.process(net.transfer(device_link(spec, 0, i), i, 5_000, True, np.random.default_rng(i)))
+    procs = {i: net.transfer(device_link(spec, 0, i), i, 5_000, True, np.random.default_rng(i))
              for i in range(4)}
     done = _finish_times(env, procs)
     # 4 × 40,000 bits at 10 Mbit/s = 16 ms, after 20 ms of propagation
@@ -89,7 +89,7 @@ def test_loss_costs_rto_and_a_second_transmission():
     totals = []
     for s in range(300):
         env = simpy.Environment()
-        env.process(Network(env, spec).transfer(link, 0, 1000, True, np.random.default_rng(s)))
+        Network(env, spec).transfer(link, 0, 1000, True, np.random.default_rng(s))
         env.run()
         totals.append(env.now)
     base = 10_000 + 1_000

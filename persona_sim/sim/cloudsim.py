@@ -42,7 +42,7 @@ from typing import Callable
 import simpy
 
 from ..scenario.schema import CloudSpec
-from .netsim import SharedLink
+from .netsim import SharedLink, at
 
 
 @dataclass
@@ -128,7 +128,7 @@ class CloudClock:
             if job.arrived_us < self.front.now:
                 raise ValueError(f"{job.device_id} seq {job.seq} arrives at {job.arrived_us} µs, before the "
                                  f"cloud's clock ({self.front.now} µs)")
-            self.front.process(self._arrive(job))
+            at(self.front, job.arrived_us, lambda _, j=job: self._arrive(j))
 
     def advance(self, horizon_us: float) -> list[Job]:
         """Every arrival before ``horizon_us`` has been added: run, and return the jobs that departed
@@ -141,18 +141,18 @@ class CloudClock:
         out, self.departed = self.departed, []
         return sorted(out, key=lambda j: (j.departed_us, j.device_id, j.seq))
 
-    # ---- front: ingress, queue, workers ---------------------------------------------------
+    # ---- front: ingress, queue, workers (callbacks on timeouts: a process costs SimPy two more events) ----
 
-    @staticmethod
-    def _cross(env: simpy.Environment, at_us: int, link: SharedLink | None, nbytes: int):
-        """From ``at_us``, through ``link`` (if any); returns the time the last byte is through."""
-        yield env.timeout(at_us - env.now)
-        if link is not None:
-            yield link.transmit(nbytes * 8, link.per_us * 1e6)
-        return int(env.now)
+    def _arrive(self, job: Job) -> None:
+        """Through the cloud's shared ingress (if any), then into the queue."""
+        if self.ingress is None:
+            self._enqueue(job)
+        else:
+            self.ingress.transmit(job.up_bytes * 8, self.ingress.per_us * 1e6).callbacks.append(
+                lambda _: self._enqueue(job))
 
-    def _arrive(self, job: Job):
-        job.enqueued_us = yield from self._cross(self.front, job.arrived_us, self.ingress, job.up_bytes)
+    def _enqueue(self, job: Job) -> None:
+        job.enqueued_us = int(self.front.now)
         self.queue.append(job)
         self._dispatch_soon()
 
@@ -161,19 +161,17 @@ class CloudClock:
         queue at the same time share a batch."""
         if not self.dispatching:
             self.dispatching = True
-            self.front.process(self._dispatch())
+            at(self.front, self.front.now, self._dispatch)
 
-    def _dispatch(self):
-        yield self.front.timeout(0)
+    def _dispatch(self, _event: simpy.Event) -> None:
         self.dispatching = False
         while self.idle and self.queue:
             batch, self.queue = self.queue[: self.spec.max_batch], self.queue[self.spec.max_batch:]
             self.idle -= 1
-            self.front.process(self._compute(batch))
+            self._start(batch)
 
-    def _compute(self, batch: list[Job]):
-        env = self.front
-        start = int(env.now)
+    def _start(self, batch: list[Job]) -> None:
+        start = int(self.front.now)
         if self.compute is not None:
             if self.spec.compute == "measured":
                 self.compute(batch)           # its wall time is its charge
@@ -181,14 +179,25 @@ class CloudClock:
                 self.unsized += batch
         took = self.cost(batch)
         for job in batch:
-            job.start_us, job.end_us = start, start + took
-            self.back.process(self._depart(job))   # job.end_us >= back's clock: see the module docstring
-        yield env.timeout(took)
+            job.start_us, job.end_us = start, start + took      # job.end_us >= back's clock: see the docstring
+            at(self.back, job.end_us, lambda _, j=job: self._depart(j))
+        at(self.front, start + took, self._free)
+
+    def _free(self, _event: simpy.Event) -> None:
         self.idle += 1
         self._dispatch_soon()
 
     # ---- back: egress -----------------------------------------------------------------------
 
-    def _depart(self, job: Job):
-        job.departed_us = yield from self._cross(self.back, job.end_us, self.egress, job.down_bytes)
+    def _depart(self, job: Job) -> None:
+        """Through the cloud's shared egress (if any), then onto the device's link."""
+        if self.egress is None:
+            self._departed(job)
+        else:
+            self.egress.transmit(job.down_bytes * 8, self.egress.per_us * 1e6).callbacks.append(
+                lambda _: self._departed(job))
+
+    def _departed(self, job: Job) -> None:
+        job.departed_us = int(self.back.now)
         self.departed.append(job)
+

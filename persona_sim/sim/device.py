@@ -112,9 +112,8 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 class DeviceState:
     """The device's adaptive layers and adaptation bookkeeping during one method's run."""
 
-    params: dict[str, np.ndarray]     # float32
+    params: dict[str, np.ndarray] | None   # float32; None: an edit applied before its values came
     edit_seq: int = 0                 # seq of the edit in use (0: the prototype's own Θc)
-    prototype_id: int = 0
     next_seq: int = 1
     in_flight: bool = False
     busy_until: int = 0               # the device's processor is busy (predicting, applying) until then

@@ -26,6 +26,16 @@ to the end and the shards run to theirs.
 The rounds' times are a function of every device's bound, not of how devices are
 spread over shards, so any sharding simulates exactly the same thing. Results
 never depend on wall-clock speed.
+
+Edits' values come later than their times where they can (``Lockstep.defer``:
+compute not ``measured``, no delta edits, so an edit's charged size is fixed
+by the layers' shapes): a reply is sent pending, with its times and size, and
+its values are computed with every other pending edit's once ``FLUSH_ROWS``
+wait (and at the run's end), in batched calls of up to ``cloud_engine.MAX_ROWS``
+rows, and sent to its shard in that round's reply. A round's clock otherwise
+forms batches of a request or two, and each would be a real call; an edit never
+depends on its batch company (``CloudEngine.compute``), so the values are the
+same bits either way.
 """
 from __future__ import annotations
 
@@ -36,8 +46,8 @@ import time
 
 from .. import methods
 from ..errors import ProtocolError
-from ..wire.codec import EditEncoder, request_wire_bytes
-from ..wire.messages import EditResult, Hello, RequestError, RoundReply, RoundReport
+from ..wire.codec import EditEncoder, fits_frame, frame_cap_error, request_wire_bytes
+from ..wire.messages import AdaptRequest, EditResult, Hello, RequestError, RoundReply, RoundReport
 from .cloud_engine import CloudEngine
 from .cloudsim import BatchCost, CloudClock, Job
 from .device import prototype_params
@@ -45,6 +55,8 @@ from .netsim import min_delay_us
 from .replay import replayed_times
 
 log = logging.getLogger(__name__)
+
+FLUSH_ROWS = 512   # pending edits whose values are computed together (two real calls of MAX_ROWS rows)
 
 
 class _Session:
@@ -59,11 +71,14 @@ class _Session:
         self.reports: dict[int, tuple[Hello, RoundReport, int]] = {}
         self.waiting: dict[int, asyncio.Future] = {}
         self.in_cloud: dict[tuple[str, int], int] = {}   # (device, seq) -> its shard, while at the cloud
+        self.unvalued: list[tuple[int, AdaptRequest]] = []   # (shard, request): sent pending, values not computed
 
 
 class Lockstep:
-    def __init__(self, engine: CloudEngine):
+    def __init__(self, engine: CloudEngine, defer_values: bool = True):
         self.engine = engine
+        cloud = engine.scenario.cloud
+        self.defer = defer_values and cloud.compute != "measured" and cloud.edit_delta == 0
         self.cost = BatchCost(engine.scenario.cloud, replayed_times(engine.scenario))
         self.reply_delay_us = min_delay_us(engine.scenario.network)   # no reply reaches a device sooner
         self.initial_layers = prototype_params(engine.bundle)          # what every device holds at first
@@ -153,12 +168,32 @@ class Lockstep:
         return session
 
     def _compute(self, session: _Session, jobs: list[Job]) -> None:
-        """The real edits for jobs of batches the clock started (``cloudsim.Compute``), encoded as sent."""
+        """The edits for jobs of batches the clock started (``cloudsim.Compute``), encoded as sent: computed
+        now, or (``defer``) pending, with the size their values will have."""
+        if self.defer:
+            for job in jobs:
+                n = session.encoder.wire_bytes(job.device_id, job.seq)
+                if fits_frame(n, self.engine.max_frame_bytes):
+                    job.result, job.down_bytes = EditResult(job.device_id, job.seq, 0, None, 0.0, wire_bytes=n), n
+                else:
+                    job.result = frame_cap_error(job.device_id, job.seq, n, self.engine.max_frame_bytes)
+            return
         for job, result in zip(jobs, self.engine.compute(session.method, [j.request for j in jobs])):
             job.result = result
             if isinstance(result, EditResult):
                 session.encoder.encode(result)
                 job.measured_ns, job.down_bytes = result.compute_ns, result.wire_bytes
+
+    def _values(self, session: _Session) -> dict[int, list[EditResult]]:
+        """The values of every edit sent pending so far, by shard."""
+        pending, session.unvalued = session.unvalued, []
+        out: dict[int, list[EditResult]] = {}
+        for (i, _), result in zip(pending, self.engine.compute(session.method, [r for _, r in pending])):
+            if not isinstance(result, EditResult):   # its device holds its times already: the run cannot go on
+                raise RuntimeError(f"the values of {result.device_id} seq {result.seq}'s edit: {result.message}")
+            session.encoder.encode(result)
+            out.setdefault(i, []).append(result)
+        return out
 
     def _round(self, session: _Session) -> None:
         t0 = time.perf_counter_ns()
@@ -189,8 +224,11 @@ class Lockstep:
             if isinstance(result, EditResult):
                 result.enqueued_us, result.compute_start_us = job.enqueued_us, job.start_us
                 result.compute_end_us, result.departed_us = job.end_us, job.departed_us
+                if result.params is None:
+                    session.unvalued.append((i, job.request))
             results[i].append(result)
         finished = horizon == math.inf
+        values = self._values(session) if finished or len(session.unvalued) >= FLUSH_ROWS else {}
         assert not (finished and session.in_cloud), "the clock ran to the end, so every reply has left"
         session.front = horizon
         session.until = None if finished else int(horizon) + session.clock.lookahead_us + self.reply_delay_us
@@ -202,4 +240,5 @@ class Lockstep:
             log.info("run of %r finished", session.method)
         for i, future in waiting.items():
             if not future.done():
-                future.set_result(RoundReply(results[i], session.until, server_ns, t0 - reports[i][2]))
+                future.set_result(RoundReply(results[i], session.until, server_ns, t0 - reports[i][2],
+                                             values=values.get(i, [])))

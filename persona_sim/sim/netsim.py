@@ -154,6 +154,12 @@ def min_delay_us(spec: NetworkSpec) -> int:
     return max(0, math.floor(0.3 * PROFILES[spec.profile].delay_ms * 1000) - 1)
 
 
+def at(env: simpy.Environment, t: float, callback: Callable[[simpy.Event], None]) -> None:
+    """Call ``callback`` at virtual time ``t``, after what is already due then (a timeout's callback: a SimPy
+    process would cost two more events)."""
+    env.timeout(t - env.now).callbacks.append(callback)
+
+
 class SharedLink:
     """A bottleneck whose capacity is shared max-min fairly by the transfers in progress (fluid model)."""
 
@@ -173,11 +179,10 @@ class SharedLink:
         self.next_id += 1
         if not self.settling:      # K transfers starting at one instant share one recomputation, not K
             self.settling = True
-            self.env.process(self._settle())
+            at(self.env, self.env.now, self._settle)
         return done
 
-    def _settle(self):
-        yield self.env.timeout(0)
+    def _settle(self, _event: simpy.Event) -> None:
         self.settling = False
         self._reschedule()
 
@@ -205,10 +210,9 @@ class SharedLink:
             return
         self.generation += 1
         wait = min(math.ceil(f[0] / self.rates[k] - 1e-9) for k, f in self.active.items())
-        self.env.process(self._wake(max(1, wait), self.generation))
+        at(self.env, self.env.now + max(1, wait), lambda _, g=self.generation: self._wake(g))
 
-    def _wake(self, wait: int, generation: int):
-        yield self.env.timeout(wait)
+    def _wake(self, generation: int) -> None:
         if generation == self.generation:                   # no start or end since: this is the next end
             self._advance()
             self._reschedule()
@@ -235,10 +239,11 @@ class Network:
         return self.cells[key]
 
     def transfer(self, link: DeviceLink, index: int, nbytes: int, up: bool, rng: np.random.Generator,
-                 on_start: Callable[[int], None] | None = None, start_us: int | None = None):
-        """A SimPy process body: one upload (up) or download of nbytes for device ``index``, starting now
-        or at ``start_us``, which may lie up to the link's delay in the past (a reply the lockstep hands
-        over after it left the cloud, ``min_delay_us``).
+                 on_start: Callable[[int], None] | None = None, start_us: int | None = None) -> simpy.Event:
+        """The event of one upload (up) or download of nbytes for device ``index`` ending, starting now or
+        at ``start_us``, which may lie up to the link's delay in the past (a reply the lockstep hands over
+        after it left the cloud, ``min_delay_us``). On a link of its own the end is known now, so it is one
+        timeout; in a cell, a process through the cell's fair share.
 
         ``on_start`` is told, once the transfer's delay and losses are drawn, a time it cannot end
         before (its end, when ``exact_ends``)."""
@@ -248,26 +253,35 @@ class Network:
         if start + delay < env.now:
             raise ValueError(f"a transfer starting at {start} µs cannot have crossed a {delay} µs delay by "
                              f"{env.now} µs")
+        if self.spec.cell is None:
+            end = self._exclusive_end(link, nbytes, up, start + delay, lost)
+            if on_start is not None:
+                on_start(end)
+            return env.timeout(end - env.now)
         if on_start is not None:
-            on_start(self._earliest_end(link, nbytes, up, delay, lost))
-        yield env.timeout(start + delay - env.now)
+            on_start(self._earliest_cell_end(link, nbytes, up, delay, lost))
+        return env.process(self._through_cell(link, index, nbytes, up, start + delay, lost))
+
+    @staticmethod
+    def _exclusive_end(link: DeviceLink, nbytes: int, up: bool, t: int, lost: int) -> int:
+        """From ``t`` (the delay crossed): every attempt's transmission, and a timeout after each lost one."""
         for attempt in range(lost + 1):
-            if self.spec.cell is not None:
-                cap = link.bps(up) if link.trace is None else nbytes * 8 * 1e6 / max(1, link.tx_us(nbytes, up, env.now))
-                yield self._cell(index, up).transmit(nbytes * 8, cap)
-            else:
-                yield env.timeout(link.tx_us(nbytes, up, env.now))
+            t += link.tx_us(nbytes, up, t) + (link.rto_us if attempt < lost else 0)
+        return t
+
+    def _through_cell(self, link: DeviceLink, index: int, nbytes: int, up: bool, at_us: int, lost: int):
+        env = self.env
+        yield env.timeout(at_us - env.now)
+        for attempt in range(lost + 1):
+            cap = link.bps(up) if link.trace is None else nbytes * 8 * 1e6 / max(1, link.tx_us(nbytes, up, env.now))
+            yield self._cell(index, up).transmit(nbytes * 8, cap)
             if attempt < lost:
                 yield env.timeout(link.rto_us)
 
-    def _earliest_end(self, link: DeviceLink, nbytes: int, up: bool, delay: int, lost: int) -> int:
-        t = int(self.env.now) + delay
-        if self.spec.cell is None:     # exact: the same steps as transfer()
-            for attempt in range(lost + 1):
-                t += link.tx_us(nbytes, up, t) + (link.rto_us if attempt < lost else 0)
-            return t
-        t += lost * link.rto_us
-        if link.trace is None:         # alone in the cell at best
+    def _earliest_cell_end(self, link: DeviceLink, nbytes: int, up: bool, delay: int, lost: int) -> int:
+        """Alone in the cell at best."""
+        t = int(self.env.now) + delay + lost * link.rto_us
+        if link.trace is None:
             cell_bps = (self.spec.cell.uplink_mbps if up else self.spec.cell.downlink_mbps) * 1e6
             t += (lost + 1) * int(nbytes * 8 * 1e6 / min(link.bps(up), cell_bps))
         return t

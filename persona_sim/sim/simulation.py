@@ -13,7 +13,10 @@ run every event before the round time, report the requests that reached the
 cloud and a lower bound on the next one, receive the replies that leave the
 cloud before the next round time. Replies are applied in virtual-time order by
 SimPy, never in wall-clock arrival order, so results depend neither on how fast
-the cloud answers nor on how devices are spread over processes.
+the cloud answers nor on how devices are spread over processes. An edit sent
+pending (its values come in a later round, ``persona_sim.sim.lockstep``) is
+applied on time all the same; the predictions made with it are scored, and its
+adaptation recorded, once its values have come.
 """
 from __future__ import annotations
 
@@ -44,6 +47,16 @@ MAX_RESTARTS = 5        # a method's run started again this often after the clou
 class Transport(Protocol):
     async def round(self, report: RoundReport) -> RoundReply:
         """Report one lockstep round to the cloud; return its reply once every shard has reported."""
+
+
+@dataclass
+class _Unvalued:
+    """An edit a device applied before its values came: the stretches predicted with it, its adaptation row."""
+
+    plan: DevicePlan
+    state: DeviceState
+    row: tuple                                          # ADAPTATION_COLUMNS, prototype_id and edit_norm left 0
+    stretches: list[tuple[int, int]] = field(default_factory=list)   # events [lo, hi) predicted with it
 
 
 @dataclass
@@ -97,6 +110,9 @@ class MethodRun:
         self.arrived: list[Arrival] = []                          # to report: reached the cloud, or will
         self.waiting: dict[tuple[str, int], simpy.Event] = {}     # (device, seq) at the cloud -> its reply
         self.upload_bound: dict[int, int] = {}                    # device -> earliest end of its upload
+        self.awaiting: set[tuple[str, int]] = set()               # edits received pending, values not yet
+        self.values: dict[tuple[str, int], EditResult] = {}       # values that came before their edit was applied
+        self.unvalued: dict[tuple[str, int], _Unvalued] = {}      # edits applied before their values came
         self.events_done = 0
         self._triggers()
         for plan in plans:
@@ -149,18 +165,24 @@ class MethodRun:
         if hi <= lo:
             return
         state.predicted = hi
-        m = rank_metrics(state.scores(plan, slice(lo, hi), self.item_emb))
         infer_us, busy = self.compute[plan.index].infer_us, state.busy_until
-        times = plan.times_us[lo:hi].tolist()
-        for t in times:
+        for t in plan.times_us[lo:hi].tolist():
             busy = max(busy, t) + infer_us
         state.busy_until = busy
+        if state.params is None:                  # its layers' values have not come yet
+            self.unvalued[(plan.device_id, state.edit_seq)].stretches.append((lo, hi))
+        else:
+            self._score(plan, state, lo, hi)
+        self.events_done += hi - lo
+
+    def _score(self, plan: DevicePlan, state: DeviceState, lo: int, hi: int) -> None:
+        """Record events [lo, hi) predicted with ``state``'s layers."""
+        m = rank_metrics(state.scores(plan, slice(lo, hi), self.item_emb))
         targets = plan.items[plan.positions[lo:hi]].tolist()
         self.rec.predictions.extend(zip(
-            [self.method] * (hi - lo), [plan.device_id] * (hi - lo), range(lo, hi), times, targets,
-            [state.edit_seq] * (hi - lo), m["rank"].tolist(), m["hr@5"].tolist(), m["hr@10"].tolist(),
+            [self.method] * (hi - lo), [plan.device_id] * (hi - lo), range(lo, hi), plan.times_us[lo:hi].tolist(),
+            targets, [state.edit_seq] * (hi - lo), m["rank"].tolist(), m["hr@5"].tolist(), m["hr@10"].tolist(),
             m["ndcg@5"].tolist(), m["ndcg@10"].tolist(), m["auc"].tolist()))
-        self.events_done += hi - lo
         self.rec.flush()
 
     def _learn(self, plan: DevicePlan, state: DeviceState, event: int):
@@ -197,7 +219,7 @@ class MethodRun:
                 self.arrived.append(Arrival(req, end))
             else:
                 self.upload_bound[plan.index] = end
-        yield env.process(self.net.transfer(link, plan.index, bytes_up, True, net_rng, on_start=on_start))
+        yield self.net.transfer(link, plan.index, bytes_up, True, net_rng, on_start=on_start)
         upload_done = int(env.now)
         if not self.net.exact_ends:
             del self.upload_bound[plan.index]
@@ -208,8 +230,8 @@ class MethodRun:
                                          upload_done, None, None, None, None, None, None, bytes_up, 0, None, 0))
             state.in_flight = False
             return
-        yield env.process(self.net.transfer(link, plan.index, reply.wire_bytes, False, net_rng,
-                                            start_us=max(reply.departed_us, int(env.now) - link.delay_us)))
+        yield self.net.transfer(link, plan.index, reply.wire_bytes, False, net_rng,
+                                start_us=max(reply.departed_us, int(env.now) - link.delay_us))
         download_done = int(env.now)
         apply_us = self.compute[plan.index].apply_us
         self._predict(plan, state)                       # the processor serves what came before, first
@@ -217,13 +239,44 @@ class MethodRun:
         yield env.timeout(state.busy_until - env.now)
         applied = int(env.now)
         self._predict(plan, state)
-        state.params = {**state.params, **reply.params}     # a delta edit leaves unchanged layers out
-        state.edit_seq, state.prototype_id, state.in_flight = req.seq, reply.prototype_id, False
-        self.rec.adaptations.append((self.method, plan.device_id, req.seq, "ok", reply.prototype_id, issued,
-                                     upload_done, reply.enqueued_us, reply.compute_start_us, reply.compute_end_us,
-                                     reply.departed_us, download_done, applied, bytes_up, reply.wire_bytes,
-                                     reply.edit_norm, apply_us))
-        self.rec.wall.append((self.method, plan.device_id, req.seq, reply.compute_ns))
+        key = (plan.device_id, req.seq)
+        values = reply if reply.params is not None else self.values.pop(key, None)
+        state.edit_seq, state.in_flight = req.seq, False
+        row = (self.method, plan.device_id, req.seq, "ok", 0, issued, upload_done, reply.enqueued_us,
+               reply.compute_start_us, reply.compute_end_us, reply.departed_us, download_done, applied, bytes_up,
+               reply.wire_bytes, 0.0, apply_us)
+        if values is None:
+            state.params = None
+            self.unvalued[key] = _Unvalued(plan, state, row)
+        else:
+            state.params = {**(state.params or {}), **values.params}    # a delta edit leaves unchanged layers out
+            self._record(row, values)
+
+    def _record(self, row: tuple, values: EditResult) -> None:
+        self.rec.adaptations.append(row[:4] + (values.prototype_id,) + row[5:15] + (values.edit_norm,) + row[16:])
+        self.rec.wall.append((self.method, values.device_id, values.seq, values.compute_ns))
+
+    def _valued(self, values: EditResult) -> None:
+        """An edit's values have come: score what was predicted with it, record it, or keep them for its apply."""
+        key = (values.device_id, values.seq)
+        if key not in self.awaiting:
+            raise ProtocolError("BAD_FRAME", f"the cloud sent values for {key[0]} seq {key[1]}, whose edit is not "
+                                             "waiting for them")
+        shapes = {k: v.shape for k, v in self.proto.items()}
+        if {k: v.shape for k, v in values.params.items()} != shapes:
+            raise ProtocolError("BAD_FRAME", f"the values of {key[0]} seq {key[1]}'s edit have layers "
+                                             f"{ {k: v.shape for k, v in values.params.items()} }, not {shapes}")
+        self.awaiting.discard(key)
+        waiting = self.unvalued.pop(key, None)
+        if waiting is None:
+            self.values[key] = values
+            return
+        state, scored = waiting.state, DeviceState(values.params, edit_seq=values.seq)
+        for lo, hi in waiting.stretches:
+            self._score(waiting.plan, scored, lo, hi)
+        if state.params is None and state.edit_seq == values.seq:
+            state.params = dict(values.params)
+        self._record(waiting.row, values)
 
     def _deliver(self, reply: RoundReply) -> None:
         for r in reply.results:
@@ -236,7 +289,11 @@ class MethodRun:
                 raise ProtocolError("BAD_FRAME", f"the cloud's reply for {r.device_id} seq {r.seq} departs at "
                                                  f"{r.departed_us} µs, outside this round [{earliest}, "
                                                  f"{reply.until_us})")
+            if isinstance(r, EditResult) and r.params is None:
+                self.awaiting.add((r.device_id, r.seq))
             event.succeed(r)
+        for values in reply.values:
+            self._valued(values)
 
     async def run(self, transport: Transport | None, progress: Callable[[int], None] | None = None) -> None:
         env, until = self.env, 0
@@ -253,9 +310,11 @@ class MethodRun:
             if progress is not None:
                 progress(self.events_done)
         run_until(env, math.inf)
-        if self.waiting:
+        if self.waiting or self.awaiting:
             raise ProtocolError("BAD_FRAME", f"the cloud ended the run of {self.method!r} with {len(self.waiting)} "
-                                             f"request(s) unanswered, e.g. {min(self.waiting)}")
+                                             f"request(s) unanswered and {len(self.awaiting)} edit(s) without their "
+                                             f"values, e.g. {min(self.waiting or self.awaiting)}")
+        self.rec.flush()
         if progress is not None:
             progress(self.events_done)
 

@@ -123,12 +123,22 @@ def report_from_pb(parts: list[pb.RequestBatch]) -> tuple[RoundReport, list[Requ
 # ---- edits ---------------------------------------------------------------------------
 
 def edit_to_pb(edit: EditResult, dtype: int = pb.FLOAT32) -> pb.EditPush:
-    """The edit as sent (its ``encoded`` form when the cloud's EditEncoder made one), with its cloud times."""
+    """The edit as sent (its ``encoded`` form when the cloud's EditEncoder made one), with its cloud times;
+    a pending edit (no params yet) carries its times and charged size only."""
+    if edit.params is None:
+        msg = pb.EditPush(device_id=edit.device_id, seq=edit.seq, pending=True, wire_bytes=edit.wire_bytes)
+    else:
+        msg = values_to_pb(edit, dtype)
+    msg.stages.CopyFrom(pb.CloudStages(enqueued_us=edit.enqueued_us, compute_start_us=edit.compute_start_us,
+                                       compute_end_us=edit.compute_end_us, departed_us=edit.departed_us))
+    return msg
+
+
+def values_to_pb(edit: EditResult, dtype: int = pb.FLOAT32) -> pb.EditPush:
+    """The edit's values, without its cloud times (what ``EditBatch.values`` carries for a pending edit)."""
     msg = edit.encoded if edit.encoded is not None else _edit_payload(
         edit, [tensor_to_pb(name, edit.params[name], dtype) for name in sorted(edit.params)])
     msg.compute_ns = edit.compute_ns
-    msg.stages.CopyFrom(pb.CloudStages(enqueued_us=edit.enqueued_us, compute_start_us=edit.compute_start_us,
-                                       compute_end_us=edit.compute_end_us, departed_us=edit.departed_us))
     return msg
 
 
@@ -161,11 +171,30 @@ def edit_wire_bytes(msg: pb.EditPush) -> int:
 
 def edit_from_pb(msg: pb.EditPush) -> EditResult:
     where = f"EditPush(device_id={msg.device_id!r}, seq={msg.seq})"
-    params = {t.name: tensor_from_pb(t, where) for t in msg.tensors}
     st = msg.stages
+    if msg.pending:
+        if msg.tensors or msg.wire_bytes <= 0:
+            raise ProtocolError("BAD_FRAME", f"{where}: a pending edit carries no tensors and a positive "
+                                             f"wire_bytes (got {len(msg.tensors)} tensors, {msg.wire_bytes} bytes)")
+        return EditResult(msg.device_id, int(msg.seq), 0, None, 0.0, int(msg.compute_ns), int(msg.wire_bytes),
+                          int(st.enqueued_us), int(st.compute_start_us), int(st.compute_end_us), int(st.departed_us))
+    edit = values_from_pb(msg)
+    edit.wire_bytes = edit_wire_bytes(msg)
+    edit.enqueued_us, edit.compute_start_us = int(st.enqueued_us), int(st.compute_start_us)
+    edit.compute_end_us, edit.departed_us = int(st.compute_end_us), int(st.departed_us)
+    return edit
+
+
+def values_from_pb(msg: pb.EditPush) -> EditResult:
+    """An edit's values (a complete EditPush, or one of ``EditBatch.values``); no times."""
+    where = f"EditPush(device_id={msg.device_id!r}, seq={msg.seq})"
+    missing = [f for f in ("prototype_id", "edit_norm") if not msg.HasField(f)]
+    if missing or msg.pending:
+        raise ProtocolError("BAD_FRAME", f"{where}: an edit's values need prototype_id and edit_norm and are not "
+                                         f"pending (missing {missing}, pending {msg.pending})")
+    params = {t.name: tensor_from_pb(t, where) for t in msg.tensors}
     return EditResult(msg.device_id, int(msg.seq), int(msg.prototype_id), params, float(msg.edit_norm),
-                      int(msg.compute_ns), edit_wire_bytes(msg), int(st.enqueued_us), int(st.compute_start_us),
-                      int(st.compute_end_us), int(st.departed_us))
+                      int(msg.compute_ns))
 
 
 class EditEncoder:
@@ -177,6 +206,7 @@ class EditEncoder:
     def __init__(self, dtype: str, delta: float, initial: dict[str, np.ndarray]):
         self.dtype, self.delta, self.initial = pb.DType.Value(dtype), delta, initial
         self.held: dict[str, dict[str, np.ndarray]] = {}
+        self._template: pb.EditPush | None = None
 
     def encode(self, edit: EditResult) -> pb.EditPush:
         """Sets ``edit.encoded`` and ``edit.wire_bytes``; returns the message."""
@@ -194,6 +224,20 @@ class EditEncoder:
         edit.wire_bytes = edit_wire_bytes(edit.encoded)
         return edit.encoded
 
+    def wire_bytes(self, device_id: str, seq: int) -> int:
+        """The charged size of any edit of this device and seq, before its values exist: every field of a
+        complete edit has a width fixed by the layers' shapes and the dtype (not with delta edits)."""
+        if self.delta > 0:
+            raise ValueError("a delta edit's size depends on its values")
+        if self._template is None:
+            zero = EditResult("", 0, 0, {k: np.zeros_like(v) for k, v in self.initial.items()}, 0.0)
+            self._template = _edit_payload(zero, [tensor_to_pb(k, zero.params[k], self.dtype)
+                                                  for k in sorted(zero.params)])
+        msg = pb.EditPush()
+        msg.CopyFrom(self._template)
+        msg.device_id, msg.seq = device_id, seq
+        return edit_wire_bytes(msg)
+
 
 def error_to_pb(err: RequestError) -> pb.Error:
     return pb.Error(code=pb.ErrorCode.Value(err.code), message=err.message, device_id=err.device_id, seq=err.seq)
@@ -203,24 +247,35 @@ def error_from_pb(msg: pb.Error) -> RequestError:
     return RequestError(msg.device_id, int(msg.seq), enum_name(pb.ErrorCode, msg.code), msg.message)
 
 
+def fits_frame(nbytes: int, max_bytes: int) -> bool:
+    """Whether an edit charged ``nbytes`` fits one reply frame of at most ``max_bytes`` (``reply_frames``)."""
+    return nbytes + 8 <= max_bytes - 128
+
+
+def frame_cap_error(device_id: str, seq: int, n: int, max_bytes: int) -> RequestError:
+    return RequestError(device_id, seq, "INTERNAL",
+                        f"its edit ({n} bytes) exceeds the frame cap of {max_bytes} bytes; raise cloud.max_frame_mb")
+
+
 def reply_frames(frame_id: int, reply: RoundReply, max_bytes: int) -> list[pb.CloudFrame]:
     """One round's reply as EditBatch frames of at most ``max_bytes`` each; the last is final and carries
     the round's times."""
     frames, current, size = [], pb.EditBatch(frame_id=frame_id), 0
     budget = max_bytes - 128   # room for the frame header and the round's fields
     errors = [r for r in reply.results if isinstance(r, RequestError)]
-    for edit in (r for r in reply.results if isinstance(r, EditResult)):
-        msg = edit_to_pb(edit)
+    pushes = [("edits", edit_to_pb(r), r) for r in reply.results if isinstance(r, EditResult)]
+    pushes += [("values", values_to_pb(r), r) for r in reply.values]
+    for field, msg, edit in pushes:
         n = msg.ByteSize() + 8
         if n > budget:
-            errors.append(RequestError(edit.device_id, edit.seq, "INTERNAL",
-                                       f"its edit ({n} bytes) exceeds the frame cap of {max_bytes} bytes; "
-                                       "raise cloud.max_frame_mb"))
+            if field == "values":          # its size was checked when it was sent pending: a bug
+                raise ProtocolError("INTERNAL", frame_cap_error(edit.device_id, edit.seq, n, max_bytes).message)
+            errors.append(frame_cap_error(edit.device_id, edit.seq, n, max_bytes))
             continue
-        if size + n > budget and current.edits:
+        if size + n > budget and size:
             frames.append(current)
             current, size = pb.EditBatch(frame_id=frame_id), 0
-        current.edits.append(msg)
+        getattr(current, field).append(msg)
         size += n
     current.errors.extend(error_to_pb(e) for e in errors)
     frames.append(current)
@@ -233,12 +288,14 @@ def reply_frames(frame_id: int, reply: RoundReply, max_bytes: int) -> list[pb.Cl
 
 def reply_from_pb(parts: list[pb.EditBatch]) -> RoundReply:
     results: list = []
+    values: list = []
     for part in parts:
         results.extend(edit_from_pb(e) for e in part.edits)
         results.extend(error_from_pb(e) for e in part.errors)
+        values.extend(values_from_pb(v) for v in part.values)
     last = parts[-1]
     return RoundReply(results, None if last.until_us == -1 else int(last.until_us), int(last.server_ns),
-                      int(last.wait_ns))
+                      int(last.wait_ns), values=values)
 
 
 # ---- control -------------------------------------------------------------------------

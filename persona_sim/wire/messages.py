@@ -5,11 +5,11 @@ them to and from the wire format.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 EDIT_CODECS = ("FLOAT32", "FLOAT16", "INT8")   # edit tensor encodings a node of this version accepts
 
 
@@ -27,8 +27,8 @@ class EditResult:
     device_id: str
     seq: int
     prototype_id: int
-    params: dict[str, np.ndarray]   # the device's new adaptive-layer parameters (float32)
-    edit_norm: float
+    params: dict[str, np.ndarray] | None   # the device's new adaptive-layer parameters (float32); None: pending,
+    edit_norm: float                       # its values (params, prototype_id, edit_norm) follow in a later reply
     compute_ns: int = 0             # measured wall time of the real computation
     wire_bytes: int = 0             # charged download size, set by the codec
     enqueued_us: int = -1           # virtual times inside the cloud, set by its clock
@@ -74,6 +74,7 @@ class RoundReply:
     server_ns: int = 0              # the cloud's work on the round
     wait_ns: int = 0                # this report's wait for the other shards'
     codec_ns: int = 0               # the node's encoding and decoding of the round (set by the transport)
+    values: list = field(default_factory=list)   # EditResult: the values of edits sent pending in earlier replies
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,7 @@ class CloudStages(_message.Message):
     def __init__(self, enqueued_us: _Optional[int] = ..., compute_start_us: _Optional[int] = ..., compute_end_us: _Optional[int] = ..., departed_us: _Optional[int] = ...) -> None: ...
 
 class EditPush(_message.Message):
-    __slots__ = ("device_id", "seq", "prototype_id", "tensors", "edit_norm", "compute_ns", "stages")
+    __slots__ = ("device_id", "seq", "prototype_id", "tensors", "edit_norm", "compute_ns", "stages", "pending", "wire_bytes")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     PROTOTYPE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +140,8 @@ class EditPush(_message.Message):
     EDIT_NORM_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_NS_FIELD_NUMBER: _ClassVar[int]
     STAGES_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    WIRE_BYTES_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     seq: int
     prototype_id: int
@@ -147,7 +149,9 @@ class EditPush(_message.Message):
     edit_norm: float
     compute_ns: int
     stages: CloudStages
-    def __init__(self, device_id: _Optional[str] = ..., seq: _Optional[int] = ..., prototype_id: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., edit_norm: _Optional[float] = ..., compute_ns: _Optional[int] = ..., stages: _Optional[_Union[CloudStages, _Mapping]] = ...) -> None: ...
+    pending: bool
+    wire_bytes: int
+    def __init__(self, device_id: _Optional[str] = ..., seq: _Optional[int] = ..., prototype_id: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., edit_norm: _Optional[float] = ..., compute_ns: _Optional[int] = ..., stages: _Optional[_Union[CloudStages, _Mapping]] = ..., pending: _Optional[bool] = ..., wire_bytes: _Optional[int] = ...) -> None: ...
 
 class RequestBatch(_message.Message):
     __slots__ = ("frame_id", "requests", "method", "until_us", "next_arrival_us", "final")
@@ -166,7 +170,7 @@ class RequestBatch(_message.Message):
     def __init__(self, frame_id: _Optional[int] = ..., requests: _Optional[_Iterable[_Union[AdaptRequest, _Mapping]]] = ..., method: _Optional[str] = ..., until_us: _Optional[int] = ..., next_arrival_us: _Optional[int] = ..., final: _Optional[bool] = ...) -> None: ...
 
 class EditBatch(_message.Message):
-    __slots__ = ("frame_id", "final", "edits", "errors", "until_us", "server_ns", "wait_ns")
+    __slots__ = ("frame_id", "final", "edits", "errors", "until_us", "server_ns", "wait_ns", "values")
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
     EDITS_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +178,7 @@ class EditBatch(_message.Message):
     UNTIL_US_FIELD_NUMBER: _ClassVar[int]
     SERVER_NS_FIELD_NUMBER: _ClassVar[int]
     WAIT_NS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
     frame_id: int
     final: bool
     edits: _containers.RepeatedCompositeFieldContainer[EditPush]
@@ -181,7 +186,8 @@ class EditBatch(_message.Message):
     until_us: int
     server_ns: int
     wait_ns: int
-    def __init__(self, frame_id: _Optional[int] = ..., final: _Optional[bool] = ..., edits: _Optional[_Iterable[_Union[EditPush, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[Error, _Mapping]]] = ..., until_us: _Optional[int] = ..., server_ns: _Optional[int] = ..., wait_ns: _Optional[int] = ...) -> None: ...
+    values: _containers.RepeatedCompositeFieldContainer[EditPush]
+    def __init__(self, frame_id: _Optional[int] = ..., final: _Optional[bool] = ..., edits: _Optional[_Iterable[_Union[EditPush, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[Error, _Mapping]]] = ..., until_us: _Optional[int] = ..., server_ns: _Optional[int] = ..., wait_ns: _Optional[int] = ..., values: _Optional[_Iterable[_Union[EditPush, _Mapping]]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("sent_unix_ns",)
