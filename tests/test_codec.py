@@ -207,3 +207,33 @@ def test_delta_edits_send_only_changed_layers_and_the_device_ends_up_with_what_t
     full = codec.EditEncoder("FLOAT32", 0.0, initial)
     full.encode(probe := EditResult("dev-000001", 1, 0, initial, 1.0))
     assert len(probe.encoded.tensors) == 2 and probe.wire_bytes > msg.ByteSize()
+
+
+def test_an_edit_sent_pending_is_charged_exactly_what_its_values_weigh_in_every_codec():
+    """The charged size of an edit whose values come later is fixed by its layers' shapes and dtype: equal to the
+    size of the complete edit, whatever its values, prototype id (0 included) or edit norm (0.0 included)."""
+    rng = np.random.default_rng(5)
+    initial = {"h.0.weight": rng.normal(size=(16, 16)).astype(np.float32), "h.0.bias": np.zeros(16, np.float32)}
+    for dtype in codec.pb.DType.keys()[1:]:
+        if dtype in ("FLOAT64", "INT64"):
+            continue
+        encoder = codec.EditEncoder(dtype, 0.0, initial)
+        for seq, proto, norm, scale in ((1, 0, 0.0, 0.0), (127, 1, 0.5, 1.0), (2**20, 4095, 3.25, 100.0)):
+            edit = EditResult("dev-000123", seq, proto, {k: v * scale for k, v in initial.items()}, norm)
+            encoder.encode(edit)
+            assert encoder.wire_bytes("dev-000123", seq) == edit.wire_bytes, (dtype, seq)
+            pending = EditResult("dev-000123", seq, 0, None, 0.0, wire_bytes=edit.wire_bytes, departed_us=9)
+            reply = codec.reply_from_pb([f.edits for f in codec.reply_frames(
+                1, RoundReply([pending], 10, values=[edit]), 1 << 20)])
+            (back,), (values,) = reply.results, reply.values
+            assert back.params is None and back.wire_bytes == edit.wire_bytes and back.departed_us == 9
+            assert (values.prototype_id, values.edit_norm) == (proto, norm)
+    with pytest.raises(ValueError, match="delta"):
+        codec.EditEncoder("FLOAT32", 0.1, initial).wire_bytes("dev-000001", 1)
+
+
+def test_a_pending_edit_with_tensors_or_no_size_and_values_without_a_prototype_are_bad_frames():
+    with pytest.raises(ProtocolError, match="pending edit carries no tensors"):
+        codec.edit_from_pb(pb.EditPush(device_id="dev-000001", seq=1, pending=True, wire_bytes=0))
+    with pytest.raises(ProtocolError, match="need prototype_id and edit_norm"):
+        codec.values_from_pb(pb.EditPush(device_id="dev-000001", seq=1, tensors=[TENSOR]))
