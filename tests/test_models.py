@@ -97,17 +97,39 @@ def test_training_is_bit_reproducible_in_fresh_processes(tmp_path):
 
 def test_a_device_scores_a_stretch_of_events_as_torch_scores_each_alone(tiny_world):
     from persona_sim.sim.device import DeviceState, plan_device, prototype_params
+    from persona_sim.sim.scoring import scores
     from persona_sim.train.bundle import item_matrix
 
     scenario, dataset, split, _, bundle = tiny_world
     plan = plan_device(0, int(split.device_users[0]), dataset, scenario, bundle)
     state, emb = DeviceState(prototype_params(bundle)), item_matrix(bundle)
     n = len(plan.positions)
-    stretch = state.scores(plan, slice(0, n), emb)                                   # (n, 1 + K) in one go
+    stretch = scores([state.stretch(plan, 0, n)], emb)                               # (n, 1 + K) in one go
     params = {k: v[0] for k, v in bundle.models.head.items()}
     u = adaptive_forward(torch.from_numpy(plan.h), params)                            # torch's GELU, per event
     for e in range(n):
         cands = np.concatenate([[plan.items[plan.positions[e]]], plan.negatives[e]])
         expect = (torch.from_numpy(emb[cands]) @ u[e]).numpy()
         assert stretch.dtype == np.float32 and np.allclose(stretch[e], expect, atol=1e-5)
-        assert np.allclose(state.scores(plan, slice(e, e + 1), emb)[0], stretch[e], atol=1e-6)
+        assert np.allclose(scores([state.stretch(plan, e, e + 1)], emb)[0], stretch[e], atol=1e-6)
+
+
+def test_stretches_scored_together_get_the_bits_they_get_alone(tiny_world, monkeypatch):
+    """Scoring batches stretches of many devices and layers: no event's scores may depend on its company."""
+    from persona_sim.sim import scoring
+    from persona_sim.sim.device import DeviceState, plan_device, prototype_params
+    from persona_sim.train.bundle import item_matrix
+
+    scenario, dataset, split, _, bundle = tiny_world
+    emb, rng = item_matrix(bundle), np.random.default_rng(0)
+    stretches = []
+    for i, user in enumerate(split.device_users[:6]):
+        plan = plan_device(i, int(user), dataset, scenario, bundle)
+        layers = {k: v + rng.normal(0, 0.1, v.shape).astype(np.float32) for k, v in prototype_params(bundle).items()}
+        cut = len(plan.positions) // 3
+        stretches += [DeviceState(layers, edit_seq=1).stretch(plan, 0, cut),
+                      DeviceState(prototype_params(bundle)).stretch(plan, cut, len(plan.positions))]
+    monkeypatch.setattr(scoring, "GATHER_ROWS", 7)    # gathers that straddle stretches, as large batches do
+    together = scoring.scores(stretches, emb)
+    alone = np.concatenate([scoring.scores([s], emb) for s in stretches])
+    assert together.tobytes() == alone.tobytes()

@@ -5,11 +5,10 @@ so their output before every prediction event is computed once, up front, one
 device at a time (a device's numbers never depend on which other devices share
 its process). At each event the device runs its adaptive layers Θc (the
 prototype's, or the last edit it applied) and ranks the true next item against
-sampled negatives.
+sampled negatives (``persona_sim.sim.scoring``, in batches).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,6 +27,7 @@ from ..train.bundle import Bundle
 from ..wire.messages import device_id
 from .arrivals import Arrivals
 from .drift import DriftContext, Shift, inject
+from .scoring import Stretch
 
 
 @dataclass
@@ -103,11 +103,6 @@ def plan_device(index: int, user: int, dataset: Dataset, scenario: Scenario, bun
                       shared_outputs(bundle, items, positions), shifts)
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
-    # Exact (erf) GELU, as torch.nn.functional.gelu computes it (torch's erf on the same float32 array).
-    return 0.5 * x * (1.0 + torch.erf(torch.from_numpy(x * np.float32(1 / math.sqrt(2.0)))).numpy())
-
-
 @dataclass
 class DeviceState:
     """The device's adaptive layers and adaptation bookkeeping during one method's run."""
@@ -120,25 +115,15 @@ class DeviceState:
     own_h: Callable[[int], np.ndarray] | None = None   # Θb's output before an event, once the device retrained Θb
     predicted: int = 0                # events predicted so far
 
-    def user_vectors(self, h: np.ndarray) -> np.ndarray:
-        """Run Θc on shared-layer outputs h (n, D) -> u (n, D): GELU between layers, as models.adaptive_forward."""
-        layers = sorted((k[: -len(".weight")] for k in self.params if k.endswith(".weight")),
-                        key=lambda name: int(name.rpartition(".")[2]))
-        x = h
-        for i, name in enumerate(layers):
-            x = x @ self.params[f"{name}.weight"] + self.params[f"{name}.bias"]
-            if i < len(layers) - 1:
-                x = _gelu(x)
-        return x
-
-    def scores(self, plan: DevicePlan, events: slice, item_emb: np.ndarray) -> np.ndarray:
-        """(n, 1 + K) scores of each event's true item (first) and its negatives, with the layers in use."""
+    def stretch(self, plan: DevicePlan, lo: int, hi: int) -> Stretch:
+        """Events [lo, hi) predicted with the layers in use (scored later, ``scoring.Scorer``)."""
+        events = slice(lo, hi)
         cands = np.concatenate([plan.items[plan.positions[events]][:, None], plan.negatives[events]], axis=1)
         if self.own_h is None:
             h = plan.h[events]
         else:                                                   # the device retrained Θb: its own outputs
-            h = np.stack([self.own_h(e) for e in range(len(plan.positions))[events]]).astype(np.float32)
-        return np.einsum("nkd,nd->nk", item_emb[cands], self.user_vectors(h))
+            h = np.stack([self.own_h(e) for e in range(lo, hi)]).astype(np.float32)
+        return Stretch(plan.device_id, lo, h, cands, plan.times_us[events], self.params, self.edit_seq)
 
 
 def prototype_params(bundle: Bundle) -> dict[str, np.ndarray]:

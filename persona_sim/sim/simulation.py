@@ -30,7 +30,6 @@ import simpy
 
 from .. import methods
 from ..errors import NodeError, ProtocolError, RunRestart
-from ..model.metrics import rank_metrics
 from ..scenario.schema import Scenario
 from ..train.bundle import Bundle, item_matrix
 from ..wire.codec import request_wire_bytes
@@ -39,6 +38,7 @@ from .cloudsim import run_until
 from .device import DevicePlan, DeviceState, device_rng, learn_on_device, prototype_params
 from .device_compute import DeviceCompute, device_compute
 from .netsim import DeviceLink, Network, Trace, device_link
+from .scoring import Scorer, Stretch
 
 MIN_REQUEST_BYTES = 16  # no AdaptRequest frame is smaller: device id, seq, time, method, one item
 MAX_RESTARTS = 5        # a method's run started again this often after the cloud lost it: give up
@@ -53,10 +53,9 @@ class Transport(Protocol):
 class _Unvalued:
     """An edit a device applied before its values came: the stretches predicted with it, its adaptation row."""
 
-    plan: DevicePlan
     state: DeviceState
     row: tuple                                          # ADAPTATION_COLUMNS, prototype_id and edit_norm left 0
-    stretches: list[tuple[int, int]] = field(default_factory=list)   # events [lo, hi) predicted with it
+    stretches: list[Stretch] = field(default_factory=list)   # predicted with it, to score once it has values
 
 
 @dataclass
@@ -103,7 +102,7 @@ class MethodRun:
         self.part = spec.device(scenario) if spec.device is not None else None   # learns on the device
         self.env = simpy.Environment()
         self.net = Network(self.env, scenario.network)
-        self.item_emb = item_matrix(bundle)
+        self.scorer = Scorer(method, item_matrix(bundle), self._emit)
         self.proto = prototype_params(bundle)
         self.compute: dict[int, DeviceCompute] = {
             p.index: device_compute(scenario.devices.compute, scenario.seed, p.index) for p in plans}
@@ -169,20 +168,15 @@ class MethodRun:
         for t in plan.times_us[lo:hi].tolist():
             busy = max(busy, t) + infer_us
         state.busy_until = busy
+        stretch = state.stretch(plan, lo, hi)
         if state.params is None:                  # its layers' values have not come yet
-            self.unvalued[(plan.device_id, state.edit_seq)].stretches.append((lo, hi))
+            self.unvalued[(plan.device_id, state.edit_seq)].stretches.append(stretch)
         else:
-            self._score(plan, state, lo, hi)
+            self.scorer.add(stretch)
         self.events_done += hi - lo
 
-    def _score(self, plan: DevicePlan, state: DeviceState, lo: int, hi: int) -> None:
-        """Record events [lo, hi) predicted with ``state``'s layers."""
-        m = rank_metrics(state.scores(plan, slice(lo, hi), self.item_emb))
-        targets = plan.items[plan.positions[lo:hi]].tolist()
-        self.rec.predictions.extend(zip(
-            [self.method] * (hi - lo), [plan.device_id] * (hi - lo), range(lo, hi), plan.times_us[lo:hi].tolist(),
-            targets, [state.edit_seq] * (hi - lo), m["rank"].tolist(), m["hr@5"].tolist(), m["hr@10"].tolist(),
-            m["ndcg@5"].tolist(), m["ndcg@10"].tolist(), m["auc"].tolist()))
+    def _emit(self, rows: list[tuple]) -> None:
+        self.rec.predictions.extend(rows)
         self.rec.flush()
 
     def _learn(self, plan: DevicePlan, state: DeviceState, event: int):
@@ -247,7 +241,7 @@ class MethodRun:
                reply.wire_bytes, 0.0, apply_us)
         if values is None:
             state.params = None
-            self.unvalued[key] = _Unvalued(plan, state, row)
+            self.unvalued[key] = _Unvalued(state, row)
         else:
             state.params = {**(state.params or {}), **values.params}    # a delta edit leaves unchanged layers out
             self._record(row, values)
@@ -271,9 +265,10 @@ class MethodRun:
         if waiting is None:
             self.values[key] = values
             return
-        state, scored = waiting.state, DeviceState(values.params, edit_seq=values.seq)
-        for lo, hi in waiting.stretches:
-            self._score(waiting.plan, scored, lo, hi)
+        for stretch in waiting.stretches:
+            stretch.params = values.params
+            self.scorer.add(stretch)
+        state = waiting.state
         if state.params is None and state.edit_seq == values.seq:
             state.params = dict(values.params)
         self._record(waiting.row, values)
@@ -314,7 +309,7 @@ class MethodRun:
             raise ProtocolError("BAD_FRAME", f"the cloud ended the run of {self.method!r} with {len(self.waiting)} "
                                              f"request(s) unanswered and {len(self.awaiting)} edit(s) without their "
                                              f"values, e.g. {min(self.waiting or self.awaiting)}")
-        self.rec.flush()
+        self.scorer.flush()
         if progress is not None:
             progress(self.events_done)
 
