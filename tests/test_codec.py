@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from persona_sim.errors import ProtocolError
 from persona_sim.wire import codec
@@ -237,3 +239,12 @@ def test_a_pending_edit_with_tensors_or_no_size_and_values_without_a_prototype_a
         codec.edit_from_pb(pb.EditPush(device_id="dev-000001", seq=1, pending=True, wire_bytes=0))
     with pytest.raises(ProtocolError, match="need prototype_id and edit_norm"):
         codec.values_from_pb(pb.EditPush(device_id="dev-000001", seq=1, tensors=[TENSOR]))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(device=st.text(max_size=40), seq=st.integers(0, 2**64 - 1), issued=st.integers(-2**63, 2**63 - 1),
+       method=st.text(max_size=20), window=st.lists(st.integers(-2**63, 2**63 - 1), max_size=60))
+def test_request_size_counted_field_by_field_is_protobufs(device, seq, issued, method, window):
+    req = AdaptRequest(device, seq, issued, method, tuple(window))
+    frame = pb.DeviceFrame(requests=pb.RequestBatch(requests=[codec.request_to_pb(req)]))
+    assert codec.request_wire_bytes(req) == frame.ByteSize() + codec.GRPC_PREFIX_BYTES

@@ -133,3 +133,4 @@ def test_stretches_scored_together_get_the_bits_they_get_alone(tiny_world, monke
     together = scoring.scores(stretches, emb)
     alone = np.concatenate([scoring.scores([s], emb) for s in stretches])
     assert together.tobytes() == alone.tobytes()
+

@@ -61,6 +61,13 @@ def tensor_from_pb(t: pb.Tensor, where: str) -> np.ndarray:
     return array
 
 
+def _varint_bytes(n: int) -> int:
+    return max(1, (n.bit_length() + 6) // 7)
+
+
+_U64 = 2**64 - 1   # a negative int64 is a 10-byte varint
+
+
 # ---- requests ------------------------------------------------------------------------
 
 def request_to_pb(req: AdaptRequest) -> pb.AdaptRequest:
@@ -75,9 +82,24 @@ def request_from_pb(msg: pb.AdaptRequest) -> AdaptRequest:
 
 
 def request_wire_bytes(req: AdaptRequest) -> int:
-    """Upload size of this request sent alone: DeviceFrame{RequestBatch{[req]}} + gRPC prefix."""
-    frame = pb.DeviceFrame(requests=pb.RequestBatch(requests=[request_to_pb(req)]))
-    return frame.ByteSize() + GRPC_PREFIX_BYTES
+    """Upload size of this request sent alone: DeviceFrame{RequestBatch{[req]}} + gRPC prefix, counted field
+    by field as protobuf serializes them (``tests/test_codec.py`` checks it against ``ByteSize``): every
+    device computes it for every request, and building the message costs ten times as much."""
+    ids = req.device_id.encode()
+    window = sum(_varint_bytes(i & _U64) for i in req.window)
+    size = (_len_field(len(ids)) + _len_field(len(req.method.encode())) + (window and _len_field(window))
+            + (req.seq and 1 + _varint_bytes(req.seq & _U64)) + (req.issued_us and 1 + _varint_bytes(req.issued_us & _U64)))
+    return _message_field(_message_field(size)) + GRPC_PREFIX_BYTES
+
+
+def _message_field(n: int) -> int:
+    """A set message field of n bytes: tag, length, bytes."""
+    return 1 + _varint_bytes(n) + n
+
+
+def _len_field(n: int) -> int:
+    """A string or packed field of n bytes; proto3 leaves an empty one out."""
+    return n and _message_field(n)
 
 
 def report_frames(frame_id: int, report: RoundReport, max_bytes: int) -> list[pb.DeviceFrame]:
@@ -147,9 +169,6 @@ def _edit_payload(edit: EditResult, tensors: list[pb.Tensor]) -> pb.EditPush:
                        edit_norm=edit.edit_norm)
 
 
-def _varint_bytes(n: int) -> int:
-    return max(1, (n.bit_length() + 6) // 7)
-
 
 def edit_wire_bytes(msg: pb.EditPush) -> int:
     """Download size of this edit sent alone, CloudFrame{EditBatch{final, [edit]}} + gRPC prefix, excluding
@@ -161,7 +180,7 @@ def edit_wire_bytes(msg: pb.EditPush) -> int:
     """
     size = msg.ByteSize()
     if msg.compute_ns:
-        size -= 1 + _varint_bytes(msg.compute_ns & (2**64 - 1))
+        size -= 1 + _varint_bytes(msg.compute_ns & _U64)
     if msg.HasField("stages"):
         stages = msg.stages.ByteSize()
         size -= 1 + _varint_bytes(stages) + stages
