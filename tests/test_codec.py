@@ -213,32 +213,55 @@ def test_delta_edits_send_only_changed_layers_and_the_device_ends_up_with_what_t
 
 def test_an_edit_sent_pending_is_charged_exactly_what_its_values_weigh_in_every_codec():
     """The charged size of an edit whose values come later is fixed by its layers' shapes and dtype: equal to the
-    size of the complete edit, whatever its values, prototype id (0 included) or edit norm (0.0 included)."""
+    size of the complete edit, whatever its values, prototype id (0 included) or edit norm (0.0 included). Its values
+    travel stacked with other edits' and decode to the bits the complete edit would."""
     rng = np.random.default_rng(5)
     initial = {"h.0.weight": rng.normal(size=(16, 16)).astype(np.float32), "h.0.bias": np.zeros(16, np.float32)}
-    for dtype in codec.pb.DType.keys()[1:]:
-        if dtype in ("FLOAT64", "INT64"):
-            continue
+    for dtype in ("FLOAT32", "FLOAT16", "INT8"):
         encoder = codec.EditEncoder(dtype, 0.0, initial)
+        pending, values, alone = [], [], []
         for seq, proto, norm, scale in ((1, 0, 0.0, 0.0), (127, 1, 0.5, 1.0), (2**20, 4095, 3.25, 100.0)):
-            edit = EditResult("dev-000123", seq, proto, {k: v * scale for k, v in initial.items()}, norm)
+            edit = EditResult("dev-000123", seq, proto, {k: v * scale for k, v in initial.items()}, norm, seq)
+            values.append(edit)
+            alone.append(codec.edit_from_pb(pb.EditPush.FromString(
+                codec.edit_to_pb(EditResult(**{**vars(edit), "encoded": None}), pb.DType.Value(dtype))
+                .SerializeToString())))
             encoder.encode(edit)
             assert encoder.wire_bytes("dev-000123", seq) == edit.wire_bytes, (dtype, seq)
-            pending = EditResult("dev-000123", seq, 0, None, 0.0, wire_bytes=edit.wire_bytes, departed_us=9)
-            reply = codec.reply_from_pb([f.edits for f in codec.reply_frames(
-                1, RoundReply([pending], 10, values=[edit]), 1 << 20)])
-            (back,), (values,) = reply.results, reply.values
-            assert back.params is None and back.wire_bytes == edit.wire_bytes and back.departed_us == 9
-            assert (values.prototype_id, values.edit_norm) == (proto, norm)
+            pending.append(EditResult("dev-000123", seq, 0, None, 0.0, wire_bytes=edit.wire_bytes, departed_us=9))
+        frames = codec.reply_frames(1, RoundReply(pending, 10, values=values, values_codec=dtype), 1 << 20)
+        reply = codec.reply_from_pb([pb.CloudFrame.FromString(f.SerializeToString()).edits for f in frames])
+        assert [(r.params, r.wire_bytes, r.departed_us) for r in reply.results] == \
+            [(None, e.wire_bytes, 9) for e in values]
+        for got, want in zip(reply.values, alone):
+            assert (got.seq, got.prototype_id, got.edit_norm, got.compute_ns) == \
+                (want.seq, want.prototype_id, want.edit_norm, want.seq)
+            assert all(got.params[k].tobytes() == want.params[k].tobytes() for k in initial), dtype
     with pytest.raises(ValueError, match="delta"):
         codec.EditEncoder("FLOAT32", 0.1, initial).wire_bytes("dev-000001", 1)
 
 
-def test_a_pending_edit_with_tensors_or_no_size_and_values_without_a_prototype_are_bad_frames():
+def test_stacked_values_split_over_frames_under_the_cap():
+    edits = [EditResult(f"dev-{i:06d}", 1, i, {"w": np.full((32, 32), i, np.float32)}, 1.0) for i in range(40)]
+    frames = codec.reply_frames(3, RoundReply([], 5, values=edits), max_bytes=20_000)
+    assert len(frames) > 5 and all(f.ByteSize() <= 20_000 for f in frames)
+    back = codec.reply_from_pb([f.edits for f in frames])
+    assert [v.prototype_id for v in back.values] == list(range(40)) and back.until_us == 5
+    assert all(v.params["w"][0, 0] == v.prototype_id for v in back.values)
+
+
+def test_malformed_pending_edits_complete_edits_and_stacked_values_are_bad_frames():
     with pytest.raises(ProtocolError, match="pending edit carries no tensors"):
         codec.edit_from_pb(pb.EditPush(device_id="dev-000001", seq=1, pending=True, wire_bytes=0))
-    with pytest.raises(ProtocolError, match="need prototype_id and edit_norm"):
-        codec.values_from_pb(pb.EditPush(device_id="dev-000001", seq=1, tensors=[TENSOR]))
+    with pytest.raises(ProtocolError, match=r"complete edit needs \['prototype_id', 'edit_norm'\]"):
+        codec.edit_from_pb(pb.EditPush(device_id="dev-000001", seq=1, tensors=[TENSOR]))
+    with pytest.raises(ProtocolError, match="not 2 each"):
+        codec.values_from_pb(pb.EditValues(device_ids=["a", "b"], seqs=[1], prototype_ids=[0, 0], edit_norms=[1, 1],
+                                           compute_ns=[0, 0]))
+    int8 = codec.values_to_pb([EditResult("a", 1, 0, {"w": np.ones(3, np.float32)}, 1.0)] * 2, pb.INT8)
+    del int8.tensors[0].row_scales[1:]
+    with pytest.raises(ProtocolError, match="one per row"):
+        codec.values_from_pb(int8)
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)

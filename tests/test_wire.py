@@ -13,7 +13,7 @@ from cloud_node.server import SERVICE_NAME, start_server
 from device_node.client import GrpcTransport, fetch_model, get_info
 from persona_sim.errors import NodeError
 from persona_sim.sim.cloud_engine import CloudEngine
-from persona_sim.wire.codec import channel_options, edit_wire_bytes, values_to_pb
+from persona_sim.wire.codec import channel_options, edit_to_pb, edit_wire_bytes
 from persona_sim.wire.messages import (
     PROTOCOL_VERSION,
     AdaptRequest,
@@ -109,7 +109,8 @@ def test_lockstep_rounds_over_the_stream_with_errors_for_bad_requests(tiny_world
     values = sorted(last.values, key=lambda v: v.device_id)
     assert [v.device_id for v in values] == ["dev-000000", "dev-000001", "dev-000002"]
     assert all(v.params["head.0.weight"].shape == (8, 8) for v in values)
-    assert [e.wire_bytes for e in edits] == [edit_wire_bytes(values_to_pb(v)) for v in values]
+    complete = [EditResult(v.device_id, v.seq, v.prototype_id, v.params, v.edit_norm) for v in values]
+    assert [e.wire_bytes for e in edits] == [edit_wire_bytes(edit_to_pb(c)) for c in complete]
     assert [(e.device_id, e.code) for e in errors] == [("dev-000077", "UNKNOWN_DEVICE")]
     # one worker, batches of at most 2: the third request waits for the first batch
     starts = sorted({e.compute_start_us for e in edits})

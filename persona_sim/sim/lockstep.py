@@ -191,7 +191,6 @@ class Lockstep:
         for (i, _), result in zip(pending, self.engine.compute(session.method, [r for _, r in pending])):
             if not isinstance(result, EditResult):   # its device holds its times already: the run cannot go on
                 raise RuntimeError(f"the values of {result.device_id} seq {result.seq}'s edit: {result.message}")
-            session.encoder.encode(result)
             out.setdefault(i, []).append(result)
         return out
 
@@ -241,4 +240,4 @@ class Lockstep:
         for i, future in waiting.items():
             if not future.done():
                 future.set_result(RoundReply(results[i], session.until, server_ns, t0 - reports[i][2],
-                                             values=values.get(i, [])))
+                                             values=values.get(i, []), values_codec=self.engine.edit_codec))

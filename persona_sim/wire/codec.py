@@ -26,36 +26,47 @@ INT8_LEVELS = 127
 
 # ---- tensors -------------------------------------------------------------------------
 
-def tensor_to_pb(name: str, array: np.ndarray, dtype: int = pb.FLOAT32) -> pb.Tensor:
+def tensor_to_pb(name: str, array: np.ndarray, dtype: int = pb.FLOAT32, rows: bool = False) -> pb.Tensor:
     """A tensor in ``dtype``. INT8 quantises with one scale, max |x| / 127: every value is off by at most
-    half a scale step; FLOAT16 rounds to 11 significant bits (relative error at most 2^-11)."""
+    half a scale step; with ``rows`` (edits stacked on axis 0), each row gets its own scale (``row_scales``),
+    so a row's bytes are those it would have alone. FLOAT16 rounds to 11 significant bits (relative error at
+    most 2^-11)."""
     if dtype == pb.INT8:
         values = np.asarray(array, dtype=np.float32)
-        peak = float(np.abs(values).max()) if values.size else 0.0
-        scale = np.float32(peak / INT8_LEVELS) if peak > 0 else np.float32(1.0)
-        q = np.clip(np.rint(values / scale), -INT8_LEVELS, INT8_LEVELS).astype(np.int8)
-        return pb.Tensor(name=name, dtype=dtype, shape=list(q.shape), data=q.tobytes(), scale=float(scale))
+        flat = values.reshape(len(values) if rows else 1, -1 if values.size else 0)
+        peak = np.abs(flat).max(axis=1, initial=0.0)
+        scale = np.where(peak > 0, peak.astype(np.float64) / INT8_LEVELS, 1.0).astype(np.float32)
+        q = np.clip(np.rint(flat / scale[:, None]), -INT8_LEVELS, INT8_LEVELS).astype(np.int8)
+        t = pb.Tensor(name=name, dtype=dtype, shape=list(values.shape), data=q.tobytes())
+        if rows:
+            t.row_scales.extend(scale.tolist())
+        else:
+            t.scale = float(scale[0])
+        return t
     arr = np.ascontiguousarray(array, dtype=_NP_DTYPE[dtype])
     return pb.Tensor(name=name, dtype=dtype, shape=list(arr.shape), data=arr.tobytes())
 
 
-def tensor_from_pb(t: pb.Tensor, where: str) -> np.ndarray:
+def tensor_from_pb(t: pb.Tensor, where: str, rows: bool = False) -> np.ndarray:
+    """A tensor as float32; with ``rows``, an INT8 one is scaled row by row (``row_scales``)."""
     if t.dtype not in _NP_DTYPE:
         raise ProtocolError("BAD_FRAME", f"{where}: tensor '{t.name}' has unsupported dtype {t.dtype}")
     dt = _NP_DTYPE[t.dtype]
     shape = tuple(int(s) for s in t.shape)
-    if any(s < 0 for s in shape):
-        raise ProtocolError("BAD_FRAME", f"{where}: tensor '{t.name}' has a negative dimension in shape {shape}")
+    if any(s < 0 for s in shape) or (rows and not shape):
+        raise ProtocolError("BAD_FRAME", f"{where}: tensor '{t.name}' has shape {shape}")
     expected = math.prod(shape) * dt.itemsize            # Python ints: a hostile shape cannot overflow
     if expected != len(t.data):
         raise ProtocolError("BAD_FRAME", f"{where}: tensor '{t.name}' shape {shape} needs {expected} bytes, "
                                          f"got {len(t.data)}")
     array = np.frombuffer(t.data, dtype=dt).reshape(shape).astype(np.float32)
     if t.dtype == pb.INT8:
-        if not (math.isfinite(t.scale) and t.scale > 0):
-            raise ProtocolError("BAD_FRAME", f"{where}: INT8 tensor '{t.name}' has scale {t.scale}; "
-                                             "it must be finite and positive")
-        array *= np.float32(t.scale)
+        scales = np.asarray(t.row_scales if rows else [t.scale], dtype=np.float32)
+        if len(scales) != (shape[0] if rows else 1) or not (np.isfinite(scales) & (scales > 0)).all():
+            raise ProtocolError("BAD_FRAME", f"{where}: INT8 tensor '{t.name}' has scale(s) {scales[:4].tolist()} "
+                                             f"for shape {shape}; each must be finite and positive, one per row in "
+                                             "EditValues")
+        array *= scales.reshape((-1,) + (1,) * (array.ndim - 1)) if rows else scales[0]
     if not np.isfinite(array).all():
         raise ProtocolError("BAD_FRAME", f"{where}: tensor '{t.name}' holds NaN or infinite values")
     return array
@@ -86,7 +97,7 @@ def request_wire_bytes(req: AdaptRequest) -> int:
     by field as protobuf serializes them (``tests/test_codec.py`` checks it against ``ByteSize``): every
     device computes it for every request, and building the message costs ten times as much."""
     ids = req.device_id.encode()
-    window = sum(_varint_bytes(i & _U64) for i in req.window)
+    window = sum(((i.bit_length() + 6) // 7 or 1) if i >= 0 else 10 for i in req.window)   # varints
     size = (_len_field(len(ids)) + _len_field(len(req.method.encode())) + (window and _len_field(window))
             + (req.seq and 1 + _varint_bytes(req.seq & _U64)) + (req.issued_us and 1 + _varint_bytes(req.issued_us & _U64)))
     return _message_field(_message_field(size)) + GRPC_PREFIX_BYTES
@@ -150,18 +161,38 @@ def edit_to_pb(edit: EditResult, dtype: int = pb.FLOAT32) -> pb.EditPush:
     if edit.params is None:
         msg = pb.EditPush(device_id=edit.device_id, seq=edit.seq, pending=True, wire_bytes=edit.wire_bytes)
     else:
-        msg = values_to_pb(edit, dtype)
+        msg = edit.encoded if edit.encoded is not None else _edit_payload(
+            edit, [tensor_to_pb(name, edit.params[name], dtype) for name in sorted(edit.params)])
+        msg.compute_ns = edit.compute_ns
     msg.stages.CopyFrom(pb.CloudStages(enqueued_us=edit.enqueued_us, compute_start_us=edit.compute_start_us,
                                        compute_end_us=edit.compute_end_us, departed_us=edit.departed_us))
     return msg
 
 
-def values_to_pb(edit: EditResult, dtype: int = pb.FLOAT32) -> pb.EditPush:
-    """The edit's values, without its cloud times (what ``EditBatch.values`` carries for a pending edit)."""
-    msg = edit.encoded if edit.encoded is not None else _edit_payload(
-        edit, [tensor_to_pb(name, edit.params[name], dtype) for name in sorted(edit.params)])
-    msg.compute_ns = edit.compute_ns
-    return msg
+def values_to_pb(edits: list[EditResult], dtype: int = pb.FLOAT32) -> pb.EditValues:
+    """The values of edits sent pending, stacked: one tensor per layer, a row per edit."""
+    return pb.EditValues(
+        device_ids=[e.device_id for e in edits], seqs=[e.seq for e in edits],
+        prototype_ids=[e.prototype_id for e in edits], edit_norms=[e.edit_norm for e in edits],
+        compute_ns=[e.compute_ns for e in edits],
+        tensors=[tensor_to_pb(name, np.stack([e.params[name] for e in edits]), dtype, rows=True)
+                 for name in sorted(edits[0].params)])
+
+
+def values_from_pb(msg: pb.EditValues) -> list[EditResult]:
+    n = len(msg.device_ids)
+    where = f"EditValues({n} edits, first {msg.device_ids[0] if n else None!r})"
+    lengths = [len(msg.seqs), len(msg.prototype_ids), len(msg.edit_norms), len(msg.compute_ns)]
+    if lengths != [n] * 4:
+        raise ProtocolError("BAD_FRAME", f"{where}: seqs, prototype_ids, edit_norms and compute_ns have "
+                                         f"{lengths} entries, not {n} each")
+    tensors = {t.name: tensor_from_pb(t, where, rows=True) for t in msg.tensors}
+    if any(a.shape[0] != n for a in tensors.values()):
+        raise ProtocolError("BAD_FRAME", f"{where}: tensors of shapes {[a.shape for a in tensors.values()]} "
+                                         f"do not have a row per edit")
+    return [EditResult(msg.device_ids[i], int(msg.seqs[i]), int(msg.prototype_ids[i]),
+                       {k: a[i] for k, a in tensors.items()}, float(msg.edit_norms[i]), int(msg.compute_ns[i]))
+            for i in range(n)]
 
 
 def _edit_payload(edit: EditResult, tensors: list[pb.Tensor]) -> pb.EditPush:
@@ -191,29 +222,18 @@ def edit_wire_bytes(msg: pb.EditPush) -> int:
 def edit_from_pb(msg: pb.EditPush) -> EditResult:
     where = f"EditPush(device_id={msg.device_id!r}, seq={msg.seq})"
     st = msg.stages
+    times = int(st.enqueued_us), int(st.compute_start_us), int(st.compute_end_us), int(st.departed_us)
     if msg.pending:
         if msg.tensors or msg.wire_bytes <= 0:
             raise ProtocolError("BAD_FRAME", f"{where}: a pending edit carries no tensors and a positive "
                                              f"wire_bytes (got {len(msg.tensors)} tensors, {msg.wire_bytes} bytes)")
-        return EditResult(msg.device_id, int(msg.seq), 0, None, 0.0, int(msg.compute_ns), int(msg.wire_bytes),
-                          int(st.enqueued_us), int(st.compute_start_us), int(st.compute_end_us), int(st.departed_us))
-    edit = values_from_pb(msg)
-    edit.wire_bytes = edit_wire_bytes(msg)
-    edit.enqueued_us, edit.compute_start_us = int(st.enqueued_us), int(st.compute_start_us)
-    edit.compute_end_us, edit.departed_us = int(st.compute_end_us), int(st.departed_us)
-    return edit
-
-
-def values_from_pb(msg: pb.EditPush) -> EditResult:
-    """An edit's values (a complete EditPush, or one of ``EditBatch.values``); no times."""
-    where = f"EditPush(device_id={msg.device_id!r}, seq={msg.seq})"
+        return EditResult(msg.device_id, int(msg.seq), 0, None, 0.0, int(msg.compute_ns), int(msg.wire_bytes), *times)
     missing = [f for f in ("prototype_id", "edit_norm") if not msg.HasField(f)]
-    if missing or msg.pending:
-        raise ProtocolError("BAD_FRAME", f"{where}: an edit's values need prototype_id and edit_norm and are not "
-                                         f"pending (missing {missing}, pending {msg.pending})")
+    if missing:
+        raise ProtocolError("BAD_FRAME", f"{where}: a complete edit needs {missing}")
     params = {t.name: tensor_from_pb(t, where) for t in msg.tensors}
     return EditResult(msg.device_id, int(msg.seq), int(msg.prototype_id), params, float(msg.edit_norm),
-                      int(msg.compute_ns))
+                      int(msg.compute_ns), edit_wire_bytes(msg), *times)
 
 
 class EditEncoder:
@@ -281,21 +301,33 @@ def reply_frames(frame_id: int, reply: RoundReply, max_bytes: int) -> list[pb.Cl
     the round's times."""
     frames, current, size = [], pb.EditBatch(frame_id=frame_id), 0
     budget = max_bytes - 128   # room for the frame header and the round's fields
-    errors = [r for r in reply.results if isinstance(r, RequestError)]
-    pushes = [("edits", edit_to_pb(r), r) for r in reply.results if isinstance(r, EditResult)]
-    pushes += [("values", values_to_pb(r), r) for r in reply.values]
-    for field, msg, edit in pushes:
-        n = msg.ByteSize() + 8
-        if n > budget:
-            if field == "values":          # its size was checked when it was sent pending: a bug
-                raise ProtocolError("INTERNAL", frame_cap_error(edit.device_id, edit.seq, n, max_bytes).message)
-            errors.append(frame_cap_error(edit.device_id, edit.seq, n, max_bytes))
-            continue
+
+    def room(n: int) -> None:
+        nonlocal current, size
         if size + n > budget and size:
             frames.append(current)
             current, size = pb.EditBatch(frame_id=frame_id), 0
-        getattr(current, field).append(msg)
         size += n
+
+    errors = [r for r in reply.results if isinstance(r, RequestError)]
+    for edit in (r for r in reply.results if isinstance(r, EditResult)):
+        msg = edit_to_pb(edit)
+        n = msg.ByteSize() + 8
+        if n > budget:
+            errors.append(frame_cap_error(edit.device_id, edit.seq, n, max_bytes))
+            continue
+        room(n)
+        current.edits.append(msg)
+    if reply.values:
+        dtype = pb.DType.Value(reply.values_codec)
+        row = values_to_pb(reply.values[:1], dtype).ByteSize() + 16    # every edit's values weigh the same
+        if row > budget:                          # their size was checked when they were sent pending: a bug
+            raise ProtocolError("INTERNAL", f"one edit's values ({row} bytes) exceed the frame cap of {max_bytes}")
+        step = max(1, (budget - 64) // row)
+        for lo in range(0, len(reply.values), step):
+            block = values_to_pb(reply.values[lo: lo + step], dtype)
+            room(block.ByteSize() + 8)
+            current.values.append(block)
     current.errors.extend(error_to_pb(e) for e in errors)
     frames.append(current)
     last = frames[-1]
@@ -311,7 +343,8 @@ def reply_from_pb(parts: list[pb.EditBatch]) -> RoundReply:
     for part in parts:
         results.extend(edit_from_pb(e) for e in part.edits)
         results.extend(error_from_pb(e) for e in part.errors)
-        values.extend(values_from_pb(v) for v in part.values)
+        for block in part.values:
+            values.extend(values_from_pb(block))
     last = parts[-1]
     return RoundReply(results, None if last.until_us == -1 else int(last.until_us), int(last.server_ns),
                       int(last.wait_ns), values=values)

@@ -75,6 +75,7 @@ class RoundReply:
     wait_ns: int = 0                # this report's wait for the other shards'
     codec_ns: int = 0               # the node's encoding and decoding of the round (set by the transport)
     values: list = field(default_factory=list)   # EditResult: the values of edits sent pending in earlier replies
+    values_codec: str = "FLOAT32"                # the dtype they travel in (the run's cloud.edit_dtype)
 
 
 @dataclass(frozen=True)

@@ -42,18 +42,20 @@ ABORTED: ErrorCode
 SCENARIO_MISMATCH: ErrorCode
 
 class Tensor(_message.Message):
-    __slots__ = ("name", "dtype", "shape", "data", "scale")
+    __slots__ = ("name", "dtype", "shape", "data", "scale", "row_scales")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
+    ROW_SCALES_FIELD_NUMBER: _ClassVar[int]
     name: str
     dtype: DType
     shape: _containers.RepeatedScalarFieldContainer[int]
     data: bytes
     scale: float
-    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., scale: _Optional[float] = ...) -> None: ...
+    row_scales: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., scale: _Optional[float] = ..., row_scales: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "device_id", "seq")
@@ -186,8 +188,24 @@ class EditBatch(_message.Message):
     until_us: int
     server_ns: int
     wait_ns: int
-    values: _containers.RepeatedCompositeFieldContainer[EditPush]
-    def __init__(self, frame_id: _Optional[int] = ..., final: _Optional[bool] = ..., edits: _Optional[_Iterable[_Union[EditPush, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[Error, _Mapping]]] = ..., until_us: _Optional[int] = ..., server_ns: _Optional[int] = ..., wait_ns: _Optional[int] = ..., values: _Optional[_Iterable[_Union[EditPush, _Mapping]]] = ...) -> None: ...
+    values: _containers.RepeatedCompositeFieldContainer[EditValues]
+    def __init__(self, frame_id: _Optional[int] = ..., final: _Optional[bool] = ..., edits: _Optional[_Iterable[_Union[EditPush, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[Error, _Mapping]]] = ..., until_us: _Optional[int] = ..., server_ns: _Optional[int] = ..., wait_ns: _Optional[int] = ..., values: _Optional[_Iterable[_Union[EditValues, _Mapping]]] = ...) -> None: ...
+
+class EditValues(_message.Message):
+    __slots__ = ("device_ids", "seqs", "prototype_ids", "edit_norms", "compute_ns", "tensors")
+    DEVICE_IDS_FIELD_NUMBER: _ClassVar[int]
+    SEQS_FIELD_NUMBER: _ClassVar[int]
+    PROTOTYPE_IDS_FIELD_NUMBER: _ClassVar[int]
+    EDIT_NORMS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_NS_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    device_ids: _containers.RepeatedScalarFieldContainer[str]
+    seqs: _containers.RepeatedScalarFieldContainer[int]
+    prototype_ids: _containers.RepeatedScalarFieldContainer[int]
+    edit_norms: _containers.RepeatedScalarFieldContainer[float]
+    compute_ns: _containers.RepeatedScalarFieldContainer[int]
+    tensors: _containers.RepeatedCompositeFieldContainer[Tensor]
+    def __init__(self, device_ids: _Optional[_Iterable[str]] = ..., seqs: _Optional[_Iterable[int]] = ..., prototype_ids: _Optional[_Iterable[int]] = ..., edit_norms: _Optional[_Iterable[float]] = ..., compute_ns: _Optional[_Iterable[int]] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("sent_unix_ns",)
