@@ -6,8 +6,9 @@ Plans the quickstart scaled to N devices (as ``bench sim`` scales it) and times,
 Θb outputs (``shared_outputs``: one backbone forward per device) and its sampled negatives. Then runs
 the backbone over 64 devices' first ``max_len`` items in batches of 8, right-padded, and counts the
 devices whose outputs are bit-identical to their own forward alone: any that are not means batching
-would change results unless the blocks are fixed by device index. Writes
-<out>/device-planning-<host>.json.
+would change results unless the blocks are fixed by device index. Last, stacks sequences of equal
+length (no padding at all) for randomly initialised SASRec and GRU4Rec backbones of a few sizes and
+counts the same. Writes <out>/device-planning-<host>.json.
 """
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ from persona_sim.data.dataset import load_dataset
 from persona_sim.data.split import split_users
 from persona_sim.model.batching import pad_right
 from persona_sim.model.metrics import sample_negatives
+from persona_sim.model.networks import PrototypeModel
 from persona_sim.scenario.files import command_overrides, load_scenario
+from persona_sim.scenario.schema import ModelSpec
 from persona_sim.sim.device import device_rng, shared_outputs
 from persona_sim.train.bundle import ensure_bundle, load_bundle
 
@@ -58,14 +61,36 @@ def main() -> None:
             block = first[lo: lo + 8]
             out = bundle.shared(pad_right(block, max(len(s) for s in block)))
             same += sum(torch.equal(out[j, : len(s)], alone[lo + j]) for j, s in enumerate(block))
+    stacked = {f"{arch} hidden {hidden}": equal_length_stacking(arch, hidden)
+               for arch in ("sasrec", "gru4rec") for hidden in (16, 32, 64)}
     result = {"devices": n, "events": int(sum(len(p) for p in positions)),
               "shared_outputs_ms_per_device": round(1000 * (t1 - t0) / n, 3),
               "negatives_ms_per_device": round(1000 * (t2 - t1) / n, 3),
-              "batched_by_8_bit_identical": f"{same} of {len(first)}"}
+              "batched_by_8_bit_identical": f"{same} of {len(first)}",
+              "stacked_equal_length_bit_identical": stacked}
     print(f"{n} devices: Θb outputs {result['shared_outputs_ms_per_device']} ms per device, negatives "
           f"{result['negatives_ms_per_device']} ms per device; batched by 8, {same} of {len(first)} devices' "
           "outputs bit-identical to their forward alone")
+    print("stacked by equal length, no padding, bit-identical to alone:", stacked)
     print("written:", write_result(args.out, "device-planning", result))
+
+
+@torch.inference_mode()
+def equal_length_stacking(arch: str, hidden: int, n: int = 192, max_len: int = 12) -> str:
+    """Random backbone, n random sequences of 3..39 items: their first max_len items stacked with the others of
+    the same length (up to 64 per call); how many get exactly the outputs of their forward alone."""
+    spec = ModelSpec(arch=arch, hidden=hidden, blocks=1, heads=2 if hidden != 32 else 1, max_len=max_len)
+    shared = PrototypeModel(60, spec, seed=3).eval().shared
+    rng = np.random.default_rng(4)
+    seqs = [rng.integers(1, 61, size=int(k))[:max_len] for k in rng.integers(3, 40, size=n)]
+    same = 0
+    for length in sorted({len(s) for s in seqs}):
+        idx = [i for i, s in enumerate(seqs) if len(s) == length]
+        for lo in range(0, len(idx), 64):
+            block = idx[lo: lo + 64]
+            out = shared(torch.from_numpy(np.stack([seqs[i] for i in block])))
+            same += sum(torch.equal(out[j], shared(torch.from_numpy(seqs[i][None]))[0]) for j, i in enumerate(block))
+    return f"{same} of {n}"
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from persona_sim.wire.messages import (
     EditResult,
     Hello,
     RequestError,
+    RoundReply,
     RoundReport,
 )
 from persona_sim.wire.proto import persona_pb2 as pb
@@ -489,3 +490,41 @@ def test_a_shard_that_starts_a_run_again_on_a_new_stream_aborts_the_old_run(tiny
     assert a_told.error.code == pb.ABORTED and "shard 1/2 started again the run of 'persona-s'" in a_told.error.message
     assert b2_told.error.code == pb.ABORTED and "shard 0/2 left" in b2_told.error.message
     assert fresh == [until, until]                     # the new run's first round, as the old one's was
+
+
+@pytest.mark.parametrize("case", ["not pending", "wrong layers", "never sent"])
+def test_a_device_refuses_values_it_was_not_promised_and_a_run_that_ends_without_them(tiny_world, case):
+    """Values for an edit the device was not sent pending, or of other layers, are a bad frame; a run whose cloud
+    never sends the values it promised ends with an error naming them, not with unscored predictions."""
+    from persona_sim.errors import ProtocolError
+    from persona_sim.sim.device import plan_device, prototype_params
+    from persona_sim.sim.simulation import MethodRun, Recorder, device_links
+
+    scenario, dataset, split, _, bundle = tiny_world
+    plans = [plan_device(0, int(split.device_users[0]), dataset, scenario, bundle)]
+    layers = prototype_params(bundle)
+
+    class Cloud:       # answers the first request pending, then sends (or never sends) its values
+        def __init__(self):
+            self.asked = None
+
+        async def round(self, report):
+            if self.asked is None and report.arrivals:
+                self.asked = report.arrivals[0]
+                a, leaves = self.asked, max(self.asked.arrived_us, report.until_us) + 1
+                return RoundReply([EditResult(a.request.device_id, a.request.seq, 0, None, 0.0, wire_bytes=500,
+                                              departed_us=leaves)], leaves + 10**6)
+            if self.asked is None:
+                return RoundReply([], report.until_us + 10**6)
+            a = self.asked
+            values = {"not pending": [EditResult(a.request.device_id, a.request.seq + 1, 0, layers, 0.0)],
+                      "wrong layers": [EditResult(a.request.device_id, a.request.seq, 0,
+                                                  {k: v[:1] for k, v in layers.items()}, 0.0)],
+                      "never sent": []}[case]
+            return RoundReply([], None, values=values)
+
+    run = MethodRun(scenario, bundle, plans, "persona-s", Recorder(), device_links(scenario, plans))
+    match = {"not pending": "not waiting for them", "wrong layers": "have layers",
+             "never sent": "without their values"}[case]
+    with pytest.raises(ProtocolError, match=match):
+        asyncio.run(run.run(Cloud()))
