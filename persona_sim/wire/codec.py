@@ -190,8 +190,9 @@ def values_from_pb(msg: pb.EditValues) -> list[EditResult]:
     if any(a.shape[0] != n for a in tensors.values()):
         raise ProtocolError("BAD_FRAME", f"{where}: tensors of shapes {[a.shape for a in tensors.values()]} "
                                          f"do not have a row per edit")
+    # each edit its own arrays: a device keeps its layers for long, and a view would keep the whole stack alive
     return [EditResult(msg.device_ids[i], int(msg.seqs[i]), int(msg.prototype_ids[i]),
-                       {k: a[i] for k, a in tensors.items()}, float(msg.edit_norms[i]), int(msg.compute_ns[i]))
+                       {k: a[i].copy() for k, a in tensors.items()}, float(msg.edit_norms[i]), int(msg.compute_ns[i]))
             for i in range(n)]
 
 
