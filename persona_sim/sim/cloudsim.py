@@ -143,13 +143,16 @@ class CloudClock:
 
     # ---- front: ingress, queue, workers (callbacks on timeouts: a process costs SimPy two more events) ----
 
-    def _arrive(self, job: Job) -> None:
-        """Through the cloud's shared ingress (if any), then into the queue."""
-        if self.ingress is None:
-            self._enqueue(job)
+    @staticmethod
+    def _through(link: SharedLink | None, nbytes: int, then: Callable[[], None]) -> None:
+        """Across one of the cloud's shared links (if it has it), then ``then()``."""
+        if link is None:
+            then()
         else:
-            self.ingress.transmit(job.up_bytes * 8, self.ingress.per_us * 1e6).callbacks.append(
-                lambda _: self._enqueue(job))
+            link.transmit(nbytes * 8, link.per_us * 1e6).callbacks.append(lambda _: then())
+
+    def _arrive(self, job: Job) -> None:
+        self._through(self.ingress, job.up_bytes, lambda: self._enqueue(job))
 
     def _enqueue(self, job: Job) -> None:
         job.enqueued_us = int(self.front.now)
@@ -190,12 +193,7 @@ class CloudClock:
     # ---- back: egress -----------------------------------------------------------------------
 
     def _depart(self, job: Job) -> None:
-        """Through the cloud's shared egress (if any), then onto the device's link."""
-        if self.egress is None:
-            self._departed(job)
-        else:
-            self.egress.transmit(job.down_bytes * 8, self.egress.per_us * 1e6).callbacks.append(
-                lambda _: self._departed(job))
+        self._through(self.egress, job.down_bytes, lambda: self._departed(job))
 
     def _departed(self, job: Job) -> None:
         job.departed_us = int(self.back.now)
