@@ -256,12 +256,22 @@ def reproducible_torch():
     """
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
+    _deterministic_algorithms(True)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
+        _deterministic_algorithms(deterministic)
+
+
+def _deterministic_algorithms(mode: bool) -> None:
+    """``torch.use_deterministic_algorithms`` less its import of torch._inductor (~2 s per process, for a
+    compiler setting this project never uses: nothing here is compiled)."""
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:
+        torch.use_deterministic_algorithms(mode)
+    else:
+        setter(mode, warn_only=False)
 
 
 class _Stages:
