@@ -23,8 +23,9 @@ the front schedules its replies' egress in the back.
 
 Every batch the clock forms is computed for real (``compute``, the cloud's editor). In ``measured``
 mode a batch is computed when it starts, since its time is what it is charged; otherwise the batches
-that start in one ``advance`` are computed after the front has run, in one merged call (a request's
-edit never depends on its batch company, ``CloudEngine.compute``), before the back needs their sizes.
+that start in one ``advance`` are handed to ``compute`` after the front has run, before the back needs
+their sizes — which the lockstep answers with sizes alone and computes the values later, many rounds'
+edits at once (``persona_sim.sim.lockstep``; a request's edit never depends on its batch company).
 
 Compute time of a batch of B requests that each evaluate P prototype editors (or run S fine-tuning steps):
   model      base_ms + B · (per_request_ms + P · per_prototype_ms + S · per_step_ms)
