@@ -104,6 +104,7 @@ class MethodRun:
         self.net = Network(self.env, scenario.network)
         self.scorer = Scorer(method, item_matrix(bundle), self._emit)
         self.proto = prototype_params(bundle)
+        self.shapes = {k: v.shape for k, v in self.proto.items()}   # what an edit's values must hold
         self.compute: dict[int, DeviceCompute] = {
             p.index: device_compute(scenario.devices.compute, scenario.seed, p.index) for p in plans}
         self.arrived: list[Arrival] = []                          # to report: reached the cloud, or will
@@ -256,10 +257,10 @@ class MethodRun:
         if key not in self.awaiting:
             raise ProtocolError("BAD_FRAME", f"the cloud sent values for {key[0]} seq {key[1]}, whose edit is not "
                                              "waiting for them")
-        shapes = {k: v.shape for k, v in self.proto.items()}
-        if {k: v.shape for k, v in values.params.items()} != shapes:
-            raise ProtocolError("BAD_FRAME", f"the values of {key[0]} seq {key[1]}'s edit have layers "
-                                             f"{ {k: v.shape for k, v in values.params.items()} }, not {shapes}")
+        shapes = {k: v.shape for k, v in values.params.items()}
+        if shapes != self.shapes:
+            raise ProtocolError("BAD_FRAME", f"the values of {key[0]} seq {key[1]}'s edit have layers {shapes}, "
+                                             f"not {self.shapes}")
         self.awaiting.discard(key)
         waiting = self.unvalued.pop(key, None)
         if waiting is None:

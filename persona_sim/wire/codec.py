@@ -216,8 +216,13 @@ def edit_wire_bytes(msg: pb.EditPush) -> int:
     if msg.HasField("stages"):
         stages = msg.stages.ByteSize()
         size -= 1 + _varint_bytes(stages) + stages
-    batch = 2 + 1 + _varint_bytes(size) + size          # final: true; edits: [msg]
-    return 1 + _varint_bytes(batch) + batch + GRPC_PREFIX_BYTES
+    return _sent_alone(size)
+
+
+def _sent_alone(edit_bytes: int) -> int:
+    """CloudFrame{EditBatch{final, [an edit of edit_bytes]}} + gRPC prefix."""
+    batch = 2 + _message_field(edit_bytes)              # final: true; edits: [msg]
+    return _message_field(batch) + GRPC_PREFIX_BYTES
 
 
 def edit_from_pb(msg: pb.EditPush) -> EditResult:
@@ -246,7 +251,7 @@ class EditEncoder:
     def __init__(self, dtype: str, delta: float, initial: dict[str, np.ndarray]):
         self.dtype, self.delta, self.initial = pb.DType.Value(dtype), delta, initial
         self.held: dict[str, dict[str, np.ndarray]] = {}
-        self._template: pb.EditPush | None = None
+        self._template_bytes: int | None = None
 
     def encode(self, edit: EditResult) -> pb.EditPush:
         """Sets ``edit.encoded`` and ``edit.wire_bytes``; returns the message."""
@@ -269,14 +274,12 @@ class EditEncoder:
         complete edit has a width fixed by the layers' shapes and the dtype (not with delta edits)."""
         if self.delta > 0:
             raise ValueError("a delta edit's size depends on its values")
-        if self._template is None:
+        if self._template_bytes is None:            # an edit of these layers, less its device id and seq
             zero = EditResult("", 0, 0, {k: np.zeros_like(v) for k, v in self.initial.items()}, 0.0)
-            self._template = _edit_payload(zero, [tensor_to_pb(k, zero.params[k], self.dtype)
-                                                  for k in sorted(zero.params)])
-        msg = pb.EditPush()
-        msg.CopyFrom(self._template)
-        msg.device_id, msg.seq = device_id, seq
-        return edit_wire_bytes(msg)
+            self._template_bytes = _edit_payload(zero, [tensor_to_pb(k, zero.params[k], self.dtype)
+                                                        for k in sorted(zero.params)]).ByteSize()
+        seq_bytes = 1 + _varint_bytes(seq) if seq else 0
+        return _sent_alone(self._template_bytes + _len_field(len(device_id.encode())) + seq_bytes)
 
 
 def error_to_pb(err: RequestError) -> pb.Error:
@@ -288,7 +291,8 @@ def error_from_pb(msg: pb.Error) -> RequestError:
 
 
 def fits_frame(nbytes: int, max_bytes: int) -> bool:
-    """Whether an edit charged ``nbytes`` fits one reply frame of at most ``max_bytes`` (``reply_frames``)."""
+    """Whether a pushed edit of ``nbytes`` (serialized, or charged: a little more) fits one reply frame of at most
+    ``max_bytes`` beside the frame's own fields."""
     return nbytes + 8 <= max_bytes - 128
 
 
@@ -313,16 +317,16 @@ def reply_frames(frame_id: int, reply: RoundReply, max_bytes: int) -> list[pb.Cl
     errors = [r for r in reply.results if isinstance(r, RequestError)]
     for edit in (r for r in reply.results if isinstance(r, EditResult)):
         msg = edit_to_pb(edit)
-        n = msg.ByteSize() + 8
-        if n > budget:
-            errors.append(frame_cap_error(edit.device_id, edit.seq, n, max_bytes))
+        n = msg.ByteSize()
+        if not fits_frame(n, max_bytes):
+            errors.append(frame_cap_error(edit.device_id, edit.seq, n + 8, max_bytes))
             continue
-        room(n)
+        room(n + 8)
         current.edits.append(msg)
     if reply.values:
         dtype = pb.DType.Value(reply.values_codec)
-        row = values_to_pb(reply.values[:1], dtype).ByteSize() + 16    # every edit's values weigh the same
-        if row > budget:                          # their size was checked when they were sent pending: a bug
+        row = values_to_pb(reply.values[:1], dtype).ByteSize() + 8     # every edit's values weigh the same
+        if not fits_frame(row, max_bytes):        # their size was checked when they were sent pending: a bug
             raise ProtocolError("INTERNAL", f"one edit's values ({row} bytes) exceed the frame cap of {max_bytes}")
         step = max(1, (budget - 64) // row)
         for lo in range(0, len(reply.values), step):
