@@ -134,3 +134,35 @@ def test_stretches_scored_together_get_the_bits_they_get_alone(tiny_world, monke
     alone = np.concatenate([scoring.scores([s], emb) for s in stretches])
     assert together.tobytes() == alone.tobytes()
 
+
+
+def test_devices_planned_over_forked_processes_get_the_plans_planned_here(tiny_world, monkeypatch):
+    """Planning is spread over processes in chunks; a device's plan (streams, shifts, Θb outputs) may not
+    depend on which process planned it or with which others."""
+    from persona_sim.jobs import planning
+    from persona_sim.jobs.shard import plan_shard
+    from persona_sim.train.bundle import reproducible_torch
+
+    scenario, dataset, _, _, bundle = tiny_world
+    monkeypatch.setattr(planning, "CHUNK", 3)           # several chunks per process, children and this one
+    with reproducible_torch():                          # one thread, as runs plan
+        here = plan_shard(scenario, bundle, dataset, 0, 1, workers=1)
+        spread = plan_shard(scenario, bundle, dataset, 0, 1, workers=3)
+    assert [p.index for p in spread] == [p.index for p in here] and any(p.shifts for p in here)
+    for a, b in zip(here, spread):
+        for name in ("items", "positions", "times_us", "negatives", "h"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), (a.index, name)
+        assert a.shifts == b.shifts
+
+
+def test_the_chunks_of_map_devices_run_in_other_processes_too():
+    import os
+
+    from persona_sim.jobs.planning import map_devices
+    from persona_sim.train.bundle import reproducible_torch
+
+    with reproducible_torch():
+        pids = map_devices(lambda i: (i, os.getpid()), range(10), workers=3, chunk=2)
+    assert [i for i, _ in pids] == list(range(10))
+    assert len({pid for _, pid in pids}) >= 2 and os.getpid() in {pid for _, pid in pids}

@@ -17,13 +17,16 @@ from ..sim.device import DevicePlan, cluster_labels, plan_device
 from ..sim.drift import DriftContext, targets
 from ..sim.simulation import Recorder, Transport, simulate
 from ..train.bundle import Bundle
+from .planning import map_devices
 
 
 def shard_devices(scenario: Scenario, index: int, shards: int) -> list[int]:
     return [i for i in range(scenario.devices.count) if scenario.shard_of(i, shards) == index]
 
 
-def plan_shard(scenario: Scenario, bundle: Bundle, dataset: Dataset, index: int, shards: int) -> list[DevicePlan]:
+def plan_shard(scenario: Scenario, bundle: Bundle, dataset: Dataset, index: int, shards: int,
+               workers: int | None = None) -> list[DevicePlan]:
+    """Every device of the shard planned (over ``workers`` processes, ``jobs.planning``: the same plans)."""
     if dataset.fingerprint() != bundle.meta["dataset_fingerprint"]:
         raise BundleError(f"the model bundle was trained on dataset {bundle.meta['dataset_fingerprint']}, but this "
                           f"node loaded {dataset.name} with fingerprint {dataset.fingerprint()}")
@@ -35,9 +38,16 @@ def plan_shard(scenario: Scenario, bundle: Bundle, dataset: Dataset, index: int,
         labels = cluster_labels(bundle, dataset, pool, scenario.persona.window) if needs_donor else None
         drift = DriftContext(dataset, pool, labels, scenario.seed)
         chosen = targets(scenario.drift, scenario.devices.count, scenario.seed)
-    return [plan_device(i, int(split.device_users[i]), dataset, scenario, bundle, drift,
-                        [(j, d) for j, d in enumerate(scenario.drift) if i in chosen[j]])
-            for i in shard_devices(scenario, index, shards)]
+        kinds = {d.kind for d in scenario.drift}
+        if "category" in kinds and dataset.item_category is not None:
+            drift.category_streams                  # computed once here, not in every planning process
+        if "popularity" in kinds:
+            drift.trending
+
+    def plan(i: int) -> DevicePlan:
+        return plan_device(i, int(split.device_users[i]), dataset, scenario, bundle, drift,
+                           [(j, d) for j, d in enumerate(scenario.drift) if i in chosen[j]])
+    return map_devices(plan, shard_devices(scenario, index, shards), workers)
 
 
 async def run_shard(scenario: Scenario, bundle: Bundle, dataset: Dataset, transport: Transport | None, out: Path,
