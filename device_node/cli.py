@@ -51,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep the methods this shard's file in --out already holds and simulate the rest")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-finalize", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--cloud-port-file", type=Path, help=argparse.SUPPRESS)   # a local cloud's port, once it listens
     t = p.add_argument_group("security", "TLS to the cloud, a client certificate for mutual TLS, a bearer token")
     t.add_argument("--tls-ca", type=Path, help="connect with TLS, trusting the cloud's certificate if this CA signed it")
     t.add_argument("--tls-cert", type=Path, help="this node's certificate (PEM), for a cloud requiring mutual TLS")
@@ -82,4 +83,4 @@ async def _run(args: argparse.Namespace, scenario):
     sec = ClientSecurity(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name, args.token_file)
     return await run_node(scenario, args.cloud, args.out, NodeOptions(
         args.shard, args.bundle, sec, args.connect_timeout, args.reconnect, args.quiet, args.resume,
-        finalize=not args.no_finalize))
+        finalize=not args.no_finalize, port_file=args.cloud_port_file))

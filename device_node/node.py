@@ -7,12 +7,13 @@ import asyncio
 import os
 import re
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from persona_sim.data.dataset import load_dataset
 from persona_sim.errors import DatasetError, NodeError
-from persona_sim.jobs.shard import run_shard
+from persona_sim.jobs.shard import plan_shard, run_shard
 from persona_sim.progress import stage_progress
 from persona_sim.report.rundir import describe, prepare
 from persona_sim.scenario.schema import Scenario
@@ -43,6 +44,7 @@ class NodeOptions:
     quiet: bool = True
     resume: bool = False
     finalize: bool = True                 # the shard that completes the run writes its summary and report
+    port_file: Path | None = None         # the cloud's port is written here once it listens (a local run)
 
 
 def probe(target: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
@@ -64,10 +66,31 @@ def probe(target: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
         return                                   # timed out or filtered: let the gRPC wait decide
 
 
+async def cloud_port(target: str, port_file: Path, timeout_s: float) -> str:
+    """``target`` with the port a local cloud node writes to ``port_file`` once it listens (the runner starts
+    the cloud and its device nodes together)."""
+    deadline = time.monotonic() + timeout_s
+    while not (port_file.exists() and port_file.read_text().strip()):
+        if time.monotonic() > deadline:
+            raise NodeError(f"the cloud node wrote no port to {port_file} within {timeout_s:g} s")
+        await asyncio.sleep(0.02)
+    return f"{target.rpartition(':')[0]}:{port_file.read_text().strip()}"
+
+
 async def run_node(scenario: Scenario, target: str, out: Path, opts: NodeOptions = NodeOptions()) -> dict | None:
     """Simulate shard ``opts.shard`` of ``scenario`` against the cloud at ``target``, into ``out``; the
     summary if this shard completed the run."""
     index, count = opts.shard
+    bundle = dataset = plans = None
+    if opts.bundle is not None:               # planned before any channel opens: planning forks (jobs.planning)
+        bundle = load_bundle_bytes(opts.bundle.read_bytes(), str(opts.bundle))
+        try:
+            dataset = load_dataset(scenario.dataset, scenario.seed)
+            plans = plan_shard(scenario, bundle, dataset, index, count)
+        except DatasetError:
+            dataset = None                    # the cloud has it: fetched once connected
+    if opts.port_file is not None:
+        target = await cloud_port(target, opts.port_file, opts.connect_timeout)
     probe(target)
     sec = opts.security
     options = channel_options(int(scenario.cloud.max_frame_mb * 2**20)) + RECONNECT_OPTIONS
@@ -81,14 +104,15 @@ async def run_node(scenario: Scenario, target: str, out: Path, opts: NodeOptions
         stub = pb_grpc.PersonaCloudStub(ch)
         info = await get_info(stub, target)
         check_same_scenario(info, scenario, target)
-        data = opts.bundle.read_bytes() if opts.bundle else await fetch_model(stub, info, target)
-        bundle = load_bundle_bytes(data, str(opts.bundle or f"model from {target}"))
+        if bundle is None:
+            bundle = load_bundle_bytes(await fetch_model(stub, info, target), f"model from {target}")
         hello = Hello(f"{socket.gethostname()}-{os.getpid()}", bundle.signature, index, count,
                       scenario_hash=scenario.run_hash())
-        try:
-            dataset = load_dataset(scenario.dataset, scenario.seed)
-        except DatasetError as missing:            # a machine without the data: the cloud has it
-            dataset = await fetch_dataset(stub, info, target, missing)
+        if dataset is None:
+            try:
+                dataset = load_dataset(scenario.dataset, scenario.seed)
+            except DatasetError as missing:            # a machine without the data: the cloud has it
+                dataset = await fetch_dataset(stub, info, target, missing)
         transport = GrpcTransport(ch, target, hello, info.max_frame_bytes, reconnect_s=opts.reconnect_s)
         await transport.open()
         if not (out / "manifest.json").exists():
@@ -97,6 +121,6 @@ async def run_node(scenario: Scenario, target: str, out: Path, opts: NodeOptions
         try:
             return await run_shard(scenario, bundle, dataset, transport, out, index, count,
                                    facts={"transport": "grpc"}, progress=progress,
-                                   finalize_when_complete=opts.finalize, resume=opts.resume)
+                                   finalize_when_complete=opts.finalize, resume=opts.resume, plans=plans)
         finally:
             await transport.close()

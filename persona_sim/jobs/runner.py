@@ -62,17 +62,25 @@ def _spawn(into: list[subprocess.Popen], args: list[str], **kwargs) -> subproces
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
-def _wait_for_nodes(nodes: list[subprocess.Popen], cloud: subprocess.Popen, cloud_log: Path) -> list[int]:
+def _wait_for_nodes(nodes: list[subprocess.Popen], cloud: subprocess.Popen, cloud_log: Path,
+                    port_file: Path) -> list[int]:
     """The device nodes' exit codes; a cloud that exits while any of them still runs ends the run at once."""
+    deadline = time.monotonic() + CLOUD_START_TIMEOUT_S
     while any(n.poll() is None for n in nodes):
         if cloud.poll() is not None:
-            raise NodeError(f"the cloud node exited with code {cloud.returncode} while the device nodes ran:\n"
-                            f"{_tail(cloud_log)}")
+            when = "while the device nodes ran" if port_file.exists() else "before serving"
+            raise NodeError(f"the cloud node exited with code {cloud.returncode} {when}:\n{_tail(cloud_log)}")
+        if deadline is not None and port_file.exists():
+            deadline = None
+        elif deadline is not None and time.monotonic() > deadline:
+            raise NodeError(f"the cloud node did not start within {CLOUD_START_TIMEOUT_S} s; see {cloud_log}")
         time.sleep(0.05)
     return [n.returncode for n in nodes]
 
 
 def _run_grpc(scenario_file: Path, bundle_path: Path, out: Path, shards: int, quiet: bool, resume: bool) -> None:
+    """The cloud and the device nodes start together: a node loads its data and plans its devices while the
+    cloud starts, then connects to the port the cloud writes to ``.cloud-port`` once it listens."""
     port_file, cloud_log = out / ".cloud-port", out / "cloud.log"
     port_file.unlink(missing_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -82,21 +90,14 @@ def _run_grpc(scenario_file: Path, bundle_path: Path, out: Path, shards: int, qu
         with cloud_log.open("w") as log:
             cloud = _spawn(started, [sys.executable, "-m", "cloud_node", *common, "--listen", "127.0.0.1:0",
                                      "--port-file", str(port_file)], stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + CLOUD_START_TIMEOUT_S
-        while not port_file.exists():
-            if cloud.poll() is not None:
-                raise NodeError(f"the cloud node exited with code {cloud.returncode} before serving:\n{_tail(cloud_log)}")
-            if time.monotonic() > deadline:
-                raise NodeError(f"the cloud node did not start within {CLOUD_START_TIMEOUT_S} s; see {cloud_log}")
-            time.sleep(0.05)
-        target = f"127.0.0.1:{port_file.read_text().strip()}"
         nodes = []
         try:
             for i in range(shards):
-                _spawn(nodes, [sys.executable, "-m", "device_node", *common, "--cloud", target, "--shard",
-                               f"{i}/{shards}", "--out", str(out), "--no-finalize",
+                _spawn(nodes, [sys.executable, "-m", "device_node", *common, "--cloud", "127.0.0.1:0",
+                               "--cloud-port-file", str(port_file), "--connect-timeout", str(CLOUD_START_TIMEOUT_S),
+                               "--shard", f"{i}/{shards}", "--out", str(out), "--no-finalize",
                                "--resume" if resume else "--force"], stdout=subprocess.DEVNULL, env=env)
-            codes = _wait_for_nodes(nodes, cloud, cloud_log)
+            codes = _wait_for_nodes(nodes, cloud, cloud_log, port_file)
         finally:                      # interrupted (SIGINT, SIGTERM) or failed: no device node outlives the run
             for n in nodes:
                 _stop(n)

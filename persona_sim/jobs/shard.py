@@ -53,12 +53,13 @@ def plan_shard(scenario: Scenario, bundle: Bundle, dataset: Dataset, index: int,
 async def run_shard(scenario: Scenario, bundle: Bundle, dataset: Dataset, transport: Transport | None, out: Path,
                     index: int = 0, shards: int = 1, facts: dict | None = None,
                     progress: Callable[[str, int, int], None] | None = None,
-                    finalize_when_complete: bool = True, resume: bool = False) -> dict | None:
-    """Simulate this shard, writing its results file after every method (so a failure loses only the method
-    in progress); with ``resume``, keep the methods the file already holds and simulate the rest. Return the
-    summary if this shard completed the run."""
+                    finalize_when_complete: bool = True, resume: bool = False,
+                    plans: list[DevicePlan] | None = None) -> dict | None:
+    """Simulate this shard (``plans``: its devices, planned already), writing its results file after every
+    method (so a failure loses only the method in progress); with ``resume``, keep the methods the file already
+    holds and simulate the rest. Return the summary if this shard completed the run."""
     t0 = time.perf_counter()
-    plans = plan_shard(scenario, bundle, dataset, index, shards)
+    plans = plan_shard(scenario, bundle, dataset, index, shards) if plans is None else plans
     out.mkdir(parents=True, exist_ok=True)
     shifts = [(p.device_id, k, s.kind, s.event, s.t_us, s.detail) for p in plans for k, s in enumerate(p.shifts)]
     writer = ResultsWriter(shard_file(out, index, shards), {"shard": [index, shards],
