@@ -95,28 +95,33 @@ def test_inproc_and_sharded_runs_give_the_same_results(grpc_run, tmp_path):
     assert metrics_only(summary(tmp_path / "b")) == metrics_only(summary(out))
 
 
-def test_arrivals_reported_as_their_uploads_start_change_nothing_but_the_rounds(tiny_dict, tmp_path, monkeypatch):
+def test_arrivals_reported_ahead_or_as_uploads_start_change_nothing_but_the_rounds(tiny_dict, tmp_path, monkeypatch):
     """On links of their own (no shared cell) a request's arrival is known when its upload starts, so a shard
-    reports it then and the cloud's horizon moves an upload further each round: the same simulation, for any
-    sharding, in fewer rounds."""
+    reports it then and the cloud's horizon moves an upload further each round; an idle device's next request
+    is even known before it is issued, so it is reported ahead: the same simulation, for any sharding, in
+    fewer rounds each time (far fewer where devices are mostly idle)."""
+    from persona_sim.sim import simulation
     from persona_sim.sim.netsim import Network
     tiny_dict["network"] = {**tiny_dict["network"], "cell": None, "delay_ms": 20}
-    tiny_dict["devices"]["arrivals"]["mean_s"] = 0.02     # busy enough that requests overlap round boundaries
     tiny_dict["cloud"] = {**tiny_dict["cloud"], "base_ms": 1, "per_request_ms": 0.1}
-    path = tmp_path / "own-links.yaml"
-    path.write_text(yaml.safe_dump(tiny_dict))
 
-    def run(name: str, *extra: str) -> tuple[str, int]:
+    def run(name: str, mean_s: float, *extra: str) -> tuple[str, int]:
+        tiny_dict["devices"]["arrivals"]["mean_s"] = mean_s
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(tiny_dict))
         assert main(["run", str(path), "--out", str(tmp_path / name), "--transport", "inproc", "--quiet", *extra]) == 0
         with contextlib.closing(sqlite3.connect(tmp_path / name / "results.sqlite")) as con:
-            rounds = con.execute("SELECT count(*) FROM rounds").fetchone()[0]
+            rounds = con.execute("SELECT count(DISTINCT method || until_us) FROM rounds").fetchone()[0]
         return summary(tmp_path / name)["results_digest"], rounds
-    early, sharded = run("early"), run("sharded", "--shards", "3")
+    busy = 0.02                                           # requests overlap round boundaries
+    ahead, sharded, sparse = run("ahead", busy), run("sharded", busy, "--shards", "3"), run("sparse", 2.0)
+    monkeypatch.setattr(simulation, "REPORT_AHEAD", False)                     # reported as uploads start
+    early, early_sharded, sparse_early = run("early", busy), run("early-3", busy, "--shards", "2"), run("sp-e", 2.0)
     monkeypatch.setattr(Network, "exact_ends", property(lambda self: False))   # report on arrival, as in a cell
-    late = run("late")
-    assert early[0] == sharded[0] == late[0]
-    assert early[1] < 0.95 * late[1], (early, late)
-
+    late = run("late", busy)
+    assert ahead[0] == sharded[0] == early[0] == early_sharded[0] == late[0] and sparse[0] == sparse_early[0]
+    assert sharded[1] == ahead[1] <= early[1] < 0.95 * late[1], (ahead, early, late)
+    assert sparse[1] < 0.5 * sparse_early[1], (sparse, sparse_early)
 
 
 def test_edits_whose_values_come_later_change_nothing(tiny_dict, tmp_path, monkeypatch):

@@ -4,13 +4,17 @@ The cloud's queue and links are shared by every shard's devices, so no shard
 can simulate its devices' time at the cloud alone. Instead, every shard runs
 its SimPy clock to a common round time ``until``, then reports:
 
-  - every request issued since its last report whose arrival at the cloud (its
-    last byte leaving the device's link) is known, with that virtual time: on
-    links of their own, as soon as its upload starts (the arrival may lie after
-    ``until``); in a shared cell, once it has arrived;
+  - every request whose arrival at the cloud (its last byte leaving the
+    device's link) is known, with that virtual time: on links of their own, an
+    idle device's next request before it is even issued (only issuing makes a
+    device busy, so it will ask at its next trigger, and its upload's end is
+    exact: ``simulation.MethodRun._report_ahead``), any other as soon as its
+    upload starts (the arrival may lie after ``until``); in a shared cell, once
+    it has arrived;
   - ``next_arrival_us``: no request of its devices not yet reported can reach
     the cloud before this (a lower bound from its pending uploads in cells and
-    its devices' next adaptation triggers, at least the least upload time away).
+    its devices' next triggers not reported ahead, at least the least upload
+    time away).
 
 Once every shard has reported, the cloud admits the arrivals, feeds them to its
 clock (``persona_sim.sim.cloudsim``, which computes the edits of each batch it

@@ -262,6 +262,13 @@ class Network:
             on_start(self._earliest_cell_end(link, nbytes, up, delay, lost))
         return env.process(self._through_cell(link, index, nbytes, up, start + delay, lost))
 
+    def exclusive_end(self, link: DeviceLink, nbytes: int, up: bool, rng: np.random.Generator, start_us: int) -> int:
+        """The end of a transfer on a link of its own starting at ``start_us`` (now or later), drawing its delay
+        and losses from ``rng`` as ``transfer`` would."""
+        assert self.spec.cell is None and start_us >= self.env.now
+        delay, lost = link.propagation_us(rng), link.lost_attempts(rng)
+        return self._exclusive_end(link, nbytes, up, start_us + delay, lost)
+
     @staticmethod
     def _exclusive_end(link: DeviceLink, nbytes: int, up: bool, t: int, lost: int) -> int:
         """From ``t`` (the delay crossed): every attempt's transmission, and a timeout after each lost one."""

@@ -20,6 +20,7 @@ adaptation recorded, once its values have come.
 """
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from .scoring import Scorer, Stretch
 
 MIN_REQUEST_BYTES = 16  # no AdaptRequest frame is smaller: device id, seq, time, method, one item
 MAX_RESTARTS = 5        # a method's run started again this often after the cloud lost it: give up
+REPORT_AHEAD = True     # on links of their own, an idle device's next request is reported before it is issued
 
 
 class Transport(Protocol):
@@ -56,6 +58,16 @@ class _Unvalued:
     state: DeviceState
     row: tuple                                          # ADAPTATION_COLUMNS, prototype_id and edit_norm left 0
     stretches: list[Stretch] = field(default_factory=list)   # predicted with it, to score once it has values
+
+
+@dataclass
+class _Ahead:
+    """A request reported before its device issues it (``MethodRun._report_ahead``)."""
+
+    event: int                  # the interaction that issues it
+    request: AdaptRequest
+    upload_end: int             # its arrival at the cloud
+    reply: simpy.Event          # succeeds with the cloud's reply (which may come before the request is issued)
 
 
 @dataclass
@@ -114,7 +126,16 @@ class MethodRun:
         self.values: dict[tuple[str, int], EditResult] = {}       # values that came before their edit was applied
         self.unvalued: dict[tuple[str, int], _Unvalued] = {}      # edits applied before their values came
         self.events_done = 0
-        self._triggers()
+        self.states = {p.index: DeviceState(dict(self.proto)) for p in plans}
+        self.net_rngs = {p.index: device_rng(scenario.seed, p.index, 3) for p in plans}
+        # On links of their own a device's next request is known once it is idle: reported ahead (see run)
+        self.ahead = REPORT_AHEAD and self.adaptive and self.net.exact_ends
+        self.pending_ahead: dict[int, _Ahead] = {}                 # device -> its request reported ahead
+        self.idle: set[int] = set()                                # idle devices whose next request is not reported
+        if self.ahead:
+            self._device_triggers()
+        else:
+            self._triggers()
         for plan in plans:
             self.env.process(self._device(plan))
 
@@ -132,8 +153,69 @@ class MethodRun:
         self.trigger_t = t[order]
         self.trigger_bound = np.minimum.accumulate(b[order][::-1])[::-1]
 
+    def _device_triggers(self) -> None:
+        """Per device, its interactions that may issue a request (times, and the earliest each request could
+        reach the cloud); a heap of each device's next trigger not reported ahead."""
+        every = self.scenario.devices.policy.every
+        self.plan_of = {p.index: p for p in self.plans}
+        self.trig_t, self.trig_bound, self.next_trig = {}, {}, {}
+        self.heap: list[tuple[int, int, int]] = []          # (bound, device, trigger)
+        for p in self.plans:
+            t = p.times_us[every - 1:: every].astype(np.int64)
+            self.trig_t[p.index], self.next_trig[p.index] = t, 0
+            self.trig_bound[p.index] = t + self.links[p.index].min_upload_us(MIN_REQUEST_BYTES)
+            if len(t):
+                self.heap.append((int(self.trig_bound[p.index][0]), p.index, 0))
+                self.idle.add(p.index)
+        heapq.heapify(self.heap)
+
+    def _report_ahead(self) -> None:
+        """Every idle device issues its request at its next trigger whatever happens before (only issuing makes
+        it busy), and on a link of its own that request's arrival at the cloud is exact: report it now, so the
+        cloud's horizon is bounded only by requests that are not yet certain. Its upload's delay and losses are
+        drawn now from the device's stream, after everything its last adaptation drew, as at its issue."""
+        now, every, window = self.env.now, self.scenario.devices.policy.every, self.scenario.persona.window
+        for d in sorted(self.idle):
+            t = self.trig_t[d]
+            k = int(np.searchsorted(t, now, side="left"))
+            if k == len(t):
+                continue
+            plan, state, event = self.plan_of[d], self.states[d], every - 1 + k * every
+            req = AdaptRequest(plan.device_id, state.next_seq, int(t[k]), self.method, plan.window_after(event, window))
+            state.next_seq += 1
+            end = self.net.exclusive_end(self.links[d], request_wire_bytes(req), True, self.net_rngs[d], int(t[k]))
+            reply = self.waiting[(req.device_id, req.seq)] = self.env.event()
+            self.pending_ahead[d] = _Ahead(event, req, end, reply)
+            self.arrived.append(Arrival(req, end))
+            self.next_trig[d] = k + 1
+            if k + 1 < len(t):
+                heapq.heappush(self.heap, (int(self.trig_bound[d][k + 1]), d, k + 1))
+        self.idle.clear()
+
+    def _next_unreported_bound(self) -> int | None:
+        """The least bound of any device's next trigger not reported ahead (triggers passed are skipped: a
+        request issued at one was reported as its upload started)."""
+        heap, now = self.heap, self.env.now
+        while heap:
+            bound, d, k = heap[0]
+            if k != self.next_trig[d]:
+                heapq.heappop(heap)
+            elif self.trig_t[d][k] < now:
+                k = int(np.searchsorted(self.trig_t[d], now, side="left"))
+                self.next_trig[d] = k
+                if k < len(self.trig_t[d]):
+                    heapq.heapreplace(heap, (int(self.trig_bound[d][k]), d, k))
+                else:
+                    heapq.heappop(heap)
+            else:
+                return bound
+        return None
+
     def next_arrival_us(self) -> int | None:
         """No request of this shard not yet reported reaches the cloud before this (None: none will)."""
+        if self.ahead:
+            bound, nxt = self._next_unreported_bound(), self.env.peek()
+            return None if bound is None or nxt == math.inf else max(int(nxt), bound)
         i = int(np.searchsorted(self.trigger_t, self.env.now, side="left"))
         bounds = list(self.upload_bound.values()) + ([int(self.trigger_bound[i])] if i < len(self.trigger_t) else [])
         nxt = self.env.peek()
@@ -145,8 +227,7 @@ class MethodRun:
         """The device's clock visits only the interactions that may adapt, and its last one; the predictions
         in between are made in stretches (``_predict``) whenever its layers are about to change."""
         env, every = self.env, self.scenario.devices.policy.every
-        state = DeviceState(dict(self.proto))
-        net_rng = device_rng(self.scenario.seed, plan.index, 3)
+        state, net_rng = self.states[plan.index], self.net_rngs[plan.index]
         n = len(plan.positions)
         visits = list(range(every - 1, n, every)) if self.adaptive or self.part is not None else []
         for e in visits + ([n - 1] if n and (not visits or visits[-1] != n - 1) else []):
@@ -203,18 +284,27 @@ class MethodRun:
     def _adapt(self, plan: DevicePlan, state: DeviceState, event: int, net_rng: np.random.Generator):
         env = self.env
         state.in_flight = True
-        req = AdaptRequest(plan.device_id, state.next_seq, int(env.now), self.method,
-                           plan.window_after(event, self.scenario.persona.window))
-        state.next_seq += 1
-        issued, bytes_up, link = int(env.now), request_wire_bytes(req), self.links[plan.index]
-        reply = self.waiting[(req.device_id, req.seq)] = env.event()
+        self.idle.discard(plan.index)
+        ahead = self.pending_ahead.pop(plan.index, None)
+        link = self.links[plan.index]
+        if ahead is not None:               # reported already, its upload drawn (_report_ahead)
+            assert ahead.event == event and ahead.request.issued_us == env.now, (plan.device_id, event, ahead)
+            req = ahead.request
+            issued, bytes_up, reply = int(env.now), request_wire_bytes(req), ahead.reply
+            yield env.timeout(ahead.upload_end - env.now)
+        else:
+            req = AdaptRequest(plan.device_id, state.next_seq, int(env.now), self.method,
+                               plan.window_after(event, self.scenario.persona.window))
+            state.next_seq += 1
+            issued, bytes_up = int(env.now), request_wire_bytes(req)
+            reply = self.waiting[(req.device_id, req.seq)] = env.event()
 
-        def on_start(end: int) -> None:     # exact: reported now, so the cloud knows it a round sooner
-            if self.net.exact_ends:
-                self.arrived.append(Arrival(req, end))
-            else:
-                self.upload_bound[plan.index] = end
-        yield self.net.transfer(link, plan.index, bytes_up, True, net_rng, on_start=on_start)
+            def on_start(end: int) -> None:     # exact: reported now, so the cloud knows it a round sooner
+                if self.net.exact_ends:
+                    self.arrived.append(Arrival(req, end))
+                else:
+                    self.upload_bound[plan.index] = end
+            yield self.net.transfer(link, plan.index, bytes_up, True, net_rng, on_start=on_start)
         upload_done = int(env.now)
         if not self.net.exact_ends:
             del self.upload_bound[plan.index]
@@ -223,7 +313,7 @@ class MethodRun:
         if isinstance(reply, RequestError):
             self.rec.adaptations.append((self.method, plan.device_id, req.seq, "error:" + reply.code, -1, issued,
                                          upload_done, None, None, None, None, None, None, bytes_up, 0, None, 0))
-            state.in_flight = False
+            self._idle(plan.index, state)
             return
         yield self.net.transfer(link, plan.index, reply.wire_bytes, False, net_rng,
                                 start_us=max(reply.departed_us, int(env.now) - link.delay_us))
@@ -236,7 +326,8 @@ class MethodRun:
         self._predict(plan, state)
         key = (plan.device_id, req.seq)
         values = reply if reply.params is not None else self.values.pop(key, None)
-        state.edit_seq, state.in_flight = req.seq, False
+        state.edit_seq = req.seq
+        self._idle(plan.index, state)
         row = (self.method, plan.device_id, req.seq, "ok", 0, issued, upload_done, reply.enqueued_us,
                reply.compute_start_us, reply.compute_end_us, reply.departed_us, download_done, applied, bytes_up,
                reply.wire_bytes, 0.0, apply_us)
@@ -246,6 +337,11 @@ class MethodRun:
         else:
             state.params = {**(state.params or {}), **values.params}    # a delta edit leaves unchanged layers out
             self._record(row, values)
+
+    def _idle(self, index: int, state: DeviceState) -> None:
+        state.in_flight = False
+        if self.ahead:
+            self.idle.add(index)
 
     def _record(self, row: tuple, values: EditResult) -> None:
         self.rec.adaptations.append(row[:4] + (values.prototype_id,) + row[5:15] + (values.edit_norm,) + row[16:])
@@ -294,6 +390,8 @@ class MethodRun:
     async def run(self, transport: Transport | None, progress: Callable[[int], None] | None = None) -> None:
         env, until = self.env, 0
         while self.adaptive and until is not None:
+            if self.ahead:
+                self._report_ahead()
             report = RoundReport(self.method, until, self.next_arrival_us(), tuple(self.arrived))
             self.arrived = []
             t0 = time.perf_counter_ns()
