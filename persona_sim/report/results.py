@@ -29,7 +29,7 @@ ROUND_COLUMNS = ("shard", "method", "until_us", "reported", "replies", "round_ns
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
   method TEXT, device_id TEXT, event INTEGER, t_us INTEGER, item INTEGER, edit_seq INTEGER, rank INTEGER,
-  hr5 REAL, hr10 REAL, ndcg5 REAL, ndcg10 REAL, auc REAL, PRIMARY KEY (method, device_id, event));
+  hr5 REAL, hr10 REAL, ndcg5 REAL, ndcg10 REAL, auc REAL);
 CREATE TABLE IF NOT EXISTS adaptations (
   method TEXT, device_id TEXT, seq INTEGER, status TEXT, prototype_id INTEGER, issued_us INTEGER,
   upload_done_us INTEGER, enqueued_us INTEGER, compute_start_us INTEGER, compute_end_us INTEGER,

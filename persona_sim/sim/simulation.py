@@ -66,6 +66,7 @@ class _Ahead:
 
     event: int                  # the interaction that issues it
     request: AdaptRequest
+    upload_bytes: int
     upload_end: int             # its arrival at the cloud
     reply: simpy.Event          # succeeds with the cloud's reply (which may come before the request is issued)
 
@@ -183,9 +184,10 @@ class MethodRun:
             plan, state, event = self.plan_of[d], self.states[d], every - 1 + k * every
             req = AdaptRequest(plan.device_id, state.next_seq, int(t[k]), self.method, plan.window_after(event, window))
             state.next_seq += 1
-            end = self.net.exclusive_end(self.links[d], request_wire_bytes(req), True, self.net_rngs[d], int(t[k]))
+            size = request_wire_bytes(req)
+            end = self.net.exclusive_end(self.links[d], size, True, self.net_rngs[d], int(t[k]))
             reply = self.waiting[(req.device_id, req.seq)] = self.env.event()
-            self.pending_ahead[d] = _Ahead(event, req, end, reply)
+            self.pending_ahead[d] = _Ahead(event, req, size, end, reply)
             self.arrived.append(Arrival(req, end))
             self.next_trig[d] = k + 1
             if k + 1 < len(t):
@@ -290,7 +292,7 @@ class MethodRun:
         if ahead is not None:               # reported already, its upload drawn (_report_ahead)
             assert ahead.event == event and ahead.request.issued_us == env.now, (plan.device_id, event, ahead)
             req = ahead.request
-            issued, bytes_up, reply = int(env.now), request_wire_bytes(req), ahead.reply
+            issued, bytes_up, reply = int(env.now), ahead.upload_bytes, ahead.reply
             yield env.timeout(ahead.upload_end - env.now)
         else:
             req = AdaptRequest(plan.device_id, state.next_seq, int(env.now), self.method,
