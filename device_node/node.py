@@ -82,7 +82,7 @@ async def run_node(scenario: Scenario, target: str, out: Path, opts: NodeOptions
     summary if this shard completed the run."""
     index, count = opts.shard
     bundle = dataset = plans = None
-    if opts.bundle is not None:               # planned before any channel opens: planning forks (jobs.planning)
+    if opts.bundle is not None:               # planned before any channel opens: planning forks (persona_sim.forks)
         bundle = load_bundle_bytes(opts.bundle.read_bytes(), str(opts.bundle))
         try:
             dataset = load_dataset(scenario.dataset, scenario.seed)

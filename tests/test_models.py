@@ -139,12 +139,12 @@ def test_stretches_scored_together_get_the_bits_they_get_alone(tiny_world, monke
 def test_devices_planned_over_forked_processes_get_the_plans_planned_here(tiny_world, monkeypatch):
     """Planning is spread over processes in chunks; a device's plan (streams, shifts, Θb outputs) may not
     depend on which process planned it or with which others."""
-    from persona_sim.jobs import planning
+    from persona_sim import forks
     from persona_sim.jobs.shard import plan_shard
     from persona_sim.train.bundle import reproducible_torch
 
     scenario, dataset, _, _, bundle = tiny_world
-    monkeypatch.setattr(planning, "CHUNK", 3)           # several chunks per process, children and this one
+    monkeypatch.setattr(forks, "CHUNK", 3)           # several chunks per process, children and this one
     with reproducible_torch():                          # one thread, as runs plan
         here = plan_shard(scenario, bundle, dataset, 0, 1, workers=1)
         spread = plan_shard(scenario, bundle, dataset, 0, 1, workers=3)
@@ -159,10 +159,21 @@ def test_devices_planned_over_forked_processes_get_the_plans_planned_here(tiny_w
 def test_the_chunks_of_map_devices_run_in_other_processes_too():
     import os
 
-    from persona_sim.jobs.planning import map_devices
+    from persona_sim.forks import map_devices
     from persona_sim.train.bundle import reproducible_torch
 
     with reproducible_torch():
         pids = map_devices(lambda i: (i, os.getpid()), range(10), workers=3, chunk=2)
     assert [i for i, _ in pids] == list(range(10))
     assert len({pid for _, pid in pids}) >= 2 and os.getpid() in {pid for _, pid in pids}
+
+
+def test_a_call_in_the_background_returns_its_result_and_raises_its_error():
+    import os
+
+    from persona_sim.forks import in_background
+
+    assert in_background(os.getpid)() != os.getpid()
+    wait = in_background(int, "not a number")
+    with pytest.raises(ValueError, match="not a number"):
+        wait()

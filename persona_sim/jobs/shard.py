@@ -10,6 +10,7 @@ from typing import Callable
 from ..data.dataset import Dataset
 from ..data.split import split_users
 from ..errors import BundleError
+from ..forks import map_devices
 from ..report.results import ResultsWriter
 from ..report.rundir import finalize, shard_file
 from ..scenario.schema import Scenario
@@ -17,7 +18,6 @@ from ..sim.device import DevicePlan, cluster_labels, plan_device
 from ..sim.drift import DriftContext, targets
 from ..sim.simulation import Recorder, Transport, simulate
 from ..train.bundle import Bundle
-from .planning import map_devices
 
 
 def shard_devices(scenario: Scenario, index: int, shards: int) -> list[int]:
@@ -26,7 +26,7 @@ def shard_devices(scenario: Scenario, index: int, shards: int) -> list[int]:
 
 def plan_shard(scenario: Scenario, bundle: Bundle, dataset: Dataset, index: int, shards: int,
                workers: int | None = None) -> list[DevicePlan]:
-    """Every device of the shard planned (over ``workers`` processes, ``jobs.planning``: the same plans)."""
+    """Every device of the shard planned (over ``workers`` processes, ``forks.map_devices``: the same plans)."""
     if dataset.fingerprint() != bundle.meta["dataset_fingerprint"]:
         raise BundleError(f"the model bundle was trained on dataset {bundle.meta['dataset_fingerprint']}, but this "
                           f"node loaded {dataset.name} with fingerprint {dataset.fingerprint()}")

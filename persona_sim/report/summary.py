@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..forks import in_background
 from .recovery import accuracy_over_time, drift_summary
 from .results import results_digest
 from .verdict import run_verdict
@@ -64,6 +65,7 @@ def method_summary(con: sqlite3.Connection, method: str) -> dict:
 
 
 def build_summary(results: Path, methods: list[str], facts: dict) -> dict:
+    digest = in_background(results_digest, results)      # on another core while the rest is summed up
     con = sqlite3.connect(results)
     try:
         summary = {"methods": {m: method_summary(con, m) for m in methods}}
@@ -77,7 +79,7 @@ def build_summary(results: Path, methods: list[str], facts: dict) -> dict:
                             dtype=np.float64).reshape(-1, 5)
     finally:
         con.close()
-    summary["results_digest"] = results_digest(results)
+    summary["results_digest"] = digest()
     summary.update(facts)
     summary["wall_clock"] = {
         "cloud_compute_ms_p50": round(float(np.median(wall)) / 1e6, 4) if len(wall) else None,

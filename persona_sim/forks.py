@@ -1,11 +1,14 @@
-"""Planning a shard's devices on every core: each device's plan is its own (its streams are seeded by its index,
-its Θb outputs computed alone, ``sim.device.plan_device``), so devices can be planned in any process and order
-and the plans are the same bits.
+"""Work spread over forked processes, where the platform forks: a forked child shares this process's memory
+(dataset, bundle, plans) without copying or loading it again, and computes with one torch thread, as runs do.
 
-The work is split into chunks of consecutive devices; where the platform forks, ``workers - 1`` forked
-processes plan some chunks while this process plans the others, all with one torch thread, as runs compute (a forked child shares this process's dataset
-and bundle without copying or loading them again). Chunks are small, so what a child sends back at once stays
-small however many devices there are.
+``map_devices`` plans a shard's devices on every core: each device's plan is its own (its streams are seeded
+by its index, its Θb outputs computed alone, ``sim.device.plan_device``), so devices can be planned in any
+process and order and the plans are the same bits. The work is split into chunks of consecutive devices;
+``workers - 1`` forked processes plan some chunks while this process plans the others. Chunks are small, so
+what a child sends back at once stays small however many devices there are.
+
+``in_background`` computes one call in a forked child while this process goes on (a run's results digest
+while its summary and plots are made).
 """
 from __future__ import annotations
 
@@ -32,6 +35,12 @@ def default_workers() -> int:
     return max(1, min(MAX_WORKERS, cores))
 
 
+def can_fork(torch_in_child: bool = True) -> bool:
+    """Whether a child can be forked safely: the platform forks, and (if the child computes with torch) torch
+    computes with one thread here, so the child never waits on a thread pool its parent started."""
+    return "fork" in multiprocessing.get_all_start_methods() and (not torch_in_child or torch.get_num_threads() == 1)
+
+
 def _chunk(indices: list[int]) -> list:
     return [_job(i) for i in indices]
 
@@ -43,8 +52,7 @@ def map_devices(job: Callable[[int], T], indices: Sequence[int], workers: int | 
     global _job
     workers, chunk = default_workers() if workers is None else workers, chunk or CHUNK
     chunks = [list(indices[k:k + chunk]) for k in range(0, len(indices), chunk)]
-    if (workers <= 1 or len(chunks) < 2 or "fork" not in multiprocessing.get_all_start_methods()
-            or torch.get_num_threads() != 1):   # a forked child must not enter its parent's OpenMP thread pool
+    if workers <= 1 or len(chunks) < 2 or not can_fork():
         return [job(i) for i in indices]
     mine = set(range(0, len(chunks), workers))          # every workers-th chunk is planned here
     _job = job
@@ -57,3 +65,20 @@ def map_devices(job: Callable[[int], T], indices: Sequence[int], workers: int | 
     finally:
         _job = None
     return [plan for c in range(len(chunks)) for plan in done[c]]
+
+
+def in_background(fn: Callable[..., T], *args) -> Callable[[], T]:
+    """Start ``fn(*args)``, which must not use torch, in a forked child (here, at once, where none can be
+    forked); returns the call that waits for its result."""
+    if not can_fork(torch_in_child=False):
+        result = fn(*args)
+        return lambda: result
+    pool = multiprocessing.get_context("fork").Pool(1)
+    pending = pool.apply_async(fn, args)
+
+    def wait() -> T:
+        try:
+            return pending.get()
+        finally:
+            pool.terminate()
+    return wait
