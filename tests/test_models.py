@@ -108,7 +108,8 @@ def test_a_device_scores_a_stretch_of_events_as_torch_scores_each_alone(tiny_wor
     params = {k: v[0] for k, v in bundle.models.head.items()}
     u = adaptive_forward(torch.from_numpy(plan.h), params)                            # torch's GELU, per event
     for e in range(n):
-        cands = np.concatenate([[plan.items[plan.positions[e]]], plan.negatives[e]])
+        cands = plan.cands[e]
+        assert cands[0] == plan.items[plan.positions[e]] and plan.cands.shape[1] == 1 + scenario.eval.negatives
         expect = (torch.from_numpy(emb[cands]) @ u[e]).numpy()
         assert stretch.dtype == np.float32 and np.allclose(stretch[e], expect, atol=1e-5)
         assert np.allclose(scores([state.stretch(plan, e, e + 1)], emb)[0], stretch[e], atol=1e-6)
@@ -150,7 +151,7 @@ def test_devices_planned_over_forked_processes_get_the_plans_planned_here(tiny_w
         spread = plan_shard(scenario, bundle, dataset, 0, 1, workers=3)
     assert [p.index for p in spread] == [p.index for p in here] and any(p.shifts for p in here)
     for a, b in zip(here, spread):
-        for name in ("items", "positions", "times_us", "negatives", "h"):
+        for name in ("items", "positions", "times_us", "cands", "h"):
             x, y = getattr(a, name), getattr(b, name)
             assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), (a.index, name)
         assert a.shifts == b.shifts

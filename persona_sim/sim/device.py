@@ -40,7 +40,8 @@ class DevicePlan:
     items: np.ndarray          # the replayed sequence
     positions: np.ndarray      # (E,) index into items of each prediction event's target
     times_us: np.ndarray       # (E,) virtual time of each interaction
-    negatives: np.ndarray      # (E, K) sampled negatives per event (uint16 where item ids fit)
+    cands: np.ndarray          # (E, 1 + K) per event: its true next item, then its sampled negatives (uint16
+                               # where item ids fit)
     h: np.ndarray              # (E, D) shared-layer output before each event
     shifts: list[Shift]        # injected distribution shifts, in event order
 
@@ -99,7 +100,8 @@ def plan_device(index: int, user: int, dataset: Dataset, scenario: Scenario, bun
     small = np.uint16 if dataset.num_items < 2**16 else np.int32      # a quarter or half of int64's memory
     negatives = sample_negatives(device_rng(scenario.seed, index, 2), dataset.num_items, items,
                                  len(positions), scenario.eval.negatives).astype(small)
-    return DevicePlan(index, device_id(index), int(user), items, positions, times, negatives,
+    cands = np.concatenate([items[positions][:, None].astype(small), negatives], axis=1)
+    return DevicePlan(index, device_id(index), int(user), items, positions, times, cands,
                       shared_outputs(bundle, items, positions), shifts)
 
 
@@ -118,12 +120,11 @@ class DeviceState:
     def stretch(self, plan: DevicePlan, lo: int, hi: int) -> Stretch:
         """Events [lo, hi) predicted with the layers in use (scored later, ``scoring.Scorer``)."""
         events = slice(lo, hi)
-        cands = np.concatenate([plan.items[plan.positions[events]][:, None], plan.negatives[events]], axis=1)
         if self.own_h is None:
             h = plan.h[events]
         else:                                                   # the device retrained Θb: its own outputs
             h = np.stack([self.own_h(e) for e in range(lo, hi)]).astype(np.float32)
-        return Stretch(plan.device_id, lo, h, cands, plan.times_us[events], self.params, self.edit_seq)
+        return Stretch(plan.device_id, lo, h, plan.cands[events], plan.times_us[events], self.params, self.edit_seq)
 
 
 def prototype_params(bundle: Bundle) -> dict[str, np.ndarray]:
