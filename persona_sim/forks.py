@@ -6,9 +6,6 @@ by its index, its Θb outputs computed alone, ``sim.device.plan_device``), so de
 process and order and the plans are the same bits. The work is split into chunks of consecutive devices;
 ``workers - 1`` forked processes plan some chunks while this process plans the others. Chunks are small, so
 what a child sends back at once stays small however many devices there are.
-
-``in_background`` computes one call in a forked child while this process goes on (a run's results digest
-while its summary and plots are made).
 """
 from __future__ import annotations
 
@@ -35,10 +32,10 @@ def default_workers() -> int:
     return max(1, min(MAX_WORKERS, cores))
 
 
-def can_fork(torch_in_child: bool = True) -> bool:
-    """Whether a child can be forked safely: the platform forks, and (if the child computes with torch) torch
-    computes with one thread here, so the child never waits on a thread pool its parent started."""
-    return "fork" in multiprocessing.get_all_start_methods() and (not torch_in_child or torch.get_num_threads() == 1)
+def can_fork() -> bool:
+    """Whether a child can be forked safely: the platform forks, and torch computes with one thread here, so the
+    child never waits on a thread pool its parent started."""
+    return "fork" in multiprocessing.get_all_start_methods() and torch.get_num_threads() == 1
 
 
 def _chunk(indices: list[int]) -> list:
@@ -66,19 +63,3 @@ def map_devices(job: Callable[[int], T], indices: Sequence[int], workers: int | 
         _job = None
     return [plan for c in range(len(chunks)) for plan in done[c]]
 
-
-def in_background(fn: Callable[..., T], *args) -> Callable[[], T]:
-    """Start ``fn(*args)``, which must not use torch, in a forked child (here, at once, where none can be
-    forked); returns the call that waits for its result."""
-    if not can_fork(torch_in_child=False):
-        result = fn(*args)
-        return lambda: result
-    pool = multiprocessing.get_context("fork").Pool(1)
-    pending = pool.apply_async(fn, args)
-
-    def wait() -> T:
-        try:
-            return pending.get()
-        finally:
-            pool.terminate()
-    return wait

@@ -168,13 +168,3 @@ def test_the_chunks_of_map_devices_run_in_other_processes_too():
     assert [i for i, _ in pids] == list(range(10))
     assert len({pid for _, pid in pids}) >= 2 and os.getpid() in {pid for _, pid in pids}
 
-
-def test_a_call_in_the_background_returns_its_result_and_raises_its_error():
-    import os
-
-    from persona_sim.forks import in_background
-
-    assert in_background(os.getpid)() != os.getpid()
-    wait = in_background(int, "not a number")
-    with pytest.raises(ValueError, match="not a number"):
-        wait()

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
+from typing import Callable
 
 PREDICTION_COLUMNS = ("method", "device_id", "event", "t_us", "item", "edit_seq", "rank",
                       "hr5", "hr10", "ndcg5", "ndcg10", "auc")
@@ -138,6 +142,24 @@ def results_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def digest_later(path: Path) -> Callable[[], str]:
+    """``results_digest(path)``, computed by a small child process (this module alone: sqlite and hashlib,
+    ~20 MB) while this one goes on; returns the call that waits for it (and computes it here if the child
+    could not)."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    try:
+        child = subprocess.Popen([sys.executable, "-m", __name__, str(path)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, text=True, env=env)
+    except OSError:
+        child = None
+
+    def wait() -> str:
+        out = child.communicate()[0].strip() if child is not None else ""
+        return out if child is not None and child.returncode == 0 and len(out) == 64 else results_digest(path)
+    return wait
+
+
 def read_meta(path: Path) -> dict:
     con = sqlite3.connect(path)
     try:
@@ -158,3 +180,7 @@ def set_meta(path: Path, key: str, value) -> None:
         con.commit()
     finally:
         con.close()
+
+
+if __name__ == "__main__":          # digest_later's child
+    print(results_digest(Path(sys.argv[1])))

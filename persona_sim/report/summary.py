@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..forks import in_background
 from .recovery import accuracy_over_time, drift_summary
-from .results import results_digest
+from .results import digest_later
 from .verdict import run_verdict
 
 STAGES = {   # stage name -> (start column, end column)
@@ -65,7 +64,7 @@ def method_summary(con: sqlite3.Connection, method: str) -> dict:
 
 
 def build_summary(results: Path, methods: list[str], facts: dict) -> dict:
-    digest = in_background(results_digest, results)      # on another core while the rest is summed up
+    digest = digest_later(results)                       # on another core while the rest is summed up
     con = sqlite3.connect(results)
     try:
         summary = {"methods": {m: method_summary(con, m) for m in methods}}
