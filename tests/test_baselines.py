@@ -161,7 +161,8 @@ def test_cloud_methods_never_run_a_backward_pass_on_the_device(all_runs, tiny_wo
 def _plan(bundle, items: list[int], negatives: np.ndarray, gap_us: int = 1_000_000) -> DevicePlan:
     items_a = np.asarray(items, dtype=np.int64)
     positions = np.arange(3, len(items_a))
-    return DevicePlan(0, "dev-000000", 0, items_a, positions, (positions - 2) * gap_us, negatives,
+    cands = np.concatenate([items_a[positions][:, None], negatives], axis=1)     # the true item, then negatives
+    return DevicePlan(0, "dev-000000", 0, items_a, positions, (positions - 2) * gap_us, cands,
                       shared_outputs(bundle, items_a, positions), [])
 
 
