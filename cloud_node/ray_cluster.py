@@ -91,8 +91,9 @@ def shard_task(scenario_text: str, target: str, index: int, count: int, bundle_b
         bundle = scenario_file.parent / "bundle.pt"
         bundle.write_bytes(bundle_bytes)
         out = scenario_file.parent / "out"
+        # planned in this process: Ray gave the task one CPU, and forking beside Ray's threads is not safe
         asyncio.run(run_node(load_scenario(scenario_file), target, out, NodeOptions(
-            (index, count), bundle, ClientSecurity(token_file=token_file), finalize=False)))
+            (index, count), bundle, ClientSecurity(token_file=token_file), finalize=False, plan_workers=1)))
         return shard_file(out, index, count).read_bytes(), ray.get_runtime_context().get_node_id()[:12]
 
 

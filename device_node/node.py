@@ -45,6 +45,7 @@ class NodeOptions:
     resume: bool = False
     finalize: bool = True                 # the shard that completes the run writes its summary and report
     port_file: Path | None = None         # the cloud's port is written here once it listens (a local run)
+    plan_workers: int | None = None       # processes planning the devices (None: every core, persona_sim.forks)
 
 
 def probe(target: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
@@ -86,7 +87,7 @@ async def run_node(scenario: Scenario, target: str, out: Path, opts: NodeOptions
         bundle = load_bundle_bytes(opts.bundle.read_bytes(), str(opts.bundle))
         try:
             dataset = load_dataset(scenario.dataset, scenario.seed)
-            plans = plan_shard(scenario, bundle, dataset, index, count)
+            plans = plan_shard(scenario, bundle, dataset, index, count, opts.plan_workers)
         except DatasetError:
             dataset = None                    # the cloud has it: fetched once connected
     if opts.port_file is not None:
@@ -113,6 +114,8 @@ async def run_node(scenario: Scenario, target: str, out: Path, opts: NodeOptions
                 dataset = load_dataset(scenario.dataset, scenario.seed)
             except DatasetError as missing:            # a machine without the data: the cloud has it
                 dataset = await fetch_dataset(stub, info, target, missing)
+        if plans is None:                      # a channel is open now: planned in this process (no fork)
+            plans = plan_shard(scenario, bundle, dataset, index, count, workers=1)
         transport = GrpcTransport(ch, target, hello, info.max_frame_bytes, reconnect_s=opts.reconnect_s)
         await transport.open()
         if not (out / "manifest.json").exists():

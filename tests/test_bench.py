@@ -2,13 +2,28 @@
 from __future__ import annotations
 
 import os
+import time
 
-from persona_sim.jobs.bench_sim import _tree_rss_kb, bench_sim, render
+from persona_sim.jobs.bench_sim import _tree_memory_kb, bench_sim, render
 from persona_sim.report.results import ResultsWriter, read_meta
 
 
-def test_tree_rss_counts_this_process():
-    assert _tree_rss_kb(os.getpid()) > 10_000
+def test_tree_memory_counts_this_process_and_a_forked_childs_shared_pages_once():
+    rss, pss = _tree_memory_kb(os.getpid())
+    assert rss > 10_000 and 0 < pss <= rss
+    ballast = bytearray(64 << 20)                  # touched: resident, and shared with the child below
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(2)
+        os._exit(0)
+    try:
+        time.sleep(0.3)
+        rss2, pss2 = _tree_memory_kb(os.getpid())
+        assert rss2 - rss > 100_000                # the RSS sum counts the 64 MiB in both processes
+        assert pss2 - pss < 90_000                 # PSS: once
+    finally:
+        os.waitpid(pid, 0)
 
 
 def test_bench_sim_measures_fresh_runs_and_reports_medians(tiny_file, tmp_path):

@@ -27,8 +27,10 @@ from ..scenario.files import load_scenario
 POLL_S = 0.2
 
 
-def _tree_rss_kb(root: int) -> int:
-    """Resident memory of ``root`` and all its descendants, from /proc (0 where it cannot be read)."""
+def _tree_memory_kb(root: int) -> tuple[int, int]:
+    """(RSS, PSS) of ``root`` and all its descendants, from /proc (0 where it cannot be read). The RSS sum counts
+    a page shared by several processes (a forked child's, its parent's) once for each; PSS splits it among
+    them, so its sum is the tree's physical memory."""
     parents, rss = {}, {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -48,25 +50,34 @@ def _tree_rss_kb(root: int) -> int:
             if parent == pid and child not in tree:
                 tree.add(child)
                 frontier.append(child)
-    return sum(rss.get(pid, 0) for pid in tree)
+    return sum(rss.get(pid, 0) for pid in tree), sum(_pss_kb(pid) for pid in tree)
 
 
-def _measure(cmd: list[str], env: dict, cwd: Path | None) -> tuple[float, int, int, str]:
-    """(wall s, peak tree RSS KB, exit code, the output's tail) of one process tree."""
+def _pss_kb(pid: int) -> int:
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:")), 0)
+
+
+def _measure(cmd: list[str], env: dict, cwd: Path | None) -> tuple[float, int, int, int, str]:
+    """(wall s, peak tree RSS KB, peak tree PSS KB, exit code, the output's tail) of one process tree."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak, done = [0], threading.Event()
+    peak, done = [0, 0], threading.Event()
 
     def sample():
         while not done.wait(POLL_S):
-            peak[0] = max(peak[0], _tree_rss_kb(proc.pid))
+            rss, pss = _tree_memory_kb(proc.pid)
+            peak[:] = max(peak[0], rss), max(peak[1], pss)
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     out, _ = proc.communicate()
     wall = time.perf_counter() - t0
     done.set()
     sampler.join()
-    return wall, peak[0], proc.returncode, out[-2000:]
+    return wall, peak[0], peak[1], proc.returncode, out[-2000:]
 
 
 def scaled_settings(scenario_file: Path, devices: int, overrides: dict) -> dict:
@@ -101,7 +112,7 @@ def bench_sim(scenario_file: Path, sizes: list[int], transports: list[str], repe
     with tempfile.TemporaryDirectory(prefix="persona-bench-") as tmp:
         for n in sizes if warmup else []:
             progress(f"warm-up: {n:,} devices (trains and caches the model bundle)")
-            wall, _, rc, tail = _measure(python + _scaled(scenario_file, n, overrides) +
+            wall, _, _, rc, tail = _measure(python + _scaled(scenario_file, n, overrides) +
                                          ["--transport", "inproc", "--out", f"{tmp}/warm-{n}"], env, cwd)
             if rc:
                 raise RuntimeError(f"warm-up run of {n} devices failed (exit {rc}):\n{tail}")
@@ -109,7 +120,7 @@ def bench_sim(scenario_file: Path, sizes: list[int], transports: list[str], repe
             for n in sizes:
                 for t in transports:
                     out = Path(tmp, f"{n}-{t}-{r}")
-                    wall, rss_kb, rc, tail = _measure(python + _scaled(scenario_file, n, overrides) +
+                    wall, rss_kb, pss_kb, rc, tail = _measure(python + _scaled(scenario_file, n, overrides) +
                                                       ["--transport", t, "--out", str(out)], env, cwd)
                     if rc:
                         raise RuntimeError(f"run of {n} devices over {t} failed (exit {rc}):\n{tail}")
@@ -117,16 +128,19 @@ def bench_sim(scenario_file: Path, sizes: list[int], transports: list[str], repe
                     adaptations = sum(m.get("adaptations", 0) for m in summary["methods"].values())
                     rounds = summary["wall_clock"]["rounds"]["count"]
                     cells[(n, t)].append({"wall_s": round(wall, 2), "peak_rss_mb": round(rss_kb / 1024, 1),
+                                          "peak_pss_mb": round(pss_kb / 1024, 1),
                                           "adaptations": adaptations, "rounds": rounds,
                                           "digest": summary["results_digest"]})
                     progress(f"repeat {r + 1}/{repeats}: {n:,} devices {t}: {wall:.1f} s, "
-                             f"{rss_kb / 1024:.0f} MB, {adaptations:,} adaptations, {rounds:,} rounds")
+                             f"RSS {rss_kb / 1024:.0f} MB (PSS {pss_kb / 1024:.0f} MB), {adaptations:,} adaptations, "
+                             f"{rounds:,} rounds")
     rows = []
     for (n, t), runs in cells.items():
         wall = statistics.median(x["wall_s"] for x in runs)
         a, rounds = runs[0]["adaptations"], runs[0]["rounds"]
         rows.append({"devices": n, "transport": t, "runs": runs, "wall_s_median": wall,
-                     "peak_rss_mb_max": max(x["peak_rss_mb"] for x in runs), "adaptations": a,
+                     "peak_rss_mb_max": max(x["peak_rss_mb"] for x in runs),
+                     "peak_pss_mb_max": max(x["peak_pss_mb"] for x in runs), "adaptations": a,
                      "adaptations_per_wall_s": round(a / wall, 1) if wall else None,
                      "rounds": rounds, "rounds_per_adaptation": round(rounds / a, 3) if a else None,
                      "same_digest": len({x["digest"] for x in runs}) == 1})
@@ -135,10 +149,11 @@ def bench_sim(scenario_file: Path, sizes: list[int], transports: list[str], repe
 
 
 def render(result: dict) -> str:
-    lines = ["devices  transport   wall s (median)  peak RSS MB  adaptations  adapt/wall s  rounds/adapt",
-             "-" * 92]
+    lines = ["devices  transport   wall s (median)  peak RSS MB  peak PSS MB  adaptations  adapt/wall s  rounds/adapt",
+             "-" * 105]
     for r in result["rows"]:
         lines.append(f"{r['devices']:>7,}  {r['transport']:<9} {r['wall_s_median']:>16.1f}  {r['peak_rss_mb_max']:>11.0f}"
+                     f"  {r['peak_pss_mb_max']:>11.0f}"
                      f"  {r['adaptations']:>11,}  {r['adaptations_per_wall_s'] or 0:>12,.0f}  "
                      f"{r['rounds_per_adaptation'] or 0:>12.3f}")
     by = {(r["devices"], r["transport"]): r["wall_s_median"] for r in result["rows"]}

@@ -48,7 +48,7 @@ class DevicePlan:
     def window_after(self, event: int, w: int) -> tuple[int, ...]:
         """The device's last w items once it has seen event ``event``'s item."""
         t = int(self.positions[event]) + 1
-        return tuple(int(i) for i in self.items[max(0, t - w): t])
+        return tuple(self.items[max(0, t - w): t].tolist())
 
 
 def device_rng(seed: int, index: int, purpose: int) -> np.random.Generator:

@@ -89,7 +89,7 @@ def request_to_pb(req: AdaptRequest) -> pb.AdaptRequest:
 def request_from_pb(msg: pb.AdaptRequest) -> AdaptRequest:
     if not msg.device_id:
         raise ProtocolError("BAD_REQUEST", "AdaptRequest.device_id is empty", "", msg.seq)
-    return AdaptRequest(msg.device_id, int(msg.seq), int(msg.issued_us), msg.method, tuple(int(i) for i in msg.window))
+    return AdaptRequest(msg.device_id, int(msg.seq), int(msg.issued_us), msg.method, tuple(msg.window))
 
 
 def request_wire_bytes(req: AdaptRequest) -> int:
