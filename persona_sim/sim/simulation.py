@@ -173,15 +173,16 @@ class MethodRun:
     def _report_ahead(self) -> None:
         """Every idle device issues its request at its next trigger whatever happens before (only issuing makes
         it busy), and on a link of its own that request's arrival at the cloud is exact: report it now, so the
-        cloud's horizon is bounded only by requests that are not yet certain. Its upload's delay and losses are
-        drawn now from the device's stream, after everything its last adaptation drew, as at its issue."""
-        now, every, window = self.env.now, self.scenario.devices.policy.every, self.scenario.persona.window
-        for d in sorted(self.idle):
-            t = self.trig_t[d]
-            k = int(np.searchsorted(t, now, side="left"))
-            if k == len(t):
-                continue
-            plan, state, event = self.plan_of[d], self.states[d], every - 1 + k * every
+        cloud's horizon is bounded only by requests that are not yet certain. Only the idle devices whose next
+        trigger lies below the least uncertain bound are reported (in bound order; each one's following
+        trigger becomes uncertain): the cloud's horizon cannot pass that bound this round, so reporting the
+        others could not move it, and they stay idle, unreported, until it can. The upload's delay and losses
+        are drawn now from the device's stream, after everything its last adaptation drew, as at its issue."""
+        every, window = self.scenario.devices.policy.every, self.scenario.persona.window
+        while self._next_unreported_bound() is not None and self.heap[0][1] in self.idle:
+            _, d, k = heapq.heappop(self.heap)                 # its next trigger, at or after now
+            self.idle.discard(d)
+            t, plan, state, event = self.trig_t[d], self.plan_of[d], self.states[d], every - 1 + k * every
             req = AdaptRequest(plan.device_id, state.next_seq, int(t[k]), self.method, plan.window_after(event, window))
             state.next_seq += 1
             size = request_wire_bytes(req)
@@ -192,7 +193,6 @@ class MethodRun:
             self.next_trig[d] = k + 1
             if k + 1 < len(t):
                 heapq.heappush(self.heap, (int(self.trig_bound[d][k + 1]), d, k + 1))
-        self.idle.clear()
 
     def _next_unreported_bound(self) -> int | None:
         """The least bound of any device's next trigger not reported ahead (triggers passed are skipped: a
