@@ -99,7 +99,8 @@ def test_arrivals_reported_ahead_or_as_uploads_start_change_nothing_but_the_roun
     """On links of their own (no shared cell) a request's arrival is known when its upload starts, so a shard
     reports it then and the cloud's horizon moves an upload further each round; an idle device's next request
     is even known before it is issued, so it is reported ahead: the same simulation, for any sharding, in
-    fewer rounds each time (far fewer where devices are mostly idle)."""
+    fewer rounds each time (far fewer where devices are mostly idle). Fewer reported ahead per round: more
+    rounds, the same simulation."""
     from persona_sim.sim import simulation
     from persona_sim.sim.netsim import Network
     tiny_dict["network"] = {**tiny_dict["network"], "cell": None, "delay_ms": 20}
@@ -115,6 +116,8 @@ def test_arrivals_reported_ahead_or_as_uploads_start_change_nothing_but_the_roun
         return summary(tmp_path / name)["results_digest"], rounds
     busy = 0.02                                           # requests overlap round boundaries
     ahead, sharded, sparse = run("ahead", busy), run("sharded", busy, "--shards", "3"), run("sparse", 2.0)
+    monkeypatch.setattr(simulation, "AHEAD_PER_ROUND", 2)                      # a few reported ahead per round
+    capped = run("capped", 2.0)
     monkeypatch.setattr(simulation, "REPORT_AHEAD", False)                     # reported as uploads start
     early, early_sharded, sparse_early = run("early", busy), run("early-3", busy, "--shards", "2"), run("sp-e", 2.0)
     monkeypatch.setattr(Network, "exact_ends", property(lambda self: False))   # report on arrival, as in a cell
@@ -122,6 +125,7 @@ def test_arrivals_reported_ahead_or_as_uploads_start_change_nothing_but_the_roun
     assert ahead[0] == sharded[0] == early[0] == early_sharded[0] == late[0] and sparse[0] == sparse_early[0]
     assert sharded[1] == ahead[1] <= early[1] < 0.95 * late[1], (ahead, early, late)
     assert sparse[1] < 0.5 * sparse_early[1], (sparse, sparse_early)
+    assert capped[0] == sparse[0] and sparse[1] < capped[1] < sparse_early[1], (capped, sparse, sparse_early)
 
 
 def test_edits_whose_values_come_later_change_nothing(tiny_dict, tmp_path, monkeypatch):

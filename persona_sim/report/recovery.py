@@ -28,13 +28,24 @@ TOLERANCE = 0.10
 SUPPORT = 0.2
 
 
+def query_floats(con: sqlite3.Connection, sql: str, args: tuple = (), columns: int = 1) -> np.ndarray:
+    """A query's rows as an (n, columns) float64 array, streamed from the cursor (no list of a million tuples)."""
+    dtype = np.dtype([(f"c{i}", np.float64) for i in range(columns)])
+    rows = np.fromiter(con.execute(sql, args), dtype=dtype)
+    return rows.view(np.float64).reshape(-1, columns)
+
+
 def _device_events(con: sqlite3.Connection, method: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    rows = con.execute(f"SELECT device_id, t_us, {METRIC} FROM predictions WHERE method=? ORDER BY device_id, event",
-                       (method,)).fetchall()
-    out: dict[str, list] = {}
-    for dev, t, v in rows:
-        out.setdefault(dev, []).append((t, v))
-    return {d: (np.asarray([t for t, _ in r], dtype=np.int64), np.asarray([v for _, v in r])) for d, r in out.items()}
+    """The predictions of ``method`` on every device that had a shift, in event order: (times µs, metric)."""
+    rows = con.execute(f"SELECT device_id, t_us, {METRIC} FROM predictions WHERE method=? AND device_id IN "
+                       "(SELECT device_id FROM shifts) ORDER BY device_id, event", (method,)).fetchall()
+    if not rows:
+        return {}
+    devices, times, values = zip(*rows)
+    times, values = np.asarray(times, dtype=np.int64), np.asarray(values, dtype=np.float64)
+    ids = np.asarray(devices)
+    starts = np.concatenate([[0], np.flatnonzero(ids[1:] != ids[:-1]) + 1, [len(ids)]])
+    return {devices[lo]: (times[lo:hi], values[lo:hi]) for lo, hi in zip(starts[:-1].tolist(), starts[1:].tolist())}
 
 
 def _round(x: float | None, digits: int = 4) -> float | None:
@@ -97,14 +108,13 @@ def time_edges(times_us: np.ndarray, bins: int) -> np.ndarray:
 def accuracy_over_time(con: sqlite3.Connection, methods: list[str], bins: int = 40) -> dict:
     """Mean NDCG@10 per virtual-time bin per method (bin centres in s). Bins (``time_edges``) holding fewer
     than 1 % of a method's events are left empty (None), so a few long-lived devices do not draw the tail."""
-    times = np.asarray([t for (t,) in con.execute("SELECT t_us FROM predictions")], dtype=np.float64)
+    times = query_floats(con, "SELECT t_us FROM predictions")[:, 0]
     if not len(times):
         return {"t_s": [], "methods": {}}
     edges = time_edges(times, bins)
     out = {}
     for m in methods:
-        rows = np.asarray(con.execute(f"SELECT t_us, {METRIC} FROM predictions WHERE method=?", (m,)).fetchall(),
-                          dtype=np.float64).reshape(-1, 2)
+        rows = query_floats(con, f"SELECT t_us, {METRIC} FROM predictions WHERE method=?", (m,), 2)
         rows = rows[rows[:, 0] < edges[-1]]
         which = np.clip(np.searchsorted(edges, rows[:, 0], side="right") - 1, 0, bins - 1)
         sums = np.bincount(which, rows[:, 1], minlength=bins)

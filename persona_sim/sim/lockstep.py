@@ -27,9 +27,11 @@ device's link: a reply leaving later cannot reach its device before then, so the
 shards may run that far. When no shard expects another arrival, the cloud runs
 to the end and the shards run to theirs.
 
-The rounds' times are a function of every device's bound, not of how devices are
-spread over shards, so any sharding simulates exactly the same thing. Results
-never depend on wall-clock speed.
+How many rounds a run takes depends on how many requests each shard reports
+ahead (``simulation.AHEAD_PER_ROUND`` at most per round), so on the sharding; what
+is simulated never does: every reply is exact whatever the rounds, so any
+sharding simulates exactly the same thing. Results never depend on wall-clock
+speed.
 
 Edits' values come later than their times where they can (``Lockstep.defer``:
 compute not ``measured``, no delta edits, so an edit's charged size is fixed
