@@ -5,7 +5,7 @@ import os
 import time
 
 from persona_sim.jobs.bench_sim import _tree_memory_kb, bench_sim, render
-from persona_sim.report.results import ResultsWriter, read_meta
+from persona_sim.report.results import ResultsWriter, merge_results, read_meta, results_digest
 
 
 def test_tree_memory_counts_this_process_and_a_forked_childs_shared_pages_once():
@@ -50,6 +50,20 @@ def test_results_writer_keeps_only_whole_methods(tmp_path):
     assert again.con.execute("SELECT method FROM predictions").fetchall() == [("a",)]
     assert again.con.execute("SELECT count(*) FROM shifts").fetchone() == (1,)
     again.close()
+
+
+def test_a_lone_shard_file_consumed_is_the_merged_file_without_its_shard_key(tmp_path):
+    rows = [("a", f"dev-{d:06d}", e, e * 10, 1, 0, 0, 1.0, 1.0, 0.5, 0.5, 1.0) for d in (2, 0, 1) for e in range(3)]
+    for name in ("copied", "moved"):
+        w = ResultsWriter(tmp_path / f"{name}-shard.sqlite", {"shard": [0, 1]}, [("dev-000000", 0, "category", 1, 10, "{}")])
+        w.append("predictions", rows)
+        w.method_done("a")
+        w.close()
+    merge_results([tmp_path / "copied-shard.sqlite"], tmp_path / "copied.sqlite")
+    merge_results([tmp_path / "moved-shard.sqlite"], tmp_path / "moved.sqlite", consume=True)
+    assert (tmp_path / "copied-shard.sqlite").exists() and not (tmp_path / "moved-shard.sqlite").exists()
+    assert results_digest(tmp_path / "moved.sqlite") == results_digest(tmp_path / "copied.sqlite")
+    assert read_meta(tmp_path / "moved.sqlite") == read_meta(tmp_path / "copied.sqlite") == {"methods_done": ["a"]}
 
 
 def test_bench_cloud_drives_a_real_cloud_node_beside_an_echo_and_the_editor_alone(tiny_file, tmp_path, capsys):

@@ -12,6 +12,7 @@ Shard files (``shard-I-of-N.sqlite``) have the same schema and merge into
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -101,8 +102,16 @@ class ResultsWriter:
         self.con.close()
 
 
-def merge_results(shards: list[Path], out: Path) -> None:
-    """Concatenate shard files into one results file (rows are keyed by device, so no clashes)."""
+def merge_results(shards: list[Path], out: Path, consume: bool = False) -> None:
+    """Concatenate shard files into one results file (rows are keyed by device, so no clashes). With
+    ``consume`` (the shard files are not kept), a lone shard's file becomes the results file: the same rows
+    in the same order, without copying them (20,000 devices: 1.6 M predictions)."""
+    if consume and len(shards) == 1:
+        with contextlib.closing(sqlite3.connect(shards[0])) as con:
+            con.execute("DELETE FROM meta WHERE key = 'shard'")
+            con.commit()
+        shards[0].replace(out)
+        return
     tmp = out.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
     con = sqlite3.connect(tmp)

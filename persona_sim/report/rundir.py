@@ -177,11 +177,11 @@ def finalize(out: Path, scenario: Scenario, shard_count: int, facts: dict, parti
     complete = done == list(scenario.methods)
     if not complete and not (partial and done):
         return None
-    merge_results(shards, out / "results.sqlite")
+    merge_results(shards, out / "results.sqlite", consume=complete)
     set_meta(out / "results.sqlite", "methods_done", done)
     if complete:
         for s in shards:
-            s.unlink()
+            s.unlink(missing_ok=True)
     _mark_manifest(out, complete, done)
     return write_summary(out, scenario, shard_count, dict(facts, complete=complete))
 
