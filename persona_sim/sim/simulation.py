@@ -179,7 +179,7 @@ class MethodRun:
         trigger becomes uncertain): the cloud's horizon cannot pass that bound this round, so reporting the
         others could not move it, and they stay idle, unreported, until it can. At most ``AHEAD_PER_ROUND`` a
         round: the bound then stops at the next one's trigger, so a round's replies, values and bookkeeping stay
-        a few hundred requests' worth (20,000 devices: 114 → 768 rounds, peak RSS 954 → 887 MB, no slower).
+        a few hundred requests' worth (BENCHMARKS.md: the peak memory this keeps down).
         The upload's delay and losses are drawn now from the device's stream, after everything its last
         adaptation drew, as at its issue."""
         every, window = self.scenario.devices.policy.every, self.scenario.persona.window
