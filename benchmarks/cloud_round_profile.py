@@ -1,10 +1,11 @@
 """Where a cloud round of K requests goes: `bench cloud`'s rounds driven in process (the in-process transport,
 so the same protobuf encoding and decoding), profiled with cProfile.
 
-    python benchmarks/cloud_round_profile.py [--k 64] [--rounds 50] [--set KEY=VALUE ...]
+    python benchmarks/cloud_round_profile.py [SCENARIO] [--k 64] [--rounds 50] [--set KEY=VALUE ...]
 
 Prints adaptations per second and the top functions by cumulative time, and the SimPy events the cloud's
-clock handled per request. The quickstart scaled to 256 devices, persona-s, as `bench cloud` runs it.
+clock handled per request. The quickstart (default) scaled to 256 devices where it has fewer, persona-s, as
+`bench cloud` runs it.
 """
 from __future__ import annotations
 
@@ -27,8 +28,6 @@ from persona_sim.sim.cloud_engine import CloudEngine
 from persona_sim.sim.lockstep import Lockstep
 from persona_sim.train.bundle import ensure_bundle, load_bundle
 from persona_sim.wire.messages import Arrival, Hello, RoundReport
-
-SCENARIO = Path("scenarios/quickstart.yaml")
 
 
 async def drive(scenario, bundle, bundle_path: Path, k: int, rounds: int) -> None:
@@ -62,13 +61,17 @@ async def drive(scenario, bundle, bundle_path: Path, k: int, rounds: int) -> Non
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("scenario", nargs="?", type=Path, default=Path("scenarios/quickstart.yaml"))
     ap.add_argument("--k", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=50)
     ap.add_argument("--set", action="append", default=[])
     args = ap.parse_args()
     torch.set_num_threads(1)
-    overrides = scaled_settings(SCENARIO, max(256, args.k), command_overrides(args.set, None))
-    scenario = load_scenario(SCENARIO, overrides)
+    overrides = command_overrides(args.set, None)
+    scenario = load_scenario(args.scenario, overrides)
+    if scenario.devices.count < max(256, args.k):
+        overrides = scaled_settings(args.scenario, max(256, args.k), overrides)
+        scenario = load_scenario(args.scenario, overrides)
     bundle_path, _ = ensure_bundle(scenario, load_dataset(scenario.dataset, scenario.seed), lambda *a: None)
     asyncio.run(drive(scenario, load_bundle(bundle_path), bundle_path, args.k, args.rounds))
 

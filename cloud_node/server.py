@@ -33,7 +33,7 @@ async def start_server(engine: CloudEngine, model_bytes: bytes, listen: str, sec
     token = read_token(security.token_file) if security.token_file else None
     server = grpc.aio.server(options=channel_options(engine.max_frame_bytes) + KEEPALIVE,
                              interceptors=[TokenCheck(token)] if token else None)
-    server.add_generic_rpc_handlers((rpc_handler(PersonaCloudServicer(Lockstep(engine), model_bytes, dataset)),))
+    server.add_generic_rpc_handlers((rpc_handler(PersonaCloudServicer(Lockstep(engine, values_thread=True), model_bytes, dataset)),))
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(

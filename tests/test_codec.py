@@ -250,6 +250,24 @@ def test_stacked_values_split_over_frames_under_the_cap():
     assert all(v.params["w"][0, 0] == v.prototype_id for v in back.values)
 
 
+def test_pending_edits_split_over_frames_by_a_size_bound_that_holds_at_the_widest():
+    """reply_frames sizes a pending edit by a bound, not by serializing it: the bound holds for the widest
+    values (the largest seq and sizes, the -1 of a stage not reached, a long device id), and frames stay
+    under the cap."""
+    widest = EditResult("d" * 100, 2**64 - 1, 0, None, 0.0, wire_bytes=2**64 - 1, enqueued_us=-1,
+                        compute_start_us=-1, compute_end_us=-1, departed_us=-1)
+    (frame,) = codec.reply_frames(1, RoundReply([widest], 5), max_bytes=4096)
+    assert frame.edits.ByteSize() - pb.EditBatch(frame_id=1, final=True, until_us=5).ByteSize() \
+        <= codec._pending_bytes(widest)
+    pending = [EditResult(f"dev-{i:06d}", i + 1, 0, None, 0.0, wire_bytes=33_000, departed_us=10**12 + i)
+               for i in range(200)]
+    frames = codec.reply_frames(2, RoundReply(pending, 7, values=[]), max_bytes=2_000)
+    assert len(frames) > 5 and all(f.ByteSize() <= 2_000 for f in frames)
+    back = codec.reply_from_pb([pb.CloudFrame.FromString(f.SerializeToString()).edits for f in frames])
+    assert [(r.seq, r.wire_bytes, r.departed_us) for r in back.results] == \
+        [(e.seq, 33_000, e.departed_us) for e in pending] and back.until_us == 7
+
+
 def test_malformed_pending_edits_complete_edits_and_stacked_values_are_bad_frames():
     with pytest.raises(ProtocolError, match="pending edit carries no tensors"):
         codec.edit_from_pb(pb.EditPush(device_id="dev-000001", seq=1, pending=True, wire_bytes=0))

@@ -129,8 +129,9 @@ def test_arrivals_reported_ahead_or_as_uploads_start_change_nothing_but_the_roun
 
 
 def test_edits_whose_values_come_later_change_nothing(tiny_dict, tmp_path, monkeypatch):
-    """Edits sent pending, their values computed a few at a time in later rounds (or at the end, with 3 shards)
-    simulate exactly what edits computed as their batches start do."""
+    """Edits sent pending, their values computed a few at a time in later rounds (or at the end, with 3 shards;
+    or on a thread of their own, sent whenever they are done, as the cloud node does) simulate exactly what
+    edits computed as their batches start do."""
     import functools
 
     from persona_sim.jobs import runner
@@ -144,9 +145,11 @@ def test_edits_whose_values_come_later_change_nothing(tiny_dict, tmp_path, monke
         return summary(tmp_path / name)["results_digest"]
     monkeypatch.setattr(lockstep, "FLUSH_ROWS", 3)
     later, sharded = run("later"), run("sharded", "--shards", "3")
+    monkeypatch.setattr(runner, "Lockstep", functools.partial(lockstep.Lockstep, values_thread=True))
+    threaded = run("threaded", "--shards", "2")
     monkeypatch.setattr(runner, "Lockstep", functools.partial(lockstep.Lockstep, defer_values=False))
     at_once = run("at-once")
-    assert later == sharded == at_once
+    assert later == sharded == threaded == at_once
     with contextlib.closing(sqlite3.connect(tmp_path / "later" / "results.sqlite")) as con:
         assert con.execute("SELECT count(*) FROM adaptations WHERE status = 'ok'").fetchone()[0] > 20
 

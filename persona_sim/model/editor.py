@@ -145,13 +145,14 @@ class EditorBank(nn.Module):
             n_in, n_out = self.shapes[name]
             g = _apply(feat, w, b)                                           # (P, B, edit_width)
             if self.rank is None:
-                weight = g[..., : n_in * n_out].unflatten(-1, (n_in, n_out))
-            else:
-                r = self.rank
-                u = g[..., : n_in * r].unflatten(-1, (n_in, r))              # (P, B, N_in, r)
-                v = g[..., n_in * r: n_in * r + r * n_out].unflatten(-1, (r, n_out))   # (P, B, r, N_out)
-                weight = u @ v                                               # (P, B, N_in, N_out)
-            out[f"{name}.weight"] = weight.clamp(-self.clip, self.clip)
+                g = g.clamp(-self.clip, self.clip) if g.requires_grad else g.clamp_(-self.clip, self.clip)
+                out[f"{name}.weight"] = g[..., : n_in * n_out].unflatten(-1, (n_in, n_out))   # views of g
+                out[f"{name}.bias"] = g[..., -n_out:]
+                continue
+            r = self.rank
+            u = g[..., : n_in * r].unflatten(-1, (n_in, r))                  # (P, B, N_in, r)
+            v = g[..., n_in * r: n_in * r + r * n_out].unflatten(-1, (r, n_out))   # (P, B, r, N_out)
+            out[f"{name}.weight"] = (u @ v).clamp(-self.clip, self.clip)     # (P, B, N_in, N_out)
             out[f"{name}.bias"] = g[..., -n_out:].clamp(-self.clip, self.clip)
         return out
 

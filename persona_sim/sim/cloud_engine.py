@@ -145,12 +145,12 @@ class CloudEngine:
         t0 = time.perf_counter_ns()
         rows = -(-len(requests) // ROW_BLOCK) * ROW_BLOCK
         width = max(len(r.window) for r in requests)
-        windows = torch.zeros((rows, width), dtype=torch.long)     # (rows, W) right-padded; spare rows stay 0
+        windows = np.zeros((rows, width), dtype=np.int64)          # (rows, W) right-padded; spare rows stay 0
         for i, r in enumerate(requests):
-            windows[i, : len(r.window)] = torch.as_tensor(r.window)
+            windows[i, : len(r.window)] = r.window
         windows[len(requests):, 0] = 1                             # spare rows: a one-item window
-        out = self._adapters[method](self.bundle.models, windows)
-        params = {k: v[: len(requests)].numpy().astype(np.float32) for k, v in out.params.items()}
+        out = self._adapters[method](self.bundle.models, torch.from_numpy(windows))
+        params = {k: np.asarray(v[: len(requests)].numpy(), dtype=np.float32) for k, v in out.params.items()}
         protos, norms = out.prototype.tolist(), out.edit_norm.tolist()
         share = (time.perf_counter_ns() - t0) // len(requests)    # each request's share of the call's wall time
         return [EditResult(r.device_id, r.seq, int(protos[i]), {k: v[i] for k, v in params.items()},

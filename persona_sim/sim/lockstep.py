@@ -41,7 +41,11 @@ wait (and at the run's end), in batched calls of up to ``cloud_engine.MAX_ROWS``
 rows, and sent to its shard in that round's reply. A round's clock otherwise
 forms batches of a request or two, and each would be a real call; an edit never
 depends on its batch company (``CloudEngine.compute``), so the values are the
-same bits either way.
+same bits either way. With ``values_thread`` (the cloud node), they are computed
+on a thread of their own while the rounds go on (torch computes without the
+GIL), and sent in the first reply after they are done: which round carries a
+value then depends on wall-clock speed, what a device computes with it never
+does (a device scores what it predicted with an edit once its values come).
 """
 from __future__ import annotations
 
@@ -49,6 +53,7 @@ import asyncio
 import logging
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from .. import methods
 from ..errors import ProtocolError
@@ -78,13 +83,15 @@ class _Session:
         self.waiting: dict[int, asyncio.Future] = {}
         self.in_cloud: dict[tuple[str, int], int] = {}   # (device, seq) -> its shard, while at the cloud
         self.unvalued: list[tuple[int, AdaptRequest]] = []   # (shard, request): sent pending, values not computed
+        self.valuing: Future | None = None    # values_thread: the values of earlier pending edits, being computed
 
 
 class Lockstep:
-    def __init__(self, engine: CloudEngine, defer_values: bool = True):
+    def __init__(self, engine: CloudEngine, defer_values: bool = True, values_thread: bool = False):
         self.engine = engine
         cloud = engine.scenario.cloud
         self.defer = defer_values and cloud.compute != "measured" and cloud.edit_delta == 0
+        self.valuer = ThreadPoolExecutor(1, "edit-values") if self.defer and values_thread else None
         self.cost = BatchCost(engine.scenario.cloud, replayed_times(engine.scenario))
         self.reply_delay_us = min_delay_us(engine.scenario.network)   # no reply reaches a device sooner
         self.initial_layers = prototype_params(engine.bundle)          # what every device holds at first
@@ -190,15 +197,31 @@ class Lockstep:
                 session.encoder.encode(result)
                 job.measured_ns, job.down_bytes = result.compute_ns, result.wire_bytes
 
-    def _values(self, session: _Session) -> dict[int, list[EditResult]]:
-        """The values of every edit sent pending so far, by shard."""
-        pending, session.unvalued = session.unvalued, []
+    def _values(self, session: _Session, finished: bool) -> dict[int, list[EditResult]]:
+        """The values of edits sent pending, by shard: of every one once the run has finished; else of those
+        computed now that ``FLUSH_ROWS`` wait, or (``values_thread``) of those the thread has finished."""
         out: dict[int, list[EditResult]] = {}
-        for (i, _), result in zip(pending, self.engine.compute(session.method, [r for _, r in pending])):
+        if session.valuing is not None and (finished or session.valuing.done()):
+            self._by_shard(session.valuing.result(), out)
+            session.valuing = None
+        if finished or (len(session.unvalued) >= FLUSH_ROWS and session.valuing is None):
+            pending, session.unvalued = session.unvalued, []
+            if self.valuer is None or finished:
+                self._by_shard(self._compute_values(session.method, pending), out)
+            else:
+                session.valuing = self.valuer.submit(self._compute_values, session.method, pending)
+        return out
+
+    def _compute_values(self, method: str, pending: list[tuple[int, AdaptRequest]]) -> list[tuple[int, object]]:
+        """(shard, EditResult or RequestError) for each pending edit."""
+        return [(i, result) for (i, _), result in zip(pending, self.engine.compute(method, [r for _, r in pending]))]
+
+    @staticmethod
+    def _by_shard(computed: list[tuple[int, object]], out: dict[int, list[EditResult]]) -> None:
+        for i, result in computed:
             if not isinstance(result, EditResult):   # its device holds its times already: the run cannot go on
                 raise RuntimeError(f"the values of {result.device_id} seq {result.seq}'s edit: {result.message}")
             out.setdefault(i, []).append(result)
-        return out
 
     def _round(self, session: _Session) -> None:
         t0 = time.perf_counter_ns()
@@ -233,7 +256,7 @@ class Lockstep:
                     session.unvalued.append((i, job.request))
             results[i].append(result)
         finished = horizon == math.inf
-        values = self._values(session) if finished or len(session.unvalued) >= FLUSH_ROWS else {}
+        values = self._values(session, finished)
         assert not (finished and session.in_cloud), "the clock ran to the end, so every reply has left"
         session.front = horizon
         session.until = None if finished else int(horizon) + session.clock.lookahead_us + self.reply_delay_us

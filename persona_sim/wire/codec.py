@@ -26,29 +26,37 @@ INT8_LEVELS = 127
 
 # ---- tensors -------------------------------------------------------------------------
 
-def tensor_to_pb(name: str, array: np.ndarray, dtype: int = pb.FLOAT32, rows: bool = False) -> pb.Tensor:
-    """A tensor in ``dtype``. INT8 quantises with one scale, max |x| / 127: every value is off by at most
+def tensor_to_pb(name: str, array: np.ndarray, dtype: int = pb.FLOAT32, rows: bool = False,
+                 into: pb.Tensor | None = None) -> pb.Tensor:
+    """A tensor in ``dtype`` (written into ``into``, e.g. a repeated field's new element, when given: a message
+    appended to another is copied). INT8 quantises with one scale, max |x| / 127: every value is off by at most
     half a scale step; with ``rows`` (edits stacked on axis 0), each row gets its own scale (``row_scales``),
     so a row's bytes are those it would have alone. FLOAT16 rounds to 11 significant bits (relative error at
     most 2^-11)."""
+    t = pb.Tensor() if into is None else into
+    t.name, t.dtype = name, dtype
     if dtype == pb.INT8:
         values = np.asarray(array, dtype=np.float32)
         flat = values.reshape(len(values) if rows else 1, -1 if values.size else 0)
         peak = np.abs(flat).max(axis=1, initial=0.0)
         scale = np.where(peak > 0, peak.astype(np.float64) / INT8_LEVELS, 1.0).astype(np.float32)
         q = np.clip(np.rint(flat / scale[:, None]), -INT8_LEVELS, INT8_LEVELS).astype(np.int8)
-        t = pb.Tensor(name=name, dtype=dtype, shape=list(values.shape), data=q.tobytes())
+        t.shape.extend(values.shape)
+        t.data = q.tobytes()
         if rows:
             t.row_scales.extend(scale.tolist())
         else:
             t.scale = float(scale[0])
         return t
     arr = np.ascontiguousarray(array, dtype=_NP_DTYPE[dtype])
-    return pb.Tensor(name=name, dtype=dtype, shape=list(arr.shape), data=arr.tobytes())
+    t.shape.extend(arr.shape)
+    t.data = arr.tobytes()
+    return t
 
 
 def tensor_from_pb(t: pb.Tensor, where: str, rows: bool = False) -> np.ndarray:
-    """A tensor as float32; with ``rows``, an INT8 one is scaled row by row (``row_scales``)."""
+    """A tensor as float32, an array of its own; with ``rows``, an INT8 one is scaled row by row (``row_scales``),
+    and a FLOAT32 one may be a read-only view of the message's bytes."""
     if t.dtype not in _NP_DTYPE:
         raise ProtocolError("BAD_FRAME", f"{where}: tensor '{t.name}' has unsupported dtype {t.dtype}")
     dt = _NP_DTYPE[t.dtype]
@@ -59,7 +67,9 @@ def tensor_from_pb(t: pb.Tensor, where: str, rows: bool = False) -> np.ndarray:
     if expected != len(t.data):
         raise ProtocolError("BAD_FRAME", f"{where}: tensor '{t.name}' shape {shape} needs {expected} bytes, "
                                          f"got {len(t.data)}")
-    array = np.frombuffer(t.data, dtype=dt).reshape(shape).astype(np.float32)
+    array = np.frombuffer(t.data, dtype=dt).reshape(shape)
+    if not rows or t.dtype != pb.FLOAT32:     # rows: read-only float32 is fine, the caller copies each row out
+        array = array.astype(np.float32)
     if t.dtype == pb.INT8:
         scales = np.asarray(t.row_scales if rows else [t.scale], dtype=np.float32)
         if len(scales) != (shape[0] if rows else 1) or not (np.isfinite(scales) & (scales > 0)).all():
@@ -159,30 +169,50 @@ def edit_to_pb(edit: EditResult, dtype: int = pb.FLOAT32) -> pb.EditPush:
     """The edit as sent (its ``encoded`` form when the cloud's EditEncoder made one), with its cloud times;
     a pending edit (no params yet) carries its times and charged size only."""
     if edit.params is None:
-        msg = pb.EditPush(device_id=edit.device_id, seq=edit.seq, pending=True, wire_bytes=edit.wire_bytes)
-    else:
-        msg = edit.encoded if edit.encoded is not None else _edit_payload(
-            edit, [tensor_to_pb(name, edit.params[name], dtype) for name in sorted(edit.params)])
-        msg.compute_ns = edit.compute_ns
-    msg.stages.CopyFrom(pb.CloudStages(enqueued_us=edit.enqueued_us, compute_start_us=edit.compute_start_us,
-                                       compute_end_us=edit.compute_end_us, departed_us=edit.departed_us))
+        return _pending_to_pb(edit, pb.EditPush())
+    msg = edit.encoded if edit.encoded is not None else _edit_payload(
+        edit, [tensor_to_pb(name, edit.params[name], dtype) for name in sorted(edit.params)])
+    msg.compute_ns = edit.compute_ns
+    _stages_to_pb(edit, msg.stages)
     return msg
 
 
-def values_to_pb(edits: list[EditResult], dtype: int = pb.FLOAT32) -> pb.EditValues:
-    """The values of edits sent pending, stacked: one tensor per layer, a row per edit."""
-    return pb.EditValues(
-        device_ids=[e.device_id for e in edits], seqs=[e.seq for e in edits],
-        prototype_ids=[e.prototype_id for e in edits], edit_norms=[e.edit_norm for e in edits],
-        compute_ns=[e.compute_ns for e in edits],
-        tensors=[tensor_to_pb(name, np.stack([e.params[name] for e in edits]), dtype, rows=True)
-                 for name in sorted(edits[0].params)])
+def _pending_to_pb(edit: EditResult, msg: pb.EditPush) -> pb.EditPush:
+    msg.device_id, msg.seq, msg.pending, msg.wire_bytes = edit.device_id, edit.seq, True, edit.wire_bytes
+    _stages_to_pb(edit, msg.stages)
+    return msg
+
+
+def _pending_bytes(edit: EditResult) -> int:
+    """At least the serialized size of a pending edit's EditPush inside its EditBatch: its device id (with tag
+    and length), seq and wire_bytes (at most 11 bytes each), pending (2), stages (at most 46), framing (3)."""
+    return len(edit.device_id.encode()) + 2 + 11 + 11 + 2 + 46 + 3
+
+
+def _stages_to_pb(edit: EditResult, st: pb.CloudStages) -> None:
+    st.enqueued_us, st.compute_start_us = edit.enqueued_us, edit.compute_start_us
+    st.compute_end_us, st.departed_us = edit.compute_end_us, edit.departed_us
+
+
+def values_to_pb(edits: list[EditResult], dtype: int = pb.FLOAT32, into: pb.EditValues | None = None) -> pb.EditValues:
+    """The values of edits sent pending, stacked: one tensor per layer, a row per edit (into ``into``, if given)."""
+    msg = pb.EditValues() if into is None else into
+    msg.device_ids.extend([e.device_id for e in edits])
+    msg.seqs.extend([e.seq for e in edits])
+    msg.prototype_ids.extend([e.prototype_id for e in edits])
+    msg.edit_norms.extend([e.edit_norm for e in edits])
+    msg.compute_ns.extend([e.compute_ns for e in edits])
+    for name in sorted(edits[0].params):
+        tensor_to_pb(name, np.stack([e.params[name] for e in edits]), dtype, rows=True, into=msg.tensors.add())
+    return msg
 
 
 def values_from_pb(msg: pb.EditValues) -> list[EditResult]:
-    n = len(msg.device_ids)
-    where = f"EditValues({n} edits, first {msg.device_ids[0] if n else None!r})"
-    lengths = [len(msg.seqs), len(msg.prototype_ids), len(msg.edit_norms), len(msg.compute_ns)]
+    ids = list(msg.device_ids)
+    n = len(ids)
+    where = f"EditValues({n} edits, first {ids[0] if n else None!r})"
+    seqs, protos, norms, compute = list(msg.seqs), list(msg.prototype_ids), list(msg.edit_norms), list(msg.compute_ns)
+    lengths = [len(seqs), len(protos), len(norms), len(compute)]
     if lengths != [n] * 4:
         raise ProtocolError("BAD_FRAME", f"{where}: seqs, prototype_ids, edit_norms and compute_ns have "
                                          f"{lengths} entries, not {n} each")
@@ -191,9 +221,8 @@ def values_from_pb(msg: pb.EditValues) -> list[EditResult]:
         raise ProtocolError("BAD_FRAME", f"{where}: tensors of shapes {[a.shape for a in tensors.values()]} "
                                          f"do not have a row per edit")
     # each edit its own arrays: a device keeps its layers for long, and a view would keep the whole stack alive
-    return [EditResult(msg.device_ids[i], int(msg.seqs[i]), int(msg.prototype_ids[i]),
-                       {k: a[i].copy() for k, a in tensors.items()}, float(msg.edit_norms[i]), int(msg.compute_ns[i]))
-            for i in range(n)]
+    return [EditResult(ids[i], int(seqs[i]), int(protos[i]), {k: a[i].copy() for k, a in tensors.items()},
+                       float(norms[i]), int(compute[i])) for i in range(n)]
 
 
 def _edit_payload(edit: EditResult, tensors: list[pb.Tensor]) -> pb.EditPush:
@@ -263,7 +292,7 @@ class EditEncoder:
                 new, old = edit.params[t.name], held[t.name]
                 if np.linalg.norm(new - old) > self.delta * np.linalg.norm(old):
                     kept.append(t)
-                    held[t.name] = new if self.dtype == pb.FLOAT32 else tensor_from_pb(t, "EditEncoder")
+                    held[t.name] = new.copy() if self.dtype == pb.FLOAT32 else tensor_from_pb(t, "EditEncoder")
             self.held[edit.device_id], tensors = held, kept
         edit.encoded = _edit_payload(edit, tensors)
         edit.wire_bytes = edit_wire_bytes(edit.encoded)
@@ -303,26 +332,34 @@ def frame_cap_error(device_id: str, seq: int, n: int, max_bytes: int) -> Request
 
 def reply_frames(frame_id: int, reply: RoundReply, max_bytes: int) -> list[pb.CloudFrame]:
     """One round's reply as EditBatch frames of at most ``max_bytes`` each; the last is final and carries
-    the round's times."""
-    frames, current, size = [], pb.EditBatch(frame_id=frame_id), 0
+    the round's times. Frames are filled in place and split by sizes bounded from above (serializing a
+    message to learn its size, or appending it to another, copies every byte of its values)."""
+    frames: list[pb.CloudFrame] = []
     budget = max_bytes - 128   # room for the frame header and the round's fields
+    size = 0
 
-    def room(n: int) -> None:
-        nonlocal current, size
-        if size + n > budget and size:
-            frames.append(current)
-            current, size = pb.EditBatch(frame_id=frame_id), 0
+    def batch(n: int) -> pb.EditBatch:
+        """The EditBatch the next n bytes go in: the current one, or a new frame's when they do not fit."""
+        nonlocal size
+        if not frames or (size + n > budget and size):
+            frames.append(pb.CloudFrame())
+            frames[-1].edits.frame_id = frame_id
+            frames[-1].edits.SetInParent()
+            size = 0
         size += n
+        return frames[-1].edits
 
     errors = [r for r in reply.results if isinstance(r, RequestError)]
     for edit in (r for r in reply.results if isinstance(r, EditResult)):
+        if edit.params is None:
+            _pending_to_pb(edit, batch(_pending_bytes(edit)).edits.add())
+            continue
         msg = edit_to_pb(edit)
         n = msg.ByteSize()
         if not fits_frame(n, max_bytes):
             errors.append(frame_cap_error(edit.device_id, edit.seq, n + 8, max_bytes))
             continue
-        room(n + 8)
-        current.edits.append(msg)
+        batch(n + 8).edits.append(msg)
     if reply.values:
         dtype = pb.DType.Value(reply.values_codec)
         row = values_to_pb(reply.values[:1], dtype).ByteSize() + 8     # every edit's values weigh the same
@@ -330,16 +367,14 @@ def reply_frames(frame_id: int, reply: RoundReply, max_bytes: int) -> list[pb.Cl
             raise ProtocolError("INTERNAL", f"one edit's values ({row} bytes) exceed the frame cap of {max_bytes}")
         step = max(1, (budget - 64) // row)
         for lo in range(0, len(reply.values), step):
-            block = values_to_pb(reply.values[lo: lo + step], dtype)
-            room(block.ByteSize() + 8)
-            current.values.append(block)
-    current.errors.extend(error_to_pb(e) for e in errors)
-    frames.append(current)
-    last = frames[-1]
+            block = reply.values[lo: lo + step]
+            values_to_pb(block, dtype, into=batch(len(block) * row + 64).values.add())
+    last = batch(0)
+    last.errors.extend(error_to_pb(e) for e in errors)
     last.final = True
     last.until_us = -1 if reply.until_us is None else reply.until_us
     last.server_ns, last.wait_ns = reply.server_ns, reply.wait_ns
-    return [pb.CloudFrame(edits=f) for f in frames]
+    return frames
 
 
 def reply_from_pb(parts: list[pb.EditBatch]) -> RoundReply:
