@@ -70,10 +70,9 @@ class CloudEngine:
                                              f"(cloud.edit_delta {self.scenario.cloud.edit_delta})")
 
     def check_method(self, method: str, device_id: str = "", seq: int = 0) -> None:
-        served = [m for m in self.scenario.methods if methods.get(m).asks_cloud]
-        if method not in served:
-            raise ProtocolError("BAD_REQUEST", f"method {method!r} is not served; this cloud adapts with {served}",
-                                device_id, seq)
+        if method not in self._adapters:
+            raise ProtocolError("BAD_REQUEST", f"method {method!r} is not served; this cloud adapts with "
+                                               f"{list(self._adapters)}", device_id, seq)
 
     def forget_sequences(self, method: str) -> None:
         """A new run of ``method`` starts: its devices count their requests from 0 again."""
@@ -92,9 +91,9 @@ class CloudEngine:
         if not 1 <= len(req.window) <= self._max_window:
             raise ProtocolError("BAD_REQUEST", f"window has {len(req.window)} items; expected 1..{self._max_window}",
                                 req.device_id, req.seq)
-        bad = [i for i in req.window if not 1 <= i <= self.bundle.num_items]
-        if bad:
-            raise ProtocolError("BAD_REQUEST", f"window item id {bad[0]} is outside 1..{self.bundle.num_items}",
+        if not 1 <= min(req.window) <= max(req.window) <= self.bundle.num_items:
+            bad = next(i for i in req.window if not 1 <= i <= self.bundle.num_items)
+            raise ProtocolError("BAD_REQUEST", f"window item id {bad} is outside 1..{self.bundle.num_items}",
                                 req.device_id, req.seq)
         last = self._last_seq.get((req.method, req.device_id), -1)
         if req.seq <= last:
