@@ -111,8 +111,18 @@ class Load:
         return [AdaptRequest(device_id(j), self.round, t_us, self.method, self.windows[j]) for j in range(self.k)]
 
 
-async def _drive_cloud(transport: GrpcTransport, load: Load, seconds: float) -> dict:
-    """Rounds of K for ``seconds`` (after a warm-up): per-round latencies and the cloud's own times."""
+def _cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) process ``pid`` has used, all its threads; None where /proc is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _drive_cloud(transport: GrpcTransport, load: Load, seconds: float, cloud_pid: int) -> dict:
+    """Rounds of K for ``seconds`` (after a warm-up): per-round latencies, the cloud's own times, and the CPU
+    time each process (the cloud node's, this one's) spent per round."""
     until, front = 0, 0
     report = RoundReport(load.method, 0, 1, ())            # the run starts: nothing can have arrived yet
     reply = await transport.round(report)
@@ -133,12 +143,14 @@ async def _drive_cloud(transport: GrpcTransport, load: Load, seconds: float) -> 
         if rounds == WARMUP_ROUNDS:
             t_end = time.perf_counter() + seconds
             lat, server = [], []
+            cpu0 = _cpu_s(cloud_pid), time.process_time()
         else:
             lat.append(dt)
             server.append(reply.server_ns)
         reply_bytes = sum(e.wire_bytes for e in edits)
+    cloud_cpu = None if cpu0[0] is None else _cpu_s(cloud_pid) - cpu0[0]
     return {"rounds": len(lat), "wall_s": sum(lat) / 1e9, "latency_ns": lat, "server_ns": server,
-            "reply_bytes": reply_bytes}
+            "reply_bytes": reply_bytes, "cloud_cpu_s": cloud_cpu, "load_cpu_s": time.process_time() - cpu0[1]}
 
 
 async def _drive_echo(target: str, request_bytes: int, reply_bytes: int, seconds: float) -> dict:
@@ -179,6 +191,9 @@ def _rate(cell: dict, k: int) -> dict:
            "latency_ms_p99": round(float(np.percentile(lat, 99)), 3)}
     if "server_ns" in cell:
         out["cloud_round_ms_p50"] = round(float(np.median(cell["server_ns"])) / 1e6, 3)
+        out["load_cpu_ms_per_round"] = round(cell["load_cpu_s"] * 1e3 / cell["rounds"], 3)
+        if cell["cloud_cpu_s"] is not None:     # every thread of the cloud node (the edit values' one too)
+            out["cloud_cpu_ms_per_round"] = round(cell["cloud_cpu_s"] * 1e3 / cell["rounds"], 3)
     return out
 
 
@@ -207,7 +222,7 @@ async def _bench(args, scenario, bundle_path: Path, bundle, progress) -> dict:
                         transport = GrpcTransport(channel, target, hello, engine.max_frame_bytes)
                         await transport.open()
                         load = Load(scenario, bundle.num_items, args.method, k)
-                        cloud_cell = await _drive_cloud(transport, load, args.seconds)
+                        cloud_cell = await _drive_cloud(transport, load, args.seconds, cloud.pid)
                         await transport.close()
                         request_bytes = sum(len(f.SerializeToString()) for f in _report_frames(load, engine))
                         echo_cell = await _drive_echo(echo_target, request_bytes, cloud_cell["reply_bytes"],
@@ -245,12 +260,14 @@ def _report_frames(load: Load, engine: CloudEngine):
 def render(result: dict) -> str:
     lines = [f"{result['method']}, {result['scenario']}: medians of {result['repeats']} interleaved runs",
              "    K   cloud adapt/s   p50 ms   p99 ms   echo rounds/s   editor alone adapt/s   cloud/editor  "
-             "cloud/echo (rounds)", "-" * 118]
+             "cloud/echo (rounds)   CPU ms/round: cloud  load", "-" * 144]
     for r in result["rows"]:
         c, e, d = r["cloud"], r["echo"], r["editor_alone"]
+        cloud_cpu = c.get("cloud_cpu_ms_per_round")
         lines.append(f"{r['k']:>5}  {c['adaptations_per_s']:>14,.0f}  {c['latency_ms_p50']:>7.2f}  "
                      f"{c['latency_ms_p99']:>7.2f}  {e['rounds_per_s']:>14,.0f}  {d['adaptations_per_s']:>21,.0f}  "
-                     f"{r['cloud_vs_editor']:>12.2f}  {r['cloud_vs_echo_rounds']:>19.2f}")
+                     f"{r['cloud_vs_editor']:>12.2f}  {r['cloud_vs_echo_rounds']:>19.2f}  "
+                     f"{'n/a' if cloud_cpu is None else f'{cloud_cpu:.2f}':>19}  {c['load_cpu_ms_per_round']:>5.2f}")
     return "\n".join(lines)
 
 
