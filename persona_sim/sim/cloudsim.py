@@ -35,6 +35,7 @@ Compute time of a batch of B requests that each evaluate P prototype editors (or
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict, deque
 from dataclasses import dataclass
@@ -125,11 +126,15 @@ class CloudClock:
 
     def add(self, jobs: list[Job]) -> None:
         """Requests arriving at or after the front's clock (every arrival before it is known already)."""
-        for job in sorted(jobs, key=lambda j: j.key):
+        jobs = sorted(jobs, key=lambda j: j.key)
+        for job in jobs:
             if job.arrived_us < self.front.now:
                 raise ValueError(f"{job.device_id} seq {job.seq} arrives at {job.arrived_us} µs, before the "
                                  f"cloud's clock ({self.front.now} µs)")
-            at(self.front, job.arrived_us, lambda _, j=job: self._arrive(j))
+        # one event per arrival instant, its jobs in order: what one event each would do, since nothing else
+        # could be scheduled between events scheduled back to back (SimPy runs an instant's events in order)
+        for t, group in itertools.groupby(jobs, key=lambda j: j.arrived_us):
+            at(self.front, t, lambda _, g=list(group): [self._arrive(j) for j in g])
 
     def advance(self, horizon_us: float) -> list[Job]:
         """Every arrival before ``horizon_us`` has been added: run, and return the jobs that departed
@@ -184,7 +189,7 @@ class CloudClock:
         took = self.cost(batch)
         for job in batch:
             job.start_us, job.end_us = start, start + took      # job.end_us >= back's clock: see the docstring
-            at(self.back, job.end_us, lambda _, j=job: self._depart(j))
+        at(self.back, start + took, lambda _: [self._depart(j) for j in batch])   # one event: as in ``add``
         at(self.front, start + took, self._free)
 
     def _free(self, _event: simpy.Event) -> None:
