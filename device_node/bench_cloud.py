@@ -4,8 +4,9 @@ A real `persona-sim cloud` process is started on a loopback port, and this proce
 node would: one Adapt stream, lockstep rounds of K requests each (K devices' windows in one report frame),
 every reply back in the same round (the report promises no arrival for 10 virtual seconds, so the cloud's
 clock finishes every batch before it answers). Measured per round: the wall time from sending the report
-to holding every decoded edit (the node's view of the server's latency) and the cloud's own time on the
-round. In the same run, interleaved with it:
+to holding every decoded edit (the node's view of the server's latency), the cloud's own time on the
+round, and the CPU time each process spent per round (the cloud node's, all its threads; this one's).
+In the same run, interleaved with it:
 
   - a bare gRPC aio echo server, another process, answering each frame with one of the size the cloud's
     reply had (the transport's ceiling: what gRPC and Python cost with no work at all);
