@@ -14,13 +14,14 @@ import asyncio
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import grpc
+
+from device_node.bench_cloud import _start
 
 OPTIONS = [("grpc.max_receive_message_length", 80 << 20), ("grpc.max_send_message_length", 80 << 20)]
 METHOD = "/persona_sim.bench.Burst/PingPong"
@@ -67,12 +68,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        port_file = Path(tmp, "port")
-        server = subprocess.Popen([sys.executable, __file__, "--serve-at", str(port_file)])
+        server, target = _start([sys.executable, __file__, "--serve-at", f"{tmp}/port"], Path(tmp, "port"),
+                                Path(tmp, "server.log"))
         try:
-            while not port_file.exists() or not port_file.read_text():
-                time.sleep(0.05)
-            target = f"127.0.0.1:{port_file.read_text()}"
             rows = []
             for messages in args.messages:
                 for every in args.every:
