@@ -66,7 +66,7 @@ def rpc_handler(servicer: "PersonaCloudServicer") -> grpc.GenericRpcHandler:
     """The service with raw request bytes in, so a frame that does not parse is the servicer's to answer."""
     return grpc.method_handlers_generic_handler(SERVICE_NAME, {
         "Adapt": grpc.stream_stream_rpc_method_handler(
-            servicer.Adapt, response_serializer=pb.CloudFrame.SerializeToString),
+            servicer.Adapt, response_serializer=_frame_bytes),
         "GetInfo": grpc.unary_unary_rpc_method_handler(
             servicer.GetInfo, response_serializer=pb.CloudInfo.SerializeToString),
         "FetchModel": grpc.unary_stream_rpc_method_handler(
@@ -74,6 +74,11 @@ def rpc_handler(servicer: "PersonaCloudServicer") -> grpc.GenericRpcHandler:
         "FetchDataset": grpc.unary_stream_rpc_method_handler(
             servicer.FetchDataset, response_serializer=pb.ModelChunk.SerializeToString),
     })
+
+
+def _frame_bytes(frame: pb.CloudFrame | bytes) -> bytes:
+    """A CloudFrame as sent: edit frames come serialized already (``codec.reply_frames``), the rest as messages."""
+    return frame if isinstance(frame, bytes) else frame.SerializeToString()
 
 
 def _chunks(data: bytes):
@@ -211,7 +216,7 @@ class PersonaCloudServicer(pb_grpc.PersonaCloudServicer):
                                              f"a shard has at most {limit} devices (devices.count), so at most "
                                              f"{limit} requests in at most {limit + 1} parts")
 
-    async def _round(self, parts: list[pb.RequestBatch], hello) -> list[pb.CloudFrame]:
+    async def _round(self, parts: list[pb.RequestBatch], hello) -> list[bytes]:
         report, errors = codec.report_from_pb(parts)
         reply = await self.lockstep.submit(hello, report)
         reply.results = errors + reply.results

@@ -95,9 +95,9 @@ def test_reply_is_split_under_the_frame_cap_and_only_the_last_part_is_final():
     params = {"w": np.zeros((16, 16), np.float32)}       # about 1 KiB per edit
     edits = [EditResult(f"dev-{i:06d}", 1, 0, params, 0.0, departed_us=10 + i) for i in range(10)]
     errors = [RequestError("dev-000099", 1, "UNKNOWN_DEVICE", "unknown")]
-    frames = codec.reply_frames(5, RoundReply(edits + errors, 777, 11, 22), max_bytes=3000)
-    assert len(frames) > 1
-    assert all(f.ByteSize() <= 3000 for f in frames)
+    raw = codec.reply_frames(5, RoundReply(edits + errors, 777, 11, 22), max_bytes=3000)
+    assert len(raw) > 1 and all(len(f) <= 3000 for f in raw)
+    frames = [pb.CloudFrame.FromString(f) for f in raw]
     assert [f.edits.final for f in frames] == [False] * (len(frames) - 1) + [True]
     assert {f.edits.frame_id for f in frames} == {5}
     assert sum(len(f.edits.edits) for f in frames) == 10
@@ -105,14 +105,13 @@ def test_reply_is_split_under_the_frame_cap_and_only_the_last_part_is_final():
     back = codec.reply_from_pb([f.edits for f in frames])
     assert (back.until_us, back.server_ns, back.wait_ns) == (777, 11, 22)
     assert [r.departed_us for r in back.results if isinstance(r, EditResult)] == list(range(10, 20))
-    assert codec.reply_from_pb([f.edits for f in codec.reply_frames(1, RoundReply([], None), 3000)]).until_us is None
+    assert codec.reply_from_frames(codec.reply_frames(1, RoundReply([], None), 3000)).until_us is None
 
 
 def test_one_edit_larger_than_the_cap_fails_that_request_not_the_frame():
     edit = EditResult("dev-000001", 1, 0, {"w": np.zeros((64, 64), np.float32)}, 0.0)
     small = EditResult("dev-000002", 1, 0, {"w": np.zeros((2, 2), np.float32)}, 0.0)
-    frames = codec.reply_frames(1, RoundReply([edit, small], 5), max_bytes=1024)
-    back = codec.reply_from_pb([f.edits for f in frames])
+    back = codec.reply_from_frames(codec.reply_frames(1, RoundReply([edit, small], 5), max_bytes=1024))
     assert [r.device_id for r in back.results if isinstance(r, EditResult)] == ["dev-000002"]
     (err,) = [r for r in back.results if isinstance(r, RequestError)]
     assert err.device_id == "dev-000001" and "exceeds the frame cap" in err.message
@@ -229,8 +228,8 @@ def test_an_edit_sent_pending_is_charged_exactly_what_its_values_weigh_in_every_
             encoder.encode(edit)
             assert encoder.wire_bytes("dev-000123", seq) == edit.wire_bytes, (dtype, seq)
             pending.append(EditResult("dev-000123", seq, 0, None, 0.0, wire_bytes=edit.wire_bytes, departed_us=9))
-        frames = codec.reply_frames(1, RoundReply(pending, 10, values=values, values_codec=dtype), 1 << 20)
-        reply = codec.reply_from_pb([pb.CloudFrame.FromString(f.SerializeToString()).edits for f in frames])
+        blocks = codec.values_blocks(values, dtype, 1 << 20)
+        reply = codec.reply_from_frames(codec.reply_frames(1, RoundReply(pending, 10, value_blocks=blocks), 1 << 20))
         assert [(r.params, r.wire_bytes, r.departed_us) for r in reply.results] == \
             [(None, e.wire_bytes, 9) for e in values]
         for got, want in zip(reply.values, alone):
@@ -241,11 +240,35 @@ def test_an_edit_sent_pending_is_charged_exactly_what_its_values_weigh_in_every_
         codec.EditEncoder("FLOAT32", 0.1, initial).wire_bytes("dev-000001", 1)
 
 
+def test_values_blocks_and_their_frames_are_the_bytes_protobuf_writes():
+    """Values blocks and the frames around them are put together by hand (one copy of the values): they must be
+    exactly what protobuf writes for the same message, field order included, in every dtype."""
+    rng = np.random.default_rng(3)
+    edits = [EditResult(f"dev-{i:06d}", 2**(9 * i), i, {"b": rng.normal(size=4).astype(np.float32),
+                                                         "a": rng.normal(size=(3, 4)).astype(np.float32)},
+                        0.5 * i, 1000 + i) for i in range(5)]
+    for dtype in ("FLOAT32", "FLOAT16", "INT8"):
+        (block,) = codec.values_blocks(edits, dtype, 1 << 20)
+        assert pb.EditValues.FromString(block).SerializeToString() == block, dtype
+        pending = [EditResult("dev-000009", 3, 0, None, 0.0, wire_bytes=99, departed_us=7)]
+        (frame,) = codec.reply_frames(4, RoundReply(pending, 8, value_blocks=[block, block]), 1 << 20)
+        parsed = pb.CloudFrame.FromString(frame)
+        assert parsed.SerializeToString() == frame and len(parsed.edits.values) == 2, dtype
+    want = pb.EditValues(device_ids=[e.device_id for e in edits], seqs=[e.seq for e in edits],
+                         prototype_ids=range(5), edit_norms=[e.edit_norm for e in edits],
+                         compute_ns=[e.compute_ns for e in edits])
+    for name in ("a", "b"):
+        stacked = np.stack([e.params[name] for e in edits])
+        want.tensors.add(name=name, dtype=pb.FLOAT32, shape=stacked.shape, data=stacked.tobytes())
+    assert pb.EditValues.FromString(codec.values_blocks(edits, "FLOAT32", 1 << 20)[0]) == want
+
+
 def test_stacked_values_split_over_frames_under_the_cap():
     edits = [EditResult(f"dev-{i:06d}", 1, i, {"w": np.full((32, 32), i, np.float32)}, 1.0) for i in range(40)]
-    frames = codec.reply_frames(3, RoundReply([], 5, values=edits), max_bytes=20_000)
-    assert len(frames) > 5 and all(f.ByteSize() <= 20_000 for f in frames)
-    back = codec.reply_from_pb([f.edits for f in frames])
+    frames = codec.reply_frames(3, RoundReply([], 5, value_blocks=codec.values_blocks(edits, "FLOAT32", 20_000)),
+                                max_bytes=20_000)
+    assert len(frames) > 5 and all(len(f) <= 20_000 for f in frames)
+    back = codec.reply_from_frames(frames)
     assert [v.prototype_id for v in back.values] == list(range(40)) and back.until_us == 5
     assert all(v.params["w"][0, 0] == v.prototype_id for v in back.values)
 
@@ -256,14 +279,14 @@ def test_pending_edits_split_over_frames_by_a_size_bound_that_holds_at_the_wides
     under the cap."""
     widest = EditResult("d" * 100, 2**64 - 1, 0, None, 0.0, wire_bytes=2**64 - 1, enqueued_us=-1,
                         compute_start_us=-1, compute_end_us=-1, departed_us=-1)
-    (frame,) = codec.reply_frames(1, RoundReply([widest], 5), max_bytes=4096)
+    (frame,) = map(pb.CloudFrame.FromString, codec.reply_frames(1, RoundReply([widest], 5), max_bytes=4096))
     assert frame.edits.ByteSize() - pb.EditBatch(frame_id=1, final=True, until_us=5).ByteSize() \
         <= codec._pending_bytes(widest)
     pending = [EditResult(f"dev-{i:06d}", i + 1, 0, None, 0.0, wire_bytes=33_000, departed_us=10**12 + i)
                for i in range(200)]
-    frames = codec.reply_frames(2, RoundReply(pending, 7, values=[]), max_bytes=2_000)
-    assert len(frames) > 5 and all(f.ByteSize() <= 2_000 for f in frames)
-    back = codec.reply_from_pb([pb.CloudFrame.FromString(f.SerializeToString()).edits for f in frames])
+    frames = codec.reply_frames(2, RoundReply(pending, 7), max_bytes=2_000)
+    assert len(frames) > 5 and all(len(f) <= 2_000 for f in frames)
+    back = codec.reply_from_frames(frames)
     assert [(r.seq, r.wire_bytes, r.departed_us) for r in back.results] == \
         [(e.seq, 33_000, e.departed_us) for e in pending] and back.until_us == 7
 
@@ -276,7 +299,8 @@ def test_malformed_pending_edits_complete_edits_and_stacked_values_are_bad_frame
     with pytest.raises(ProtocolError, match="not 2 each"):
         codec.values_from_pb(pb.EditValues(device_ids=["a", "b"], seqs=[1], prototype_ids=[0, 0], edit_norms=[1, 1],
                                            compute_ns=[0, 0]))
-    int8 = codec.values_to_pb([EditResult("a", 1, 0, {"w": np.ones(3, np.float32)}, 1.0)] * 2, pb.INT8)
+    (block,) = codec.values_blocks([EditResult("a", 1, 0, {"w": np.ones(3, np.float32)}, 1.0)] * 2, "INT8", 1 << 20)
+    int8 = pb.EditValues.FromString(block)
     del int8.tensors[0].row_scales[1:]
     with pytest.raises(ProtocolError, match="one per row"):
         codec.values_from_pb(int8)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from ..sim.lockstep import Lockstep
-from ..wire.codec import reply_frames, reply_from_pb, report_frames, report_from_pb
+from ..wire.codec import reply_frames, reply_from_frames, report_frames, report_from_pb
 from ..wire.messages import Hello, RoundReply, RoundReport
 
 
@@ -27,9 +27,9 @@ class InprocTransport:
         decoded, errors = report_from_pb([f.requests for f in frames])
         reply = await self.lockstep.submit(self.hello, decoded)
         reply.results = errors + reply.results
-        parts = [f.edits for f in reply_frames(0, reply, self.max_frame_bytes)]
-        del reply              # its values' arrays go before their decoded copies come (a round may carry thousands)
+        frames = reply_frames(0, reply, self.max_frame_bytes)
+        del reply              # its values' bytes go before their decoded copies come (a round may carry thousands)
         t2 = time.perf_counter_ns()
-        out = reply_from_pb(parts)
+        out = reply_from_frames(frames)
         out.codec_ns = (t1 - t0) + (time.perf_counter_ns() - t2)   # this node's side, as over gRPC
         return out

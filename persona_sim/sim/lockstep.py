@@ -57,7 +57,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from .. import methods
 from ..errors import ProtocolError
-from ..wire.codec import EditEncoder, fits_frame, frame_cap_error, request_wire_bytes
+from ..wire.codec import EditEncoder, fits_frame, frame_cap_error, request_wire_bytes, values_blocks
 from ..wire.messages import AdaptRequest, EditResult, Hello, RequestError, RoundReply, RoundReport
 from .cloud_engine import CloudEngine
 from .cloudsim import BatchCost, CloudClock, Job
@@ -197,31 +197,37 @@ class Lockstep:
                 session.encoder.encode(result)
                 job.measured_ns, job.down_bytes = result.compute_ns, result.wire_bytes
 
-    def _values(self, session: _Session, finished: bool) -> dict[int, list[EditResult]]:
-        """The values of edits sent pending, by shard: of every one once the run has finished; else of those
-        computed now that ``FLUSH_ROWS`` wait, or (``values_thread``) of those the thread has finished."""
-        out: dict[int, list[EditResult]] = {}
+    def _values(self, session: _Session, finished: bool) -> dict[int, list[bytes]]:
+        """The values of edits sent pending, as each shard's reply carries them: of every one once the run has
+        finished; else of those computed now that ``FLUSH_ROWS`` wait, or (``values_thread``) of those the
+        thread has finished."""
+        out: dict[int, list[bytes]] = {}
         if session.valuing is not None and (finished or session.valuing.done()):
-            self._by_shard(session.valuing.result(), out)
+            self._merge(session.valuing.result(), out)
             session.valuing = None
         if finished or (len(session.unvalued) >= FLUSH_ROWS and session.valuing is None):
             pending, session.unvalued = session.unvalued, []
             if self.valuer is None or finished:
-                self._by_shard(self._compute_values(session.method, pending), out)
+                self._merge(self._compute_values(session.method, pending), out)
             else:
                 session.valuing = self.valuer.submit(self._compute_values, session.method, pending)
         return out
 
-    def _compute_values(self, method: str, pending: list[tuple[int, AdaptRequest]]) -> list[tuple[int, object]]:
-        """(shard, EditResult or RequestError) for each pending edit."""
-        return [(i, result) for (i, _), result in zip(pending, self.engine.compute(method, [r for _, r in pending]))]
-
-    @staticmethod
-    def _by_shard(computed: list[tuple[int, object]], out: dict[int, list[EditResult]]) -> None:
-        for i, result in computed:
+    def _compute_values(self, method: str, pending: list[tuple[int, AdaptRequest]]) -> dict[int, list[bytes]]:
+        """The values of pending edits (shard, request), computed and encoded (serialized EditValues) by shard:
+        on the values thread, the encoding is off the rounds' path too."""
+        by_shard: dict[int, list[EditResult]] = {}
+        for (i, _), result in zip(pending, self.engine.compute(method, [r for _, r in pending])):
             if not isinstance(result, EditResult):   # its device holds its times already: the run cannot go on
                 raise RuntimeError(f"the values of {result.device_id} seq {result.seq}'s edit: {result.message}")
-            out.setdefault(i, []).append(result)
+            by_shard.setdefault(i, []).append(result)
+        return {i: values_blocks(edits, self.engine.edit_codec, self.engine.max_frame_bytes)
+                for i, edits in by_shard.items()}
+
+    @staticmethod
+    def _merge(blocks: dict[int, list[bytes]], out: dict[int, list[bytes]]) -> None:
+        for i, shard_blocks in blocks.items():
+            out.setdefault(i, []).extend(shard_blocks)
 
     def _round(self, session: _Session) -> None:
         t0 = time.perf_counter_ns()
@@ -269,4 +275,4 @@ class Lockstep:
         for i, future in waiting.items():
             if not future.done():
                 future.set_result(RoundReply(results[i], session.until, server_ns, t0 - reports[i][2],
-                                             values=values.get(i, []), values_codec=self.engine.edit_codec))
+                                             value_blocks=values.get(i, [])))

@@ -26,32 +26,27 @@ INT8_LEVELS = 127
 
 # ---- tensors -------------------------------------------------------------------------
 
-def tensor_to_pb(name: str, array: np.ndarray, dtype: int = pb.FLOAT32, rows: bool = False,
-                 into: pb.Tensor | None = None) -> pb.Tensor:
-    """A tensor in ``dtype`` (written into ``into``, e.g. a repeated field's new element, when given: a message
-    appended to another is copied). INT8 quantises with one scale, max |x| / 127: every value is off by at most
-    half a scale step; with ``rows`` (edits stacked on axis 0), each row gets its own scale (``row_scales``),
-    so a row's bytes are those it would have alone. FLOAT16 rounds to 11 significant bits (relative error at
-    most 2^-11)."""
-    t = pb.Tensor() if into is None else into
-    t.name, t.dtype = name, dtype
+def tensor_to_pb(name: str, array: np.ndarray, dtype: int = pb.FLOAT32) -> pb.Tensor:
+    """A tensor in ``dtype``. INT8 quantises with one scale, max |x| / 127: every value is off by at most half a
+    scale step. FLOAT16 rounds to 11 significant bits (relative error at most 2^-11)."""
+    t = pb.Tensor(name=name, dtype=dtype)
     if dtype == pb.INT8:
         values = np.asarray(array, dtype=np.float32)
-        flat = values.reshape(len(values) if rows else 1, -1 if values.size else 0)
-        peak = np.abs(flat).max(axis=1, initial=0.0)
-        scale = np.where(peak > 0, peak.astype(np.float64) / INT8_LEVELS, 1.0).astype(np.float32)
-        q = np.clip(np.rint(flat / scale[:, None]), -INT8_LEVELS, INT8_LEVELS).astype(np.int8)
+        q, scale = _quantised(values.reshape(1, -1 if values.size else 0))
         t.shape.extend(values.shape)
-        t.data = q.tobytes()
-        if rows:
-            t.row_scales.extend(scale.tolist())
-        else:
-            t.scale = float(scale[0])
+        t.data, t.scale = q.tobytes(), float(scale[0])
         return t
     arr = np.ascontiguousarray(array, dtype=_NP_DTYPE[dtype])
     t.shape.extend(arr.shape)
     t.data = arr.tobytes()
     return t
+
+
+def _quantised(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 rows (n, m) -> int8 rows and each row's scale, max |x| / 127 (1 for a row of zeros)."""
+    peak = np.abs(rows).max(axis=1, initial=0.0)
+    scale = np.where(peak > 0, peak.astype(np.float64) / INT8_LEVELS, 1.0).astype(np.float32)
+    return np.clip(np.rint(rows / scale[:, None]), -INT8_LEVELS, INT8_LEVELS).astype(np.int8), scale
 
 
 def tensor_from_pb(t: pb.Tensor, where: str, rows: bool = False) -> np.ndarray:
@@ -84,6 +79,20 @@ def tensor_from_pb(t: pb.Tensor, where: str, rows: bool = False) -> np.ndarray:
 
 def _varint_bytes(n: int) -> int:
     return max(1, (n.bit_length() + 6) // 7)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field_head(number: int, n: int) -> bytes:
+    """The tag and length that open a length-delimited field (bytes, a message) of n bytes."""
+    return _varint(number << 3 | 2) + _varint(n)
 
 
 _U64 = 2**64 - 1   # a negative int64 is a 10-byte varint
@@ -194,17 +203,41 @@ def _stages_to_pb(edit: EditResult, st: pb.CloudStages) -> None:
     st.compute_end_us, st.departed_us = edit.compute_end_us, edit.departed_us
 
 
-def values_to_pb(edits: list[EditResult], dtype: int = pb.FLOAT32, into: pb.EditValues | None = None) -> pb.EditValues:
-    """The values of edits sent pending, stacked: one tensor per layer, a row per edit (into ``into``, if given)."""
-    msg = pb.EditValues() if into is None else into
-    msg.device_ids.extend([e.device_id for e in edits])
-    msg.seqs.extend([e.seq for e in edits])
-    msg.prototype_ids.extend([e.prototype_id for e in edits])
-    msg.edit_norms.extend([e.edit_norm for e in edits])
-    msg.compute_ns.extend([e.compute_ns for e in edits])
+def values_blocks(edits: list[EditResult], dtype: str, max_bytes: int) -> list[bytes]:
+    """The values of edits sent pending, stacked (one tensor per layer, a row per edit) as serialized
+    EditValues messages, each small enough for a reply frame of at most ``max_bytes`` beside its other fields."""
+    if not edits:
+        return []
+    row = len(_values_block(edits[:1], pb.DType.Value(dtype))) + 8     # every edit's values weigh the same
+    if not fits_frame(row, max_bytes):        # their size was checked when they were sent pending: a bug
+        raise ProtocolError("INTERNAL", f"one edit's values ({row} bytes) exceed the frame cap of {max_bytes}")
+    step = max(1, (max_bytes - 128 - 64) // row)
+    return [_values_block(edits[lo: lo + step], pb.DType.Value(dtype)) for lo in range(0, len(edits), step)]
+
+
+def _values_block(edits: list[EditResult], dtype: int) -> bytes:
+    """One EditValues message, the bytes protobuf would write (``tests/test_codec.py`` checks): protobuf writes
+    its small fields and each tensor's header, and the rows' bytes are joined in by hand, so the values are
+    copied once, not stacked, converted to bytes, copied into a message and serialized (four copies)."""
+    parts = [pb.EditValues(device_ids=[e.device_id for e in edits], seqs=[e.seq for e in edits],
+                           prototype_ids=[e.prototype_id for e in edits], edit_norms=[e.edit_norm for e in edits],
+                           compute_ns=[e.compute_ns for e in edits]).SerializeToString()]
     for name in sorted(edits[0].params):
-        tensor_to_pb(name, np.stack([e.params[name] for e in edits]), dtype, rows=True, into=msg.tensors.add())
-    return msg
+        rows = [e.params[name] for e in edits]
+        tail = b""                                       # INT8: its row scales, field 6, after the data
+        if dtype == pb.FLOAT32:
+            data = [np.ascontiguousarray(r, dtype=_NP_DTYPE[dtype]) for r in rows]   # no copy for float32 rows
+        elif dtype == pb.INT8:
+            stacked = np.stack(rows).astype(np.float32)
+            q, scale = _quantised(stacked.reshape(len(rows), -1))
+            data, tail = [q], pb.Tensor(row_scales=scale.tolist()).SerializeToString()
+        else:
+            data = [np.stack(rows).astype(_NP_DTYPE[dtype])]
+        n = sum(a.nbytes for a in data)
+        head = pb.Tensor(name=name, dtype=dtype, shape=(len(rows), *rows[0].shape)).SerializeToString()
+        head += _field_head(4, n) if n else b""
+        parts += [_field_head(6, len(head) + n + len(tail)), head, *data, tail]
+    return b"".join(parts)
 
 
 def values_from_pb(msg: pb.EditValues) -> list[EditResult]:
@@ -330,51 +363,56 @@ def frame_cap_error(device_id: str, seq: int, n: int, max_bytes: int) -> Request
                         f"its edit ({n} bytes) exceeds the frame cap of {max_bytes} bytes; raise cloud.max_frame_mb")
 
 
-def reply_frames(frame_id: int, reply: RoundReply, max_bytes: int) -> list[pb.CloudFrame]:
-    """One round's reply as EditBatch frames of at most ``max_bytes`` each; the last is final and carries
-    the round's times. Frames are filled in place and split by sizes bounded from above (serializing a
-    message to learn its size, or appending it to another, copies every byte of its values)."""
-    frames: list[pb.CloudFrame] = []
+def reply_frames(frame_id: int, reply: RoundReply, max_bytes: int) -> list[bytes]:
+    """One round's reply as serialized CloudFrames of at most ``max_bytes`` each; the last is final and carries
+    the round's times. Frames are filled in place and split by sizes bounded from above (serializing a message
+    to learn its size, or appending it to another, copies every byte of its values); the values blocks, already
+    serialized, go in last (EditBatch.values is its last field), so they are copied once more, not four times."""
+    batches: list[tuple[pb.EditBatch, list[bytes]]] = []
     budget = max_bytes - 128   # room for the frame header and the round's fields
     size = 0
 
-    def batch(n: int) -> pb.EditBatch:
-        """The EditBatch the next n bytes go in: the current one, or a new frame's when they do not fit."""
+    def batch(n: int) -> tuple[pb.EditBatch, list[bytes]]:
+        """The EditBatch (and its values) the next n bytes go in: the current one, or a new frame's."""
         nonlocal size
-        if not frames or (size + n > budget and size):
-            frames.append(pb.CloudFrame())
-            frames[-1].edits.frame_id = frame_id
-            frames[-1].edits.SetInParent()
+        if not batches or (size + n > budget and size):
+            batches.append((pb.EditBatch(frame_id=frame_id), []))
             size = 0
         size += n
-        return frames[-1].edits
+        return batches[-1]
 
     errors = [r for r in reply.results if isinstance(r, RequestError)]
     for edit in (r for r in reply.results if isinstance(r, EditResult)):
         if edit.params is None:
-            _pending_to_pb(edit, batch(_pending_bytes(edit)).edits.add())
+            _pending_to_pb(edit, batch(_pending_bytes(edit))[0].edits.add())
             continue
         msg = edit_to_pb(edit)
         n = msg.ByteSize()
         if not fits_frame(n, max_bytes):
             errors.append(frame_cap_error(edit.device_id, edit.seq, n + 8, max_bytes))
             continue
-        batch(n + 8).edits.append(msg)
-    if reply.values:
-        dtype = pb.DType.Value(reply.values_codec)
-        row = values_to_pb(reply.values[:1], dtype).ByteSize() + 8     # every edit's values weigh the same
-        if not fits_frame(row, max_bytes):        # their size was checked when they were sent pending: a bug
-            raise ProtocolError("INTERNAL", f"one edit's values ({row} bytes) exceed the frame cap of {max_bytes}")
-        step = max(1, (budget - 64) // row)
-        for lo in range(0, len(reply.values), step):
-            block = reply.values[lo: lo + step]
-            values_to_pb(block, dtype, into=batch(len(block) * row + 64).values.add())
-    last = batch(0)
+        batch(n + 8)[0].edits.append(msg)
+    for block in reply.value_blocks:
+        batch(len(block) + 8)[1].append(block)
+    last = batch(0)[0]
     last.errors.extend(error_to_pb(e) for e in errors)
     last.final = True
     last.until_us = -1 if reply.until_us is None else reply.until_us
     last.server_ns, last.wait_ns = reply.server_ns, reply.wait_ns
-    return frames
+    return [_frame_bytes(b, values) for b, values in batches]
+
+
+def _frame_bytes(edits: pb.EditBatch, values: list[bytes]) -> bytes:
+    """CloudFrame{edits} serialized, with serialized EditValues appended as the batch's field 8."""
+    parts = [edits.SerializeToString()]
+    for block in values:
+        parts += [_field_head(8, len(block)), block]
+    return b"".join([_field_head(2, sum(map(len, parts))), *parts])
+
+
+def reply_from_frames(frames: list[bytes]) -> RoundReply:
+    """A reply from its serialized CloudFrames (the in-process transport's side of ``reply_frames``)."""
+    return reply_from_pb([parse(pb.CloudFrame, f, "CloudFrame").edits for f in frames])
 
 
 def reply_from_pb(parts: list[pb.EditBatch]) -> RoundReply:

@@ -75,7 +75,8 @@ class RoundReply:
     wait_ns: int = 0                # this report's wait for the other shards'
     codec_ns: int = 0               # the node's encoding and decoding of the round (set by the transport)
     values: list = field(default_factory=list)   # EditResult: the values of edits sent pending in earlier replies
-    values_codec: str = "FLOAT32"                # the dtype they travel in (the run's cloud.edit_dtype)
+    value_blocks: list = field(default_factory=list)   # bytes: the same values as the cloud sends them, serialized
+                                                       # EditValues (``codec.values_blocks``); a node decodes them
 
 
 @dataclass(frozen=True)
