@@ -10,6 +10,7 @@ import torch
 from persona_sim.data.dataset import load_dataset
 from persona_sim.errors import BundleError
 from persona_sim.progress import stage_progress
+from persona_sim.runtime import tune_for_serving
 from persona_sim.scenario.files import command_overrides, load_scenario
 from persona_sim.sim.cloud_engine import CloudEngine
 from persona_sim.train.bundle import ensure_bundle, load_bundle_bytes
@@ -56,5 +57,6 @@ def run_cloud(args: argparse.Namespace) -> int:
     engine = CloudEngine(scenario, bundle, len(data))
     # served to a device machine that lacks it; loaded only then (a local run's devices have their own)
     loader = (lambda: dataset) if dataset is not None else (lambda: load_dataset(scenario.dataset, scenario.seed))
+    tune_for_serving()                        # after loading: what start-up built is frozen
     asyncio.run(serve(engine, data, args.listen, args.port_file, security=security, dataset=loader))
     return 0

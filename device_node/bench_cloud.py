@@ -35,6 +35,7 @@ import numpy as np
 
 from persona_sim.data.dataset import load_dataset
 from persona_sim.jobs.bench_sim import scaled_settings
+from persona_sim.runtime import tune_for_serving
 from persona_sim.scenario.files import command_overrides, load_scenario
 from persona_sim.sim.cloud_engine import CloudEngine
 from persona_sim.train.bundle import ensure_bundle, load_bundle
@@ -80,6 +81,7 @@ async def _echo(port_file: Path) -> None:
 
 
 def echo_main() -> None:
+    tune_for_serving()                        # as the cloud node does: the transport's ceiling, same settings
     asyncio.run(_echo(Path(sys.argv[1])))
 
 
@@ -283,6 +285,7 @@ def run_bench_cloud(args: argparse.Namespace) -> int:
         scenario = load_scenario(args.scenario, overrides)
     dataset = load_dataset(scenario.dataset, scenario.seed)
     bundle_path, _ = ensure_bundle(scenario, dataset, lambda *a: None)
+    tune_for_serving()                        # as a device node does
     progress = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
     result = asyncio.run(_bench(args, scenario, bundle_path, load_bundle(bundle_path), progress))
     print(render(result))

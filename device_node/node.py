@@ -16,6 +16,7 @@ from persona_sim.errors import DatasetError, NodeError
 from persona_sim.jobs.shard import plan_shard, run_shard
 from persona_sim.progress import stage_progress
 from persona_sim.report.rundir import describe, prepare
+from persona_sim.runtime import tune_for_serving
 from persona_sim.scenario.schema import Scenario
 from persona_sim.train.bundle import load_bundle_bytes
 from persona_sim.wire import pb_grpc
@@ -118,6 +119,7 @@ async def run_node(scenario: Scenario, target: str, out: Path, opts: NodeOptions
             plans = plan_shard(scenario, bundle, dataset, index, count, workers=1)
         transport = GrpcTransport(ch, target, hello, info.max_frame_bytes, reconnect_s=opts.reconnect_s)
         await transport.open()
+        tune_for_serving()                    # after planning: the plans are frozen, not scanned by every collection
         if not (out / "manifest.json").exists():
             prepare(out, scenario, describe(scenario, dataset, bundle.signature, transport="grpc", shards=count))
         progress = stage_progress(opts.quiet, position=index, prefix=f"shard {index}/{count} " if count > 1 else "")
