@@ -100,9 +100,11 @@ _U64 = 2**64 - 1   # a negative int64 is a 10-byte varint
 
 # ---- requests ------------------------------------------------------------------------
 
-def request_to_pb(req: AdaptRequest) -> pb.AdaptRequest:
-    return pb.AdaptRequest(device_id=req.device_id, seq=req.seq, issued_us=req.issued_us,
-                           method=req.method, window=list(req.window))
+def request_to_pb(req: AdaptRequest, into: pb.AdaptRequest | None = None) -> pb.AdaptRequest:
+    msg = pb.AdaptRequest() if into is None else into
+    msg.device_id, msg.seq, msg.issued_us, msg.method = req.device_id, req.seq, req.issued_us, req.method
+    msg.window.extend(req.window)
+    return msg
 
 
 def request_from_pb(msg: pb.AdaptRequest) -> AdaptRequest:
@@ -133,24 +135,31 @@ def _len_field(n: int) -> int:
 
 
 def report_frames(frame_id: int, report: RoundReport, max_bytes: int) -> list[pb.DeviceFrame]:
-    """One round's report as RequestBatch frames of at most ``max_bytes`` each; the last is final."""
+    """One round's report as RequestBatch frames of at most ``max_bytes`` each; the last is final. Requests
+    are written where they lie: a message built apart is copied when appended, and is an arena of its own
+    that python-upb frees, calling malloc_trim every 10,000 frees (which hands every free page of the
+    heap back to the kernel, to be faulted in again by the next large buffer)."""
+    frames: list[pb.DeviceFrame] = []
+
     def batch() -> pb.RequestBatch:
-        return pb.RequestBatch(frame_id=frame_id, method=report.method, until_us=report.until_us,
-                               next_arrival_us=-1 if report.next_arrival_us is None else report.next_arrival_us)
-    frames, current, size = [], batch(), 0
+        frames.append(pb.DeviceFrame())
+        b = frames[-1].requests
+        b.frame_id, b.method, b.until_us = frame_id, report.method, report.until_us
+        b.next_arrival_us = -1 if report.next_arrival_us is None else report.next_arrival_us
+        return b
+    current, size = batch(), 0
     budget = max_bytes - 128
     for a in report.arrivals:
-        msg = request_to_pb(a.request)
+        msg = request_to_pb(a.request, into=current.requests.add())
         msg.arrived_us = a.arrived_us
         n = msg.ByteSize() + 8
-        if size + n > budget and current.requests:
-            frames.append(current)
+        if size + n > budget and len(current.requests) > 1:
+            del current.requests[-1]
             current, size = batch(), 0
-        current.requests.append(msg)
+            request_to_pb(a.request, into=current.requests.add()).arrived_us = a.arrived_us
         size += n
-    frames.append(current)
-    frames[-1].final = True
-    return [pb.DeviceFrame(requests=f) for f in frames]
+    current.final = True
+    return frames
 
 
 def report_from_pb(parts: list[pb.RequestBatch]) -> tuple[RoundReport, list[RequestError]]:
