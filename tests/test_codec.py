@@ -130,6 +130,16 @@ def test_round_report_is_split_and_reassembled_with_arrival_times():
     assert none.next_arrival_us is None
 
 
+def test_report_frames_size_requests_by_a_bound_that_holds():
+    """report_frames sizes a request by a bound (its window's varints all as wide as its largest id's), not by
+    serializing it; the bound holds for mixed widths, negative ids, the widest seq and times."""
+    for window in ((1, 2, 300, 2**40), (5, -1, 7), (0,), (2**63 - 1,) * 3):
+        req = AdaptRequest("dev-000007", 2**64 - 1, -5, "persona-s", window)
+        msg = codec.request_to_pb(req)
+        msg.arrived_us = -1
+        assert codec._request_bytes(req, codec._window_bound(window), -1) >= msg.ByteSize(), window
+
+
 def test_charged_request_size_leaves_the_arrival_time_out():
     req = AdaptRequest("dev-000001", 1, 100, "persona-s", (1, 2, 3))
     (frame,) = codec.report_frames(1, RoundReport("persona-s", 0, 0, (Arrival(req, 10**12),)), 10000)

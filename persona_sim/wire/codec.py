@@ -117,11 +117,21 @@ def request_wire_bytes(req: AdaptRequest) -> int:
     """Upload size of this request sent alone: DeviceFrame{RequestBatch{[req]}} + gRPC prefix, counted field
     by field as protobuf serializes them (``tests/test_codec.py`` checks it against ``ByteSize``): every
     device computes it for every request, and building the message costs ten times as much."""
-    ids = req.device_id.encode()
     window = sum(((i.bit_length() + 6) // 7 or 1) if i >= 0 else 10 for i in req.window)   # varints
-    size = (_len_field(len(ids)) + _len_field(len(req.method.encode())) + (window and _len_field(window))
-            + (req.seq and 1 + _varint_bytes(req.seq & _U64)) + (req.issued_us and 1 + _varint_bytes(req.issued_us & _U64)))
-    return _message_field(_message_field(size)) + GRPC_PREFIX_BYTES
+    return _message_field(_message_field(_request_bytes(req, window))) + GRPC_PREFIX_BYTES
+
+
+def _request_bytes(req: AdaptRequest, window: int, arrived_us: int = 0) -> int:
+    """An AdaptRequest's serialized size, given its window's varints' (``window`` bytes)."""
+    return (_len_field(len(req.device_id.encode())) + _len_field(len(req.method.encode()))
+            + (window and _len_field(window)) + (req.seq and 1 + _varint_bytes(req.seq & _U64))
+            + (req.issued_us and 1 + _varint_bytes(req.issued_us & _U64))
+            + (arrived_us and 1 + _varint_bytes(arrived_us & _U64)))
+
+
+def _window_bound(window: tuple[int, ...]) -> int:
+    """At least the bytes of a window's varints: each as wide as the largest id's (10 with a negative one)."""
+    return len(window) * (10 if min(window) < 0 else _varint_bytes(max(window))) if window else 0
 
 
 def _message_field(n: int) -> int:
@@ -136,9 +146,9 @@ def _len_field(n: int) -> int:
 
 def report_frames(frame_id: int, report: RoundReport, max_bytes: int) -> list[pb.DeviceFrame]:
     """One round's report as RequestBatch frames of at most ``max_bytes`` each; the last is final. Requests
-    are written where they lie: a message built apart is copied when appended, and is an arena of its own
-    that python-upb frees, calling malloc_trim every 10,000 frees (which hands every free page of the
-    heap back to the kernel, to be faulted in again by the next large buffer)."""
+    are written where they lie: a message built apart (or sized with ByteSize) is an arena of its own that
+    python-upb frees, and it calls malloc_trim every 10,000 frees, handing every free page of the heap
+    back to the kernel, to be faulted in again by the next large buffer."""
     frames: list[pb.DeviceFrame] = []
 
     def batch() -> pb.RequestBatch:
@@ -149,14 +159,11 @@ def report_frames(frame_id: int, report: RoundReport, max_bytes: int) -> list[pb
         return b
     current, size = batch(), 0
     budget = max_bytes - 128
-    for a in report.arrivals:
-        msg = request_to_pb(a.request, into=current.requests.add())
-        msg.arrived_us = a.arrived_us
-        n = msg.ByteSize() + 8
-        if size + n > budget and len(current.requests) > 1:
-            del current.requests[-1]
+    for a in report.arrivals:             # sized by a bound: ByteSize serializes into an arena it then frees
+        n = _request_bytes(a.request, _window_bound(a.request.window), a.arrived_us) + 8
+        if size + n > budget and current.requests:
             current, size = batch(), 0
-            request_to_pb(a.request, into=current.requests.add()).arrived_us = a.arrived_us
+        request_to_pb(a.request, into=current.requests.add()).arrived_us = a.arrived_us
         size += n
     current.final = True
     return frames
