@@ -304,6 +304,8 @@ def test_pending_edits_split_over_frames_by_a_size_bound_that_holds_at_the_wides
 def test_malformed_pending_edits_complete_edits_and_stacked_values_are_bad_frames():
     with pytest.raises(ProtocolError, match="pending edit carries no tensors"):
         codec.edit_from_pb(pb.EditPush(device_id="dev-000001", seq=1, pending=True, wire_bytes=0))
+    with pytest.raises(ProtocolError, match="got 1 tensors"):
+        codec.edit_from_pb(pb.EditPush(device_id="dev-000001", seq=1, pending=True, wire_bytes=9, tensors=[TENSOR]))
     with pytest.raises(ProtocolError, match=r"complete edit needs \['prototype_id', 'edit_norm'\]"):
         codec.edit_from_pb(pb.EditPush(device_id="dev-000001", seq=1, tensors=[TENSOR]))
     with pytest.raises(ProtocolError, match="not 2 each"):
