@@ -116,7 +116,12 @@ async def fetch_dataset(stub: pb_grpc.PersonaCloudStub, info: CloudInfo, target:
 
 
 class GrpcTransport:
-    """One Adapt stream; each lockstep round is one report (in parts under the frame cap) and its reply."""
+    """One Adapt stream; each lockstep round is one report (in parts under the frame cap) and its reply.
+
+    The edit values a reply carries are decoded once the next round's report is sent, while the cloud works
+    on that round (a flush of 512 Beauty-size edits is 17 MB to decode), and handed over with the next reply;
+    the run's last reply brings its own. A device scores what it predicted with an edit once its values come,
+    so which round brings them changes nothing it computes (``persona_sim.sim.lockstep``)."""
 
     def __init__(self, channel: grpc.aio.Channel, target: str, hello: Hello, max_frame_bytes: int,
                  reconnect_s: float = 0.0, backoff: Backoff = Backoff()):
@@ -125,6 +130,7 @@ class GrpcTransport:
         self.reconnect_s, self.backoff = reconnect_s, backoff
         self.call = None
         self.frame_id = 0
+        self.held: list[pb.EditValues] = []   # values of the last reply, decoded behind the next report
         self.reconnects = 0
 
     async def open(self) -> None:
@@ -135,6 +141,7 @@ class GrpcTransport:
 
     async def _open(self) -> None:
         self.call = self.stub.Adapt()
+        self.held = []                         # an old stream's values belong to a run that starts again
         await self._write(codec.hello_to_pb(self.hello))
         reply = await self._read()
         if reply.WhichOneof("body") != "hello_ack":
@@ -221,6 +228,9 @@ class GrpcTransport:
         encode_ns = time.perf_counter_ns() - t0
         for frame in frames:
             await self._write(frame)
+        t0 = time.perf_counter_ns()
+        earlier, self.held = self._values(self.held), []     # the cloud computes the round meanwhile
+        decode_ns = time.perf_counter_ns() - t0
         parts = []
         while not parts or not parts[-1].final:
             reply = await self._read()
@@ -236,8 +246,19 @@ class GrpcTransport:
             parts.append(reply.edits)
         t0 = time.perf_counter_ns()
         try:
-            out = codec.reply_from_pb(parts)
+            out = codec.reply_from_pb(parts, values=False)
         except ProtocolError as exc:
             raise NodeError(f"cloud at {self.target} sent a bad edit: {exc}") from None
-        out.codec_ns = encode_ns + time.perf_counter_ns() - t0
+        self.held = [block for part in parts for block in part.values]
+        out.values = earlier
+        if out.until_us is None:               # the run's last reply: no report follows to decode behind
+            out.values += self._values(self.held)
+            self.held = []
+        out.codec_ns = encode_ns + decode_ns + time.perf_counter_ns() - t0
         return out
+
+    def _values(self, blocks: list[pb.EditValues]) -> list:
+        try:
+            return codec.values_from_blocks(blocks)
+        except ProtocolError as exc:
+            raise NodeError(f"cloud at {self.target} sent bad edit values: {exc}") from None

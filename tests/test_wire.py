@@ -528,3 +528,36 @@ def test_a_device_refuses_values_it_was_not_promised_and_a_run_that_ends_without
              "never sent": "without their values"}[case]
     with pytest.raises(ProtocolError, match=match):
         asyncio.run(run.run(Cloud()))
+
+
+def test_a_replys_values_come_with_the_next_reply_or_with_the_runs_last():
+    """The node decodes a reply's edit values behind its next report: they come with the next reply, and the
+    run's last reply brings its own. A stand-in call answers with frames the cloud's codec builds."""
+    from persona_sim.wire import codec
+
+    def values(i):
+        return EditResult(f"dev-{i:06d}", 1, 0, {"w": np.full(3, i, np.float32)}, 0.5)
+
+    def frames(until_us, ids):
+        blocks = codec.values_blocks([values(i) for i in ids], "FLOAT32", 1 << 20)
+        return [pb.CloudFrame.FromString(f) for f in codec.reply_frames(0, RoundReply([], until_us,
+                                                                                       value_blocks=blocks), 1 << 20)]
+
+    class Call:
+        def __init__(self):
+            self.replies = frames(100, [1, 2]) + frames(200, [3]) + frames(None, [4])
+
+        async def write(self, frame):
+            pass
+
+        async def read(self):
+            frame = self.replies.pop(0)
+            frame.edits.frame_id = transport.frame_id
+            return frame
+
+    transport = GrpcTransport(grpc.insecure_channel("127.0.0.1:1"), "stand-in", Hello("n", "m"), 1 << 20)
+    transport.call = Call()                    # in place of the stream the channel would open
+    got = [asyncio.run(transport.round(RoundReport("persona-s", t, None))) for t in (0, 100, 200)]
+    assert [[v.device_id for v in r.values] for r in got] == [[], ["dev-000001", "dev-000002"],
+                                                              ["dev-000003", "dev-000004"]]
+    assert got[1].values[1].params["w"].tolist() == [2.0, 2.0, 2.0] and transport.held == []

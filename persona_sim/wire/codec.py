@@ -275,6 +275,10 @@ def values_from_pb(msg: pb.EditValues) -> list[EditResult]:
                        float(norms[i]), int(compute[i])) for i in range(n)]
 
 
+def values_from_blocks(blocks: list[pb.EditValues]) -> list[EditResult]:
+    return [v for block in blocks for v in values_from_pb(block)]
+
+
 def _edit_payload(edit: EditResult, tensors: list[pb.Tensor]) -> pb.EditPush:
     return pb.EditPush(device_id=edit.device_id, seq=edit.seq, prototype_id=edit.prototype_id, tensors=tensors,
                        edit_norm=edit.edit_norm)
@@ -432,15 +436,15 @@ def reply_from_frames(frames: list[bytes]) -> RoundReply:
     return reply_from_pb([parse(pb.CloudFrame, f, "CloudFrame").edits for f in frames])
 
 
-def reply_from_pb(parts: list[pb.EditBatch]) -> RoundReply:
+def reply_from_pb(parts: list[pb.EditBatch], values: bool = True) -> RoundReply:
+    """A round's reply from its frames; with ``values`` False, without the values they carry (the caller decodes
+    those later, ``values_from_blocks``)."""
     results: list = []
-    values: list = []
     for part in parts:
         results.extend(edit_from_pb(e) for e in part.edits)
         results.extend(error_from_pb(e) for e in part.errors)
-        for block in part.values:
-            values.extend(values_from_pb(block))
     last = parts[-1]
+    values = values_from_blocks([block for part in parts for block in part.values]) if values else []
     return RoundReply(results, None if last.until_us == -1 else int(last.until_us), int(last.server_ns),
                       int(last.wait_ns), values=values)
 
