@@ -4,11 +4,13 @@ A round moves big buffers (a flush of edit values is 17 MB at Beauty size, copie
 end) and builds thousands of small objects (an edit, its dict and arrays, per device).
 
   - glibc's malloc gives big blocks back to the kernel as soon as they are freed: a block above the mmap
-    threshold is unmapped, and the heap's top is trimmed past the trim threshold (both adapt to the
-    program, but never past 32 MB of heap). The next round's buffers are then fresh pages, each faulted
-    in and zeroed by the kernel: on the 2-core development VM, a profile of `bench cloud` put about a
-    sixth of the load process's CPU time in the kernel's page-fault path. Fixing both thresholds high
-    keeps freed memory for the next round; the process's resident size stays at its peak instead.
+    threshold is unmapped, and the heap's top is trimmed past the trim threshold (both rise with the
+    largest block freed so far, the first to 32 MB at most). The next round's buffers are then fresh
+    pages, each faulted in and zeroed by the kernel: `perf` on `bench cloud`'s processes (2-core VM) put
+    about a sixth of the load process's CPU in the kernel's page-fault path. Fixing both thresholds high
+    keeps freed memory for the next round; the resident size stays at its peak instead. (protobuf's
+    Python runtime calls malloc_trim every 10,000 message arenas it frees, which hands free pages back
+    whatever the thresholds: ``persona_sim.wire.codec`` keeps its hot paths from building messages apart.)
   - The cyclic collector scans the youngest generation every 700 net allocations of tracked objects, so
     several times per round, and every object start-up built (the model, the dataset's indexes) on each
     full collection. Freezing what start-up built and collecting the young generation less often keeps
