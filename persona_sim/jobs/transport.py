@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import time
 
+from ..runtime import release_free_memory
 from ..sim.lockstep import Lockstep
 from ..wire.codec import reply_frames, reply_from_frames, report_frames, report_from_pb
 from ..wire.messages import Hello, RoundReply, RoundReport
+
+TRIM_EVERY_ROUNDS = 16   # a run in process hands its free heap pages back this often (persona_sim.runtime)
 
 
 class InprocTransport:
@@ -19,6 +22,7 @@ class InprocTransport:
         lockstep.engine.check_hello(hello)
         self.lockstep, self.hello = lockstep, hello
         self.max_frame_bytes = lockstep.engine.max_frame_bytes
+        self.rounds = 0
 
     async def round(self, report: RoundReport) -> RoundReply:
         t0 = time.perf_counter_ns()
@@ -32,4 +36,7 @@ class InprocTransport:
         t2 = time.perf_counter_ns()
         out = reply_from_frames(frames)
         out.codec_ns = (t1 - t0) + (time.perf_counter_ns() - t2)   # this node's side, as over gRPC
+        self.rounds += 1
+        if self.rounds % TRIM_EVERY_ROUNDS == 0:
+            release_free_memory()
         return out
