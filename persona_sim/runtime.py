@@ -21,7 +21,7 @@ Results never depend on these; only speed and resident memory do.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import gc
 import platform
 
@@ -31,9 +31,11 @@ TRIM_THRESHOLD = 256 << 20
 GC_THRESHOLDS = (50_000, 20, 20)                  # Python's defaults: (700, 10, 10)
 
 
+@functools.lru_cache(maxsize=1)
 def _glibc() -> ctypes.CDLL | None:
+    """glibc, loaded once (``ctypes.util.find_library`` would run ``ldconfig`` on every call)."""
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        return ctypes.CDLL(ctypes.util.find_library("c"))
+        return ctypes.CDLL("libc.so.6")
     return None
 
 
