@@ -66,7 +66,7 @@ def rpc_handler(servicer: "PersonaCloudServicer") -> grpc.GenericRpcHandler:
     """The service with raw request bytes in, so a frame that does not parse is the servicer's to answer."""
     return grpc.method_handlers_generic_handler(SERVICE_NAME, {
         "Adapt": grpc.stream_stream_rpc_method_handler(
-            servicer.Adapt, response_serializer=_frame_bytes),
+            servicer.Adapt, response_serializer=_serialized),
         "GetInfo": grpc.unary_unary_rpc_method_handler(
             servicer.GetInfo, response_serializer=pb.CloudInfo.SerializeToString),
         "FetchModel": grpc.unary_stream_rpc_method_handler(
@@ -76,7 +76,7 @@ def rpc_handler(servicer: "PersonaCloudServicer") -> grpc.GenericRpcHandler:
     })
 
 
-def _frame_bytes(frame: pb.CloudFrame | bytes) -> bytes:
+def _serialized(frame: pb.CloudFrame | bytes) -> bytes:
     """A CloudFrame as sent: edit frames come serialized already (``codec.reply_frames``), the rest as messages."""
     return frame if isinstance(frame, bytes) else frame.SerializeToString()
 

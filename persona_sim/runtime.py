@@ -1,4 +1,5 @@
-"""Settings for a node process that serves rounds for long: the memory allocator and the cyclic collector.
+"""Memory and the collector: settings for a node process that serves rounds for long, and (``release_free_memory``)
+free pages handed back by a run in process.
 
 A round moves big buffers (a flush of edit values is 17 MB at Beauty size, copied a few times on each
 end) and builds thousands of small objects (an edit, its dict and arrays, per device).

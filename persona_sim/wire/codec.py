@@ -225,11 +225,12 @@ def values_blocks(edits: list[EditResult], dtype: str, max_bytes: int) -> list[b
     EditValues messages, each small enough for a reply frame of at most ``max_bytes`` beside its other fields."""
     if not edits:
         return []
-    row = len(_values_block(edits[:1], pb.DType.Value(dtype))) + 8     # every edit's values weigh the same
+    code = pb.DType.Value(dtype)
+    row = len(_values_block(edits[:1], code)) + 8     # every edit's values weigh the same
     if not fits_frame(row, max_bytes):        # their size was checked when they were sent pending: a bug
         raise ProtocolError("INTERNAL", f"one edit's values ({row} bytes) exceed the frame cap of {max_bytes}")
     step = max(1, (max_bytes - 128 - 64) // row)
-    return [_values_block(edits[lo: lo + step], pb.DType.Value(dtype)) for lo in range(0, len(edits), step)]
+    return [_values_block(edits[lo: lo + step], code) for lo in range(0, len(edits), step)]
 
 
 def _values_block(edits: list[EditResult], dtype: int) -> bytes:
