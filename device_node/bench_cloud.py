@@ -197,7 +197,14 @@ def _rate(cell: dict, k: int) -> dict:
         out["load_cpu_ms_per_round"] = round(cell["load_cpu_s"] * 1e3 / cell["rounds"], 3)
         if cell["cloud_cpu_s"] is not None:     # every thread of the cloud node (the edit values' one too)
             out["cloud_cpu_ms_per_round"] = round(cell["cloud_cpu_s"] * 1e3 / cell["rounds"], 3)
+            out["cpu_us_per_adaptation"] = round((cell["cloud_cpu_s"] + cell["load_cpu_s"]) * 1e6
+                                                 / (cell["rounds"] * k), 2)
     return out
+
+
+def _cores() -> int:
+    """The cores this process (and so the cloud and echo it starts) may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _median_cell(cells: list[dict]) -> dict:
@@ -246,12 +253,15 @@ async def _bench(args, scenario, bundle_path: Path, bundle, progress) -> dict:
     rows = []
     for k in args.k:
         cloud, echo, editor = (_median_cell(cells[(k, n)]) for n in ("cloud", "echo", "editor"))
-        rows.append({"k": k, "cloud": cloud, "echo": echo, "editor_alone": editor,
-                     "cloud_vs_editor": round(cloud["adaptations_per_s"] / editor["adaptations_per_s"], 3),
-                     "cloud_vs_echo_rounds": round(cloud["rounds_per_s"] / echo["rounds_per_s"], 3),
-                     "repeats": {n: cells[(k, n)] for n in ("cloud", "echo", "editor")}})
+        row = {"k": k, "cloud": cloud, "echo": echo, "editor_alone": editor,
+               "cloud_vs_editor": round(cloud["adaptations_per_s"] / editor["adaptations_per_s"], 3),
+               "cloud_vs_echo_rounds": round(cloud["rounds_per_s"] / echo["rounds_per_s"], 3)}
+        if "cpu_us_per_adaptation" in cloud:  # the most the cores could serve at what each adaptation costs
+            row["cpu_ceiling_adaptations_per_s"] = round(_cores() * 1e6 / cloud["cpu_us_per_adaptation"], 1)
+            row["cloud_vs_cpu_ceiling"] = round(cloud["adaptations_per_s"] / row["cpu_ceiling_adaptations_per_s"], 3)
+        rows.append({**row, "repeats": {n: cells[(k, n)] for n in ("cloud", "echo", "editor")}})
     return {"scenario": str(args.scenario), "overrides": args.set or [], "method": args.method,
-            "seconds_per_cell": args.seconds, "repeats": args.repeats, "cpus": os.cpu_count(),
+            "seconds_per_cell": args.seconds, "repeats": args.repeats, "cpus": _cores(),
             "edit_codec": scenario.cloud.edit_codec, "rows": rows}
 
 
@@ -261,16 +271,20 @@ def _report_frames(load: Load, engine: CloudEngine):
 
 
 def render(result: dict) -> str:
-    lines = [f"{result['method']}, {result['scenario']}: medians of {result['repeats']} interleaved runs",
+    lines = [f"{result['method']}, {result['scenario']}: medians of {result['repeats']} interleaved runs; "
+             f"CPU ceiling: {result['cpus']} core(s) / the CPU one adaptation cost both processes",
              "    K   cloud adapt/s   p50 ms   p99 ms   echo rounds/s   editor alone adapt/s   cloud/editor  "
-             "cloud/echo (rounds)   CPU ms/round: cloud  load", "-" * 144]
+             "cloud/echo (rounds)   CPU ms/round: cloud  load   CPU µs/adapt   cloud/CPU ceiling", "-" * 176]
     for r in result["rows"]:
         c, e, d = r["cloud"], r["echo"], r["editor_alone"]
-        cloud_cpu = c.get("cloud_cpu_ms_per_round")
+        cloud_cpu, per, ceiling = (c.get("cloud_cpu_ms_per_round"), c.get("cpu_us_per_adaptation"),
+                                   r.get("cloud_vs_cpu_ceiling"))
         lines.append(f"{r['k']:>5}  {c['adaptations_per_s']:>14,.0f}  {c['latency_ms_p50']:>7.2f}  "
                      f"{c['latency_ms_p99']:>7.2f}  {e['rounds_per_s']:>14,.0f}  {d['adaptations_per_s']:>21,.0f}  "
                      f"{r['cloud_vs_editor']:>12.2f}  {r['cloud_vs_echo_rounds']:>19.2f}  "
-                     f"{'n/a' if cloud_cpu is None else f'{cloud_cpu:.2f}':>19}  {c['load_cpu_ms_per_round']:>5.2f}")
+                     f"{'n/a' if cloud_cpu is None else f'{cloud_cpu:.2f}':>19}  {c['load_cpu_ms_per_round']:>5.2f}  "
+                     f"{'n/a' if per is None else f'{per:.1f}':>13}  "
+                     f"{'n/a' if ceiling is None else f'{ceiling:.2f}':>18}")
     return "\n".join(lines)
 
 

@@ -82,4 +82,8 @@ def test_bench_cloud_drives_a_real_cloud_node_beside_an_echo_and_the_editor_alon
         assert 0 < r["cloud"]["latency_ms_p50"] <= r["cloud"]["latency_ms_p99"]
         assert 0 < r["cloud_vs_editor"] and 0 < r["cloud_vs_echo_rounds"]
         assert r["cloud"]["load_cpu_ms_per_round"] > 0 and r["cloud"]["cloud_cpu_ms_per_round"] > 0   # Linux
+        cpu_us = (r["cloud"]["load_cpu_ms_per_round"] + r["cloud"]["cloud_cpu_ms_per_round"]) * 1e3 / k
+        assert abs(r["cloud"]["cpu_us_per_adaptation"] - cpu_us) <= 0.02 * cpu_us      # one repeat: its own medians
+        # the cores cannot serve more than they have CPU for (CPU time is read in 10 ms ticks: some slack)
+        assert r["cpu_ceiling_adaptations_per_s"] > 0 and 0 < r["cloud_vs_cpu_ceiling"] <= 1.15
     assert "cloud/editor" in capsys.readouterr().out
