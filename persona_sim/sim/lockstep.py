@@ -68,6 +68,7 @@ from .replay import replayed_times
 log = logging.getLogger(__name__)
 
 FLUSH_ROWS = 512   # pending edits whose values are computed together (two real calls of MAX_ROWS rows)
+BACKLOG_ROWS = 2 * FLUSH_ROWS   # values_thread: pending edits beyond the thread's batch before a round waits for it
 
 
 class _Session:
@@ -200,16 +201,21 @@ class Lockstep:
     def _values(self, session: _Session, finished: bool) -> dict[int, list[bytes]]:
         """The values of edits sent pending, as each shard's reply carries them: of every one once the run has
         finished; else of those computed now that ``FLUSH_ROWS`` wait, or (``values_thread``) of those the
-        thread has finished."""
+        thread has finished. The thread takes ``FLUSH_ROWS`` at a time, and once ``BACKLOG_ROWS`` more wait
+        the round waits for it: rounds never run far ahead of their values, and no reply carries more than
+        one batch of them (taking every waiting edit at once made ever larger batches, and replies of
+        100 MB and more, whenever rounds outran the thread)."""
         out: dict[int, list[bytes]] = {}
-        if session.valuing is not None and (finished or session.valuing.done()):
+        if session.valuing is not None and (finished or session.valuing.done()
+                                            or len(session.unvalued) >= BACKLOG_ROWS):
             self._merge(session.valuing.result(), out)
             session.valuing = None
         if finished or (len(session.unvalued) >= FLUSH_ROWS and session.valuing is None):
-            pending, session.unvalued = session.unvalued, []
             if self.valuer is None or finished:
+                pending, session.unvalued = session.unvalued, []
                 self._merge(self._compute_values(session.method, pending), out)
             else:
+                pending, session.unvalued = session.unvalued[:FLUSH_ROWS], session.unvalued[FLUSH_ROWS:]
                 session.valuing = self.valuer.submit(self._compute_values, session.method, pending)
         return out
 
