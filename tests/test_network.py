@@ -61,6 +61,29 @@ def test_a_capped_flow_leaves_the_rest_to_the_others_and_late_joiners_share():
     assert done == {"late": 2_000, "first": 2_000 + 1_500}   # 20,000 - 5,000 = 15,000 left, then 10/µs alone
 
 
+def _water(per_us: float, caps: list[float]) -> list[float]:
+    """Max-min fair shares, flows taken by cap, then in start order: the water-filling, written plainly."""
+    rates, left = [0.0] * len(caps), per_us
+    for j, i in enumerate(sorted(range(len(caps)), key=lambda i: (caps[i], i))):
+        rates[i] = min(caps[i], left / (len(caps) - j))
+        left -= rates[i]
+    return rates
+
+
+@pytest.mark.parametrize("per_bps, cap_bps", [(1e9, 1e9), (1e9, 1e6), (3e7, 1e12)])
+def test_shares_of_flows_of_one_cap_kept_per_count_are_the_water_filling_to_the_last_bit(per_bps, cap_bps):
+    for n in (1, 2, 3, 7, 256, 1300):
+        link = SharedLink(simpy.Environment(), bps=per_bps)
+        for _ in range(n):
+            link.transmit(1_000, cap_bps)
+        assert list(link._fair_rates()) == _water(per_bps / 1e6, [cap_bps / 1e6] * n)
+    mixed = SharedLink(simpy.Environment(), bps=per_bps)
+    caps = [cap_bps * f for f in (1.0, 0.001, 3.0, 0.001, 1.0, 0.5)]
+    for cap in caps:
+        mixed.transmit(1_000, cap)
+    assert list(mixed._fair_rates()) == _water(per_bps / 1e6, [c / 1e6 for c in caps])
+
+
 def test_trace_integrates_capacity_over_time(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("# time_s Mbps\n0 1\n1 3\n2 0\n")     # 1 Mbit/s, then 3, then an outage; repeats every 3 s

@@ -16,10 +16,12 @@ illustration, not measurements; use ``fixed`` or a trace to model a known link.
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import simpy
@@ -161,22 +163,29 @@ def at(env: simpy.Environment, t: float, callback: Callable[[simpy.Event], None]
 
 
 class SharedLink:
-    """A bottleneck whose capacity is shared max-min fairly by the transfers in progress (fluid model)."""
+    """A bottleneck whose capacity is shared max-min fairly by the transfers in progress (fluid model).
+
+    The transfers are kept in start order in plain lists, and the shares of flows of one cap (the
+    cloud's links) are computed once per count of flows (``_water_filled``): a round of the cloud's
+    clock at Beauty size with 256 requests in flight spent 5 ms sorting and re-sharing them at every
+    start and end. The arithmetic is the same, element by element, so are the times."""
 
     def __init__(self, env: simpy.Environment, bps: float):
         self.env, self.per_us = env, bps / 1e6              # bits per µs
-        self.active: dict[int, list] = {}                  # id -> [remaining bits, cap bits/µs, done event]
-        self.rates: dict[int, float] = {}
+        self.left: list[float] = []                        # bits each transfer in progress has still to send
+        self.caps: list[float] = []                        # its cap, bits per µs
+        self.rates: Sequence[float] = ()                   # its share now, bits per µs
+        self.done: list[simpy.Event] = []                  # its end
         self.last = env.now
-        self.next_id = 0
         self.generation = 0
         self.settling = False
 
     def transmit(self, bits: float, cap_bps: float) -> simpy.Event:
         self._advance()
         done = self.env.event()
-        self.active[self.next_id] = [float(bits), cap_bps / 1e6, done]
-        self.next_id += 1
+        self.left.append(float(bits))
+        self.caps.append(cap_bps / 1e6)
+        self.done.append(done)
         if not self.settling:      # K transfers starting at one instant share one recomputation, not K
             self.settling = True
             at(self.env, self.env.now, self._settle)
@@ -189,33 +198,54 @@ class SharedLink:
     def _advance(self) -> None:
         elapsed = self.env.now - self.last
         self.last = self.env.now
-        if elapsed:
-            for key, flow in self.active.items():
-                flow[0] -= self.rates[key] * elapsed
+        if elapsed:                # transfers started since the last share began now: nothing elapsed for them
+            self.left[: len(self.rates)] = [left - rate * elapsed for left, rate in zip(self.left, self.rates)]
 
-    def _fair_rates(self) -> dict[int, float]:
-        """Water-filling: every flow gets an equal share, flows capped below it keep their cap."""
-        rates, left, flows = {}, self.per_us, sorted(self.active.items(), key=lambda kv: (kv[1][1], kv[0]))
-        for n, (key, flow) in enumerate(flows):
-            share = left / (len(flows) - n)
-            rates[key] = min(flow[1], share)
-            left -= rates[key]
+    def _fair_rates(self) -> Sequence[float]:
+        """Water-filling: every flow gets an equal share, flows capped below it keep their cap (taken in
+        order of cap, then of start)."""
+        n, caps = len(self.caps), self.caps
+        if 0 < n <= WATER_KEPT_FLOWS and min(caps) == max(caps):   # one cap (the cloud's links): in start order
+            return _water_filled(self.per_us, caps[0], n)
+        rates, left = [0.0] * n, self.per_us
+        for j, i in enumerate(sorted(range(n), key=caps.__getitem__)):   # a stable sort: ties in start order
+            rates[i] = min(caps[i], left / (n - j))
+            left -= rates[i]
         return rates
 
     def _reschedule(self) -> None:
-        for key in [k for k, f in self.active.items() if f[0] <= 1e-6]:
-            self.active.pop(key)[2].succeed()
+        if any(left <= 1e-6 for left in self.left):
+            going = [left > 1e-6 for left in self.left]
+            for done, goes in zip(self.done, going):
+                if not goes:
+                    done.succeed()
+            self.left = list(itertools.compress(self.left, going))
+            self.caps = list(itertools.compress(self.caps, going))
+            self.done = list(itertools.compress(self.done, going))
         self.rates = self._fair_rates()
-        if not self.active:
+        if not self.left:
             return
         self.generation += 1
-        wait = min(math.ceil(f[0] / self.rates[k] - 1e-9) for k, f in self.active.items())
+        wait = min(math.ceil(left / rate - 1e-9) for left, rate in zip(self.left, self.rates))
         at(self.env, self.env.now + max(1, wait), lambda _, g=self.generation: self._wake(g))
 
     def _wake(self, generation: int) -> None:
         if generation == self.generation:                   # no start or end since: this is the next end
             self._advance()
             self._reschedule()
+
+
+WATER_KEPT_FLOWS = 512    # shares kept for up to this many flows of one cap: at most ~17 MB in all
+
+
+@functools.lru_cache(maxsize=2 * WATER_KEPT_FLOWS)
+def _water_filled(per_us: float, cap: float, n: int) -> tuple[float, ...]:
+    """``SharedLink._fair_rates`` of n flows of one cap, in start order."""
+    rates, left = [], per_us
+    for j in range(n):
+        rates.append(min(cap, left / (n - j)))
+        left -= rates[-1]
+    return tuple(rates)
 
 
 class Network:
