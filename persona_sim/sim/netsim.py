@@ -198,8 +198,11 @@ class SharedLink:
     def _advance(self) -> None:
         elapsed = self.env.now - self.last
         self.last = self.env.now
-        if elapsed:                # transfers started since the last share began now: nothing elapsed for them
-            self.left[: len(self.rates)] = [left - rate * elapsed for left, rate in zip(self.left, self.rates)]
+        n = len(self.rates)        # transfers started since the last share began now: nothing elapsed for them
+        if elapsed and n == 1:     # the usual case on a link seldom shared
+            self.left[0] -= self.rates[0] * elapsed
+        elif elapsed:
+            self.left[:n] = [left - rate * elapsed for left, rate in zip(self.left, self.rates)]
 
     def _fair_rates(self) -> Sequence[float]:
         """Water-filling: every flow gets an equal share, flows capped below it keep their cap (taken in
@@ -214,7 +217,7 @@ class SharedLink:
         return rates
 
     def _reschedule(self) -> None:
-        if any(left <= 1e-6 for left in self.left):
+        if self.left and min(self.left) <= 1e-6:
             going = [left > 1e-6 for left in self.left]
             for done, goes in zip(self.done, going):
                 if not goes:
@@ -226,13 +229,18 @@ class SharedLink:
         if not self.left:
             return
         self.generation += 1
-        wait = min(math.ceil(left / rate - 1e-9) for left, rate in zip(self.left, self.rates))
+        wait = min(map(_ticks, self.left, self.rates))
         at(self.env, self.env.now + max(1, wait), lambda _, g=self.generation: self._wake(g))
 
     def _wake(self, generation: int) -> None:
         if generation == self.generation:                   # no start or end since: this is the next end
             self._advance()
             self._reschedule()
+
+
+def _ticks(left: float, rate: float) -> int:
+    """Whole µs until a flow with ``left`` bits at ``rate`` bits per µs has sent them."""
+    return math.ceil(left / rate - 1e-9)
 
 
 WATER_KEPT_FLOWS = 512    # shares kept for up to this many flows of one cap: at most ~17 MB in all
