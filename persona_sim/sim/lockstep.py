@@ -110,8 +110,14 @@ class Lockstep:
         session.reports[hello.shard_index] = (hello, report, time.perf_counter_ns())
         session.waiting[hello.shard_index] = future
         if len(session.reports) == session.shards:
+            t0 = time.perf_counter_ns()
+            if self._behind(session):         # the values thread is BACKLOG_ROWS behind: its batch first, the
+                await asyncio.wait({asyncio.wrap_future(session.valuing), future},   # event loop serving
+                                   return_when=asyncio.FIRST_COMPLETED)              # meanwhile
+                if future.done() or self.sessions.get(session.method) is not session:   # aborted meanwhile
+                    return await future
             try:
-                self._round(session)
+                self._round(session, t0)
             except Exception as exc:          # a bug must end this run for every shard, not hang them
                 self.sessions.pop(session.method, None)
                 for waiting in session.waiting.values():
@@ -198,16 +204,19 @@ class Lockstep:
                 session.encoder.encode(result)
                 job.measured_ns, job.down_bytes = result.compute_ns, result.wire_bytes
 
+    def _behind(self, session: _Session) -> bool:
+        """Whether the values thread is computing a batch while ``BACKLOG_ROWS`` more wait: then a round waits
+        for it, so rounds never run far ahead of their values (taking every waiting edit at once made ever
+        larger batches, and replies of 100 MB and more, whenever rounds outran the thread)."""
+        return (session.valuing is not None and not session.valuing.done()
+                and len(session.unvalued) >= BACKLOG_ROWS)
+
     def _values(self, session: _Session, finished: bool) -> dict[int, list[bytes]]:
         """The values of edits sent pending, as each shard's reply carries them: of every one once the run has
         finished; else of those computed now that ``FLUSH_ROWS`` wait, or (``values_thread``) of those the
-        thread has finished. The thread takes ``FLUSH_ROWS`` at a time, and once ``BACKLOG_ROWS`` more wait
-        the round waits for it: rounds never run far ahead of their values, and no reply carries more than
-        one batch of them (taking every waiting edit at once made ever larger batches, and replies of
-        100 MB and more, whenever rounds outran the thread)."""
+        thread has finished, which takes ``FLUSH_ROWS`` at a time, so no reply carries more than one batch."""
         out: dict[int, list[bytes]] = {}
-        if session.valuing is not None and (finished or session.valuing.done()
-                                            or len(session.unvalued) >= BACKLOG_ROWS):
+        if session.valuing is not None and (finished or session.valuing.done()):
             self._merge(session.valuing.result(), out)
             session.valuing = None
         if finished or (len(session.unvalued) >= FLUSH_ROWS and session.valuing is None):
@@ -235,8 +244,8 @@ class Lockstep:
         for i, shard_blocks in blocks.items():
             out.setdefault(i, []).extend(shard_blocks)
 
-    def _round(self, session: _Session) -> None:
-        t0 = time.perf_counter_ns()
+    def _round(self, session: _Session, t0: int) -> None:
+        """The round every shard has reported, from ``t0`` (perf_counter_ns) on."""
         results: dict[int, list] = {i: [] for i in session.reports}
         jobs = []
         for i, (hello, report, _) in sorted(session.reports.items()):
