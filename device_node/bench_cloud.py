@@ -5,7 +5,8 @@ node would: one Adapt stream, lockstep rounds of K requests each (K devices' win
 every reply back in the same round (the report promises no arrival for 10 virtual seconds, so the cloud's
 clock finishes every batch before it answers). The edits' values follow from the cloud's values thread,
 decoded here as a device node decodes them; rounds run at most ``lockstep.BACKLOG_ROWS + FLUSH_ROWS``
-edits ahead of their values, so counting edits answered counts values delivered, to within that.
+edits (and a round's K) ahead of their values, so counting edits answered counts values delivered, to
+within that.
 Measured per round: the wall time from sending the report to holding every decoded edit (the node's view
 of the server's latency), the cloud's own time on the round, and the CPU time each process spent per
 round (the cloud node's, all its threads; this one's).
