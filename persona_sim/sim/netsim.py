@@ -208,12 +208,14 @@ class SharedLink:
         """Water-filling: every flow gets an equal share, flows capped below it keep their cap (taken in
         order of cap, then of start)."""
         n, caps = len(self.caps), self.caps
-        if 0 < n <= WATER_KEPT_FLOWS and min(caps) == max(caps):   # one cap (the cloud's links): in start order
+        if not n:
+            return ()
+        if n <= WATER_KEPT_FLOWS and min(caps) == max(caps):     # one cap (the cloud's links): in start order
             return _water_filled(self.per_us, caps[0], n)
-        rates, left = [0.0] * n, self.per_us
-        for j, i in enumerate(sorted(range(n), key=caps.__getitem__)):   # a stable sort: ties in start order
-            rates[i] = min(caps[i], left / (n - j))
-            left -= rates[i]
+        order = sorted(range(n), key=caps.__getitem__)              # a stable sort: ties in start order
+        rates = [0.0] * n
+        for i, rate in zip(order, _water_fill(self.per_us, [caps[i] for i in order])):
+            rates[i] = rate
         return rates
 
     def _reschedule(self) -> None:
@@ -246,14 +248,20 @@ def _ticks(left: float, rate: float) -> int:
 WATER_KEPT_FLOWS = 512    # shares kept for up to this many flows of one cap: at most ~17 MB in all
 
 
-@functools.lru_cache(maxsize=2 * WATER_KEPT_FLOWS)
-def _water_filled(per_us: float, cap: float, n: int) -> tuple[float, ...]:
-    """``SharedLink._fair_rates`` of n flows of one cap, in start order."""
-    rates, left = [], per_us
-    for j in range(n):
+def _water_fill(per_us: float, caps: list[float]) -> list[float]:
+    """Shares of ``per_us`` for flows taken in this order (caps rising): each flow an equal share of what
+    is left, or its cap if that is less."""
+    rates, left, n = [], per_us, len(caps)
+    for j, cap in enumerate(caps):
         rates.append(min(cap, left / (n - j)))
         left -= rates[-1]
-    return tuple(rates)
+    return rates
+
+
+@functools.lru_cache(maxsize=2 * WATER_KEPT_FLOWS)
+def _water_filled(per_us: float, cap: float, n: int) -> tuple[float, ...]:
+    """``_water_fill`` of n flows of one cap, kept."""
+    return tuple(_water_fill(per_us, [cap] * n))
 
 
 class Network:
