@@ -43,9 +43,11 @@ forms batches of a request or two, and each would be a real call; an edit never
 depends on its batch company (``CloudEngine.compute``), so the values are the
 same bits either way. With ``values_thread`` (the cloud node), they are computed
 on a thread of their own while the rounds go on (torch computes without the
-GIL), and sent in the first reply after they are done: which round carries a
-value then depends on wall-clock speed, what a device computes with it never
-does (a device scores what it predicted with an edit once its values come).
+GIL), ``FLUSH_ROWS`` at a time, and sent in the first reply after they are done;
+once ``BACKLOG_ROWS`` more wait, a round waits for the thread (``Lockstep._behind``),
+so rounds never run far ahead of their values. Which round carries a value then
+depends on wall-clock speed, what a device computes with it never does (a device
+scores what it predicted with an edit once its values come).
 """
 from __future__ import annotations
 
